@@ -1,0 +1,1 @@
+//! forkd-core: the daemon logic, generic over the `Os` trait.

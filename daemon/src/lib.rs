@@ -1,0 +1,1 @@
+//! forkd: build multi-process Unix daemons.

@@ -1,0 +1,1 @@
+//! forkd-harness: deterministic whole-daemon simulation.

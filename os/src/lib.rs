@@ -1,0 +1,177 @@
+//! The operating-system boundary of forkd.
+//!
+//! Everything a forkd daemon does to the world — fork, signals, sockets,
+//! shared memory, time, the pid file — goes through the [`Os`] trait. Two
+//! implementations exist:
+//!
+//! - [`RealOs`](real::RealOs), on nix and signal-hook, for real daemons;
+//! - [`SimOs`](sim::SimOs), an in-memory deterministic world in which every
+//!   simulated process runs one at a time, every `Os` call is a point where a
+//!   seeded random choice decides who runs next, and time is virtual.
+//!
+//! The daemon logic in `forkd-core` is generic over `Os` and never calls the
+//! kernel itself, so the same code runs for real and in simulation. The
+//! [`contract`] module pins down the behaviour both implementations share.
+//!
+//! Conventions of every call:
+//! - errors are `std::io::Error`, with the kernel's error kinds: `WouldBlock`
+//!   for a non-blocking call that would wait, `BrokenPipe` for a write to a
+//!   closed peer, `AddrInUse`, `ConnectionRefused`, `NotFound` and so on;
+//! - `EINTR` never escapes: calls retry it, except `poll`, which returns
+//!   early with no descriptor ready so that the caller looks at its signals;
+//! - descriptors are non-blocking and close-on-exec.
+
+pub mod addr;
+pub mod contract;
+pub mod real;
+pub mod shm;
+pub mod sim;
+mod types;
+
+use std::io;
+use std::path::Path;
+
+pub use addr::{Address, AddressError};
+pub use shm::Region;
+pub use types::*;
+
+/// The function a spawned child runs. It owns everything it captures — a real
+/// fork copies the parent, so nothing may be shared with it by reference —
+/// and its return value is the child's exit code.
+pub type Entry<O> = Box<dyn FnOnce(&mut O) -> i32 + Send + 'static>;
+
+/// Everything forkd asks of the operating system.
+pub trait Os: Sized + 'static {
+    // --- identity and time -------------------------------------------------
+
+    /// The calling process's id.
+    fn pid(&self) -> Pid;
+
+    /// The calling process's parent (1, or the simulation's init, once the
+    /// parent is gone).
+    fn parent_pid(&self) -> Pid;
+
+    /// The monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// Blocks until `deadline` has passed. Signals do not shorten it.
+    fn sleep_until(&mut self, deadline: Instant);
+
+    // --- processes ---------------------------------------------------------
+
+    /// Forks a child that runs `entry` and exits with what it returns (101 if
+    /// it panics). The child inherits the parent's descriptors and shared
+    /// regions. Signals are blocked across the fork, and the child resets
+    /// every handler the parent installed to its default before unblocking.
+    ///
+    /// Fails with `Other` if the calling process has several threads: forking
+    /// one of those is undefined behaviour in everything but the simplest
+    /// child.
+    fn spawn(&mut self, opts: SpawnOptions, entry: Entry<Self>) -> io::Result<Pid>;
+
+    /// Reaps one exited child without blocking (`waitpid(-1, WNOHANG)`):
+    /// `Ok(None)` when no child has exited. Call it until `None` after a
+    /// `SIGCHLD`: several exits may have raised one signal.
+    fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
+
+    /// Sends `signal` to a process or a process group.
+    fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
+
+    /// Makes the calling process a session leader (`setsid`).
+    fn setsid(&mut self) -> io::Result<()>;
+
+    /// Sets the calling process's niceness.
+    fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
+
+    /// Asks for `signal` when the parent dies (`PR_SET_PDEATHSIG`). Callers
+    /// then compare `parent_pid` with the parent they expect, to close the
+    /// race with a parent that died before the call.
+    fn set_parent_death_signal(&mut self, signal: Signal) -> io::Result<()>;
+
+    // --- signals -----------------------------------------------------------
+
+    /// Installs handlers for `signals` that only record them and wake the
+    /// returned descriptor, which polls readable while any is pending.
+    /// Signals not installed keep their default disposition.
+    fn install_signals(&mut self, signals: &[Signal]) -> io::Result<Fd>;
+
+    /// Drains the wake-up descriptor, then returns and clears the pending
+    /// signals. Draining first means a signal that arrives meanwhile is
+    /// either in the set or wakes the next poll: none is lost.
+    fn take_signals(&mut self) -> io::Result<SignalSet>;
+
+    // --- sockets -----------------------------------------------------------
+
+    /// Binds and listens. A unix socket file is created with
+    /// `opts.unix_mode`; an existing file at the path is `AddrInUse`.
+    fn listen(&mut self, addr: &Address, opts: ListenOptions) -> io::Result<Fd>;
+
+    /// Accepts one connection, `WouldBlock` if none waits.
+    fn accept(&mut self, listener: Fd) -> io::Result<Fd>;
+
+    /// Connects (blocking for the connection itself) and returns a
+    /// non-blocking stream.
+    fn connect(&mut self, addr: &Address) -> io::Result<Fd>;
+
+    /// A connected pair of unix stream sockets.
+    fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
+
+    /// Non-blocking read; `Ok(0)` is end of file.
+    fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Non-blocking write; may write less than `buf`. A write to a stream
+    /// whose peer has closed is `BrokenPipe` (never a `SIGPIPE`).
+    fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
+
+    /// Closes a descriptor. Closing one that is not open is a programmer
+    /// error in the caller and is ignored here.
+    fn close(&mut self, fd: Fd);
+
+    /// Waits until one of `fds` is ready or `deadline` passes (`None`: no
+    /// deadline), and returns how many are ready. A signal may end the wait
+    /// early with none ready.
+    fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<usize>;
+
+    // --- shared memory -----------------------------------------------------
+
+    /// Creates an anonymous shared region of at least `len` bytes, zeroed,
+    /// which children spawned afterwards inherit.
+    fn shm_create(&mut self, len: usize) -> io::Result<Region>;
+
+    /// Unmaps a region from the calling process.
+    fn shm_unmap(&mut self, region: Region);
+
+    // --- files -------------------------------------------------------------
+
+    /// Opens (creating if need be) and exclusively locks the pid file, then
+    /// writes the caller's pid into it. It never truncates a file whose lock
+    /// it did not get. The lock lives as long as the returned descriptor.
+    fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
+
+    /// Removes a file or a unix socket file.
+    fn remove_file(&mut self, path: &Path) -> io::Result<()>;
+
+    /// Whether something exists at `path`.
+    fn file_exists(&self, path: &Path) -> bool;
+}
+
+/// Why the pid file could not be taken.
+#[derive(Debug)]
+pub enum PidFileError {
+    /// Another live process holds the lock; its pid, if the file said.
+    Locked(Option<i32>),
+    /// Opening, locking or writing failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for PidFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PidFileError::Locked(Some(pid)) => write!(f, "already running (pid {pid})"),
+            PidFileError::Locked(None) => f.write_str("already running"),
+            PidFileError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PidFileError {}

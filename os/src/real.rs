@@ -1,0 +1,1 @@
+//! The real operating system, on nix and signal-hook.

@@ -1,0 +1,137 @@
+//! Shared memory regions, read and written only through atomics.
+//!
+//! A `Region` is a handle on memory that a process and the children it spawns
+//! after creating it all see. The real implementation is an anonymous shared
+//! mapping (`MAP_SHARED | MAP_ANONYMOUS`): it has no name, so it cannot outlive
+//! the last process that maps it, whatever kills them. The simulated one is a
+//! buffer of atomic words kept alive by the simulated processes that map it.
+//!
+//! Both are accessed the same way, through a base pointer to atomic words, so
+//! the code that lays out a channel on a region is one code for both worlds.
+//! A `Region` never unmaps itself on drop: unmapping is an `Os` call
+//! (`Os::shm_unmap`), because a forked child must not tear down the parent's
+//! view and the simulation must see every unmap to check for leaks.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// A mapped shared region. Cloning it copies the handle, not the memory.
+#[derive(Clone)]
+pub struct Region {
+    base: *const AtomicU64,
+    words: usize,
+    id: u64,
+    /// Keeps the simulated buffer alive; `None` for a real mapping.
+    _owner: Option<Arc<[AtomicU64]>>,
+}
+
+// Safety: the memory behind `base` is only ever accessed through atomics, and
+// stays mapped until `Os::shm_unmap` consumes the last handle the caller uses.
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("id", &self.id)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Region {
+    /// A region over a real mapping of `words` 8-byte words at `base`.
+    ///
+    /// # Safety
+    /// `base` must point to `words * 8` bytes of mapped, 8-aligned memory
+    /// that stays mapped while any handle to it is used.
+    pub unsafe fn from_raw(base: *mut u8, words: usize, id: u64) -> Region {
+        Region {
+            base: base as *const AtomicU64,
+            words,
+            id,
+            _owner: None,
+        }
+    }
+
+    /// A region over a simulated buffer.
+    pub fn from_buffer(buf: Arc<[AtomicU64]>, id: u64) -> Region {
+        Region {
+            base: buf.as_ptr(),
+            words: buf.len(),
+            id,
+            _owner: Some(buf),
+        }
+    }
+
+    /// An identifier unique among the regions of one world (the real one uses
+    /// the mapping's address).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.words * 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words == 0
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.base as *const u8
+    }
+
+    fn word(&self, index: usize) -> &AtomicU64 {
+        assert!(
+            index < self.words,
+            "word {index} outside a region of {} words",
+            self.words
+        );
+        // Safety: in bounds, and mapped for as long as `self` is used.
+        unsafe { &*self.base.add(index) }
+    }
+
+    fn byte(&self, offset: usize) -> &AtomicU8 {
+        assert!(
+            offset < self.len(),
+            "byte {offset} outside a region of {} bytes",
+            self.len()
+        );
+        // Safety: as `word`; an AtomicU8 has alignment 1.
+        unsafe { &*(self.base as *const AtomicU8).add(offset) }
+    }
+
+    pub fn load(&self, index: usize, order: Ordering) -> u64 {
+        self.word(index).load(order)
+    }
+
+    pub fn store(&self, index: usize, value: u64, order: Ordering) {
+        self.word(index).store(value, order)
+    }
+
+    pub fn fetch_add(&self, index: usize, value: u64, order: Ordering) -> u64 {
+        self.word(index).fetch_add(value, order)
+    }
+
+    pub fn compare_exchange(&self, index: usize, current: u64, new: u64) -> Result<u64, u64> {
+        self.word(index)
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+    }
+
+    /// Copies bytes out of the region with relaxed atomic loads; callers
+    /// order them with a version word (a seqlock).
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.byte(offset + i).load(Ordering::Relaxed);
+        }
+    }
+
+    /// Copies bytes into the region with relaxed atomic stores.
+    pub fn write_bytes(&self, offset: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.byte(offset + i).store(*b, Ordering::Relaxed);
+        }
+    }
+}
