@@ -31,10 +31,7 @@ impl fmt::Display for AddressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AddressError::UnknownScheme(s) => {
-                write!(
-                    f,
-                    "invalid address {s:?}: expected unix://PATH or tcp://HOST:PORT"
-                )
+                write!(f, "invalid address {s:?}: expected unix://PATH or tcp://HOST:PORT")
             }
             AddressError::EmptyPath => f.write_str("invalid address: unix:// needs a path"),
             AddressError::BadTcp(s) => write!(f, "invalid address {s:?}: expected tcp://IP:PORT"),
@@ -55,10 +52,7 @@ impl FromStr for Address {
             Ok(Address::Unix(PathBuf::from(path)))
         } else if let Some(hostport) = s.strip_prefix("tcp://") {
             let hostport = hostport.trim_end_matches('/');
-            hostport
-                .parse::<SocketAddr>()
-                .map(Address::Tcp)
-                .map_err(|_| AddressError::BadTcp(s.to_string()))
+            hostport.parse::<SocketAddr>().map(Address::Tcp).map_err(|_| AddressError::BadTcp(s.to_string()))
         } else {
             Err(AddressError::UnknownScheme(s.to_string()))
         }
@@ -97,22 +91,10 @@ mod tests {
 
     #[test]
     fn parses_the_seed_forms() {
-        assert_eq!(
-            "unix:///run/x.sock".parse(),
-            Ok(Address::Unix("/run/x.sock".into()))
-        );
-        assert_eq!(
-            "unix://daemon.sock".parse(),
-            Ok(Address::Unix("daemon.sock".into()))
-        );
-        assert_eq!(
-            "tcp://127.0.0.1:10042".parse(),
-            Ok(Address::Tcp("127.0.0.1:10042".parse().unwrap()))
-        );
-        assert_eq!(
-            "tcp://[::1]:10042".parse(),
-            Ok(Address::Tcp("[::1]:10042".parse().unwrap()))
-        );
+        assert_eq!("unix:///run/x.sock".parse(), Ok(Address::Unix("/run/x.sock".into())));
+        assert_eq!("unix://daemon.sock".parse(), Ok(Address::Unix("daemon.sock".into())));
+        assert_eq!("tcp://127.0.0.1:10042".parse(), Ok(Address::Tcp("127.0.0.1:10042".parse().unwrap())));
+        assert_eq!("tcp://[::1]:10042".parse(), Ok(Address::Tcp("[::1]:10042".parse().unwrap())));
         assert!("udp://x".parse::<Address>().is_err());
         assert!("unix://".parse::<Address>().is_err());
         assert!("tcp://localhost".parse::<Address>().is_err());
@@ -120,12 +102,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "unix:///a/b.sock",
-            "unix://rel.sock",
-            "tcp://127.0.0.1:1",
-            "tcp://[::1]:2",
-        ] {
+        for s in ["unix:///a/b.sock", "unix://rel.sock", "tcp://127.0.0.1:1", "tcp://[::1]:2"] {
             assert_eq!(s.parse::<Address>().unwrap().to_string(), s);
         }
     }
@@ -133,13 +110,7 @@ mod tests {
     #[test]
     fn resolve_only_touches_relative_unix_paths() {
         let base = Path::new("/srv");
-        assert_eq!(
-            Address::Unix("d.sock".into()).resolve(base),
-            Address::Unix("/srv/d.sock".into())
-        );
-        assert_eq!(
-            Address::Unix("/x.sock".into()).resolve(base),
-            Address::Unix("/x.sock".into())
-        );
+        assert_eq!(Address::Unix("d.sock".into()).resolve(base), Address::Unix("/srv/d.sock".into()));
+        assert_eq!(Address::Unix("/x.sock".into()).resolve(base), Address::Unix("/x.sock".into()));
     }
 }

@@ -153,6 +153,13 @@ pub trait Os: Sized + 'static {
 
     /// Whether something exists at `path`.
     fn file_exists(&self, path: &Path) -> bool;
+
+    // --- observation -------------------------------------------------------
+
+    /// Records an event of the daemon's in the world's trace. The simulation
+    /// keeps it beside its own events, so a replayed seed shows what the
+    /// daemon did; the real operating system has no trace and ignores it.
+    fn note(&mut self, _event: std::fmt::Arguments<'_>) {}
 }
 
 /// Why the pid file could not be taken.

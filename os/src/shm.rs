@@ -32,10 +32,7 @@ unsafe impl Sync for Region {}
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region")
-            .field("id", &self.id)
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("Region").field("id", &self.id).field("len", &self.len()).finish()
     }
 }
 
@@ -46,22 +43,12 @@ impl Region {
     /// `base` must point to `words * 8` bytes of mapped, 8-aligned memory
     /// that stays mapped while any handle to it is used.
     pub unsafe fn from_raw(base: *mut u8, words: usize, id: u64) -> Region {
-        Region {
-            base: base as *const AtomicU64,
-            words,
-            id,
-            _owner: None,
-        }
+        Region { base: base as *const AtomicU64, words, id, _owner: None }
     }
 
     /// A region over a simulated buffer.
     pub fn from_buffer(buf: Arc<[AtomicU64]>, id: u64) -> Region {
-        Region {
-            base: buf.as_ptr(),
-            words: buf.len(),
-            id,
-            _owner: Some(buf),
-        }
+        Region { base: buf.as_ptr(), words: buf.len(), id, _owner: Some(buf) }
     }
 
     /// An identifier unique among the regions of one world (the real one uses
@@ -84,21 +71,13 @@ impl Region {
     }
 
     fn word(&self, index: usize) -> &AtomicU64 {
-        assert!(
-            index < self.words,
-            "word {index} outside a region of {} words",
-            self.words
-        );
+        assert!(index < self.words, "word {index} outside a region of {} words", self.words);
         // Safety: in bounds, and mapped for as long as `self` is used.
         unsafe { &*self.base.add(index) }
     }
 
     fn byte(&self, offset: usize) -> &AtomicU8 {
-        assert!(
-            offset < self.len(),
-            "byte {offset} outside a region of {} bytes",
-            self.len()
-        );
+        assert!(offset < self.len(), "byte {offset} outside a region of {} bytes", self.len());
         // Safety: as `word`; an AtomicU8 has alignment 1.
         unsafe { &*(self.base as *const AtomicU8).add(offset) }
     }
@@ -116,8 +95,7 @@ impl Region {
     }
 
     pub fn compare_exchange(&self, index: usize, current: u64, new: u64) -> Result<u64, u64> {
-        self.word(index)
-            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+        self.word(index).compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }
 
     /// Copies bytes out of the region with relaxed atomic loads; callers

@@ -70,12 +70,7 @@ impl std::ops::Add<Duration> for Instant {
 
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:06}",
-            self.0 / 1_000_000_000,
-            (self.0 % 1_000_000_000) / 1000
-        )
+        write!(f, "{}.{:06}", self.0 / 1_000_000_000, (self.0 % 1_000_000_000) / 1000)
     }
 }
 
@@ -143,11 +138,7 @@ impl Signal {
     }
 
     pub fn from_number(n: i32) -> Option<Signal> {
-        Signal::CATCHABLE
-            .iter()
-            .chain(&[Signal::Kill, Signal::Stop])
-            .copied()
-            .find(|s| s.number() == n)
+        Signal::CATCHABLE.iter().chain(&[Signal::Kill, Signal::Stop]).copied().find(|s| s.number() == n)
     }
 
     /// The conventional name, `SIGTERM` style.
@@ -176,13 +167,7 @@ impl Signal {
     pub fn default_terminates(self) -> bool {
         !matches!(
             self,
-            Signal::Chld
-                | Signal::Cont
-                | Signal::Winch
-                | Signal::Tstp
-                | Signal::Ttin
-                | Signal::Ttou
-                | Signal::Stop
+            Signal::Chld | Signal::Cont | Signal::Winch | Signal::Tstp | Signal::Ttin | Signal::Ttou | Signal::Stop
         )
     }
 }
@@ -223,13 +208,7 @@ impl SignalSet {
 
     /// The signals in the set, in ascending signal number.
     pub fn iter(self) -> impl Iterator<Item = Signal> {
-        (0..64).filter_map(move |n| {
-            if self.0 & (1 << n) != 0 {
-                Signal::from_number(n)
-            } else {
-                None
-            }
-        })
+        (0..64).filter_map(move |n| if self.0 & (1 << n) != 0 { Signal::from_number(n) } else { None })
     }
 }
 
@@ -244,7 +223,7 @@ impl FromIterator<Signal> for SignalSet {
 }
 
 /// How a reaped child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExitStatus {
     /// It called `exit` (or returned from its entry) with this code.
     Exited(i32),
@@ -332,11 +311,7 @@ pub struct PollFd {
 
 impl PollFd {
     pub fn new(fd: Fd, interest: Ready) -> PollFd {
-        PollFd {
-            fd,
-            interest,
-            ready: Ready::NONE,
-        }
+        PollFd { fd, interest, ready: Ready::NONE }
     }
 }
 
@@ -358,9 +333,6 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions {
-            backlog: 128,
-            unix_mode: 0o600,
-        }
+        ListenOptions { backlog: 128, unix_mode: 0o600 }
     }
 }

@@ -1,0 +1,174 @@
+//! Listening, accepting and connecting stream sockets, unix and tcp.
+//!
+//! Every socket is made close-on-exec and non-blocking from its first
+//! instant (`SOCK_CLOEXEC | SOCK_NONBLOCK`), so no exec or blocking read can
+//! slip in between. The exception is `connect`, which blocks for the
+//! connection itself and turns non-blocking once connected.
+//!
+//! A unix socket file gets its mode between `bind` and `listen`: the file
+//! exists from `bind` on, but a connect to it is refused until `listen`, so
+//! no client can ever connect under the mode the umask gave it.
+//!
+//! Errors are the kernel's own (`EADDRINUSE` for an existing file, `ENOENT`
+//! for a missing one, `ECONNREFUSED`): the caller adds what it was doing.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr};
+
+use crate::real::sys::{c_path, retry};
+use crate::{Address, Fd, ListenOptions};
+
+/// An `Address` as the kernel takes it.
+enum SocketAddress {
+    Unix(UnixAddr),
+    Inet(AddressFamily, SockaddrStorage),
+}
+
+impl SocketAddress {
+    fn new(addr: &Address) -> io::Result<SocketAddress> {
+        Ok(match addr {
+            Address::Unix(path) => SocketAddress::Unix(UnixAddr::new(path.as_path())?),
+            Address::Tcp(sa) => {
+                let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+                SocketAddress::Inet(family, SockaddrStorage::from(*sa))
+            }
+        })
+    }
+
+    fn family(&self) -> AddressFamily {
+        match self {
+            SocketAddress::Unix(_) => AddressFamily::Unix,
+            SocketAddress::Inet(family, _) => *family,
+        }
+    }
+
+    fn as_sockaddr(&self) -> &dyn SockaddrLike {
+        match self {
+            SocketAddress::Unix(a) => a,
+            SocketAddress::Inet(_, a) => a,
+        }
+    }
+
+    fn is_tcp(&self) -> bool {
+        matches!(self, SocketAddress::Inet(..))
+    }
+}
+
+fn stream_socket(family: AddressFamily, flags: SockFlag) -> io::Result<OwnedFd> {
+    retry(|| socket::socket(family, SockType::Stream, flags | SockFlag::SOCK_CLOEXEC, None))
+}
+
+pub(super) fn listen(addr: &Address, opts: ListenOptions) -> io::Result<Fd> {
+    let sockaddr = SocketAddress::new(addr)?;
+    let fd = stream_socket(sockaddr.family(), SockFlag::SOCK_NONBLOCK)?;
+    match addr {
+        Address::Unix(path) => {
+            retry(|| socket::bind(fd.as_raw_fd(), sockaddr.as_sockaddr()))?;
+            let listening = chmod(path, opts.unix_mode).and_then(|()| listen_on(&fd, opts.backlog));
+            if let Err(e) = listening {
+                // The file is ours, made a moment ago: leave nothing behind.
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        }
+        Address::Tcp(_) => {
+            // A restarted daemon must be able to bind again while the
+            // connections of its previous run linger in TIME_WAIT.
+            retry(|| socket::setsockopt(&fd, sockopt::ReuseAddr, &true))?;
+            retry(|| socket::bind(fd.as_raw_fd(), sockaddr.as_sockaddr()))?;
+            listen_on(&fd, opts.backlog)?;
+        }
+    }
+    Ok(Fd(fd.into_raw_fd()))
+}
+
+fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    let path = c_path(path)?;
+    // Safety: `path` is a nul-terminated string.
+    syscall!(chmod(path.as_ptr(), mode as libc::mode_t))?;
+    Ok(())
+}
+
+fn listen_on(fd: &OwnedFd, backlog: i32) -> io::Result<()> {
+    // The raw call, so that the kernel clamps a large backlog to its own
+    // maximum as it always has, where nix would refuse it.
+    syscall!(listen(fd.as_raw_fd(), backlog))?;
+    Ok(())
+}
+
+pub(super) fn accept(listener: Fd) -> io::Result<Fd> {
+    // Safety: all zeroes is a valid sockaddr_storage.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // Safety: `peer` is valid for `len` bytes of writing.
+    let raw = syscall!(accept4(
+        listener.0,
+        (&mut peer as *mut libc::sockaddr_storage).cast(),
+        &mut len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    ))?;
+    // Safety: accept4 has just returned this descriptor, owned by no one.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let family = libc::c_int::from(peer.ss_family);
+    if family == libc::AF_INET || family == libc::AF_INET6 {
+        set_nodelay(&fd)?;
+    }
+    Ok(Fd(fd.into_raw_fd()))
+}
+
+pub(super) fn connect(addr: &Address) -> io::Result<Fd> {
+    let sockaddr = SocketAddress::new(addr)?;
+    let fd = stream_socket(sockaddr.family(), SockFlag::empty())?;
+    connect_blocking(fd.as_raw_fd(), sockaddr.as_sockaddr())?;
+    // Safety: F_GETFL and F_SETFL take and return plain flags.
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    if sockaddr.is_tcp() {
+        set_nodelay(&fd)?;
+    }
+    Ok(Fd(fd.into_raw_fd()))
+}
+
+/// A blocking connect. It is not retried on EINTR: an interrupted connect
+/// goes on in the background, and calling it again fails with `EALREADY`.
+/// Waiting for the socket to turn writable and reading its error instead is
+/// what completes it.
+fn connect_blocking(fd: RawFd, addr: &dyn SockaddrLike) -> io::Result<()> {
+    match socket::connect(fd, addr) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINTR) => {
+            let mut pollfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+            // Safety: one valid pollfd.
+            syscall!(poll(&mut pollfd, 1, -1))?;
+            // Safety: `fd` stays open for the duration of the call.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            match retry(|| socket::getsockopt(&fd, sockopt::SocketError))? {
+                0 => Ok(()),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Small requests and replies go out at once instead of waiting to be
+/// coalesced by Nagle's algorithm.
+fn set_nodelay(fd: &impl AsFd) -> io::Result<()> {
+    retry(|| socket::setsockopt(fd, sockopt::TcpNoDelay, &true))
+}
+
+pub(super) fn socket_pair() -> io::Result<(Fd, Fd)> {
+    let (a, b) = retry(|| {
+        socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+    })?;
+    Ok((Fd(a.into_raw_fd()), Fd(b.into_raw_fd())))
+}

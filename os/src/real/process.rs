@@ -1,0 +1,160 @@
+//! Forking children, reaping them, and the calls that shape a process.
+//!
+//! A fork copies only the calling thread, so a child of a multi-threaded
+//! process may find a lock held forever by a thread that no longer exists
+//! (the allocator's, stdout's, signal-hook's). `spawn` therefore refuses to
+//! fork unless the process has exactly one thread, as counted by the kernel.
+//!
+//! Signals are blocked across the fork so that no handler runs in the child
+//! before it has reset the parent's handlers to their defaults: a signal the
+//! child receives in between would otherwise write to the parent's pipe.
+//!
+//! The child runs its entry and leaves with `_exit`. It must never return
+//! into the caller's stack frames, which belong to the parent's logic, nor run
+//! the parent's destructors or flush the parent's buffers: a panic is caught
+//! and becomes exit code 101, like the panic of a `main`.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+use nix::unistd::{self, ForkResult};
+
+use crate::real::sys::retry;
+use crate::real::RealOs;
+use crate::{Entry, ExitStatus, KillTarget, Pid, Signal, SpawnOptions};
+
+/// The exit code of a child whose entry panicked.
+const PANIC_EXIT_CODE: i32 = 101;
+
+/// How many threads the calling process has, from `/proc/self/status`.
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no thread count in /proc/self/status"))
+}
+
+pub(super) fn spawn(os: &mut RealOs, opts: SpawnOptions, entry: Entry<RealOs>) -> io::Result<Pid> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork: the process has {threads} threads (fork a daemon before starting threads)"
+        )));
+    }
+    let mut old_mask = SigSet::empty();
+    retry(|| pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old_mask)))?;
+    // Safety: the process has one thread, so the child starts in a
+    // consistent state, and it leaves through `run_child`, never returning.
+    let forked = retry(|| unsafe { unistd::fork() });
+    match forked {
+        Ok(ForkResult::Child) => run_child(os, opts, &old_mask, entry),
+        Ok(ForkResult::Parent { child }) => {
+            if opts.new_group {
+                // The child moves itself too; doing it on both sides means the
+                // group exists when spawn returns, whichever runs first, so
+                // that signalling the group at once reaches the child. An
+                // error only means the child has already exited.
+                let _ = unistd::setpgid(child, child);
+            }
+            restore_mask(&old_mask);
+            Ok(Pid(child.as_raw()))
+        }
+        Err(e) => {
+            restore_mask(&old_mask);
+            Err(e)
+        }
+    }
+}
+
+fn restore_mask(old_mask: &SigSet) {
+    retry(|| pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None))
+        .expect("a saved signal mask can always be restored");
+}
+
+/// The child's side of `spawn`: becomes a child, runs `entry`, exits.
+fn run_child(os: &mut RealOs, opts: SpawnOptions, old_mask: &SigSet, entry: Entry<RealOs>) -> ! {
+    let result = panic::catch_unwind(AssertUnwindSafe(move || {
+        if let Err(e) = become_child(os, opts, old_mask) {
+            panic!("spawned child setup failed: {e}");
+        }
+        entry(os)
+    }));
+    let code = match result {
+        Ok(code) => code,
+        Err(payload) => {
+            // Dropping a payload can panic again, outside any catch.
+            std::mem::forget(payload);
+            PANIC_EXIT_CODE
+        }
+    };
+    // Safety: `_exit` ends the process without touching the parent's state.
+    unsafe { libc::_exit(code) }
+}
+
+fn become_child(os: &mut RealOs, opts: SpawnOptions, old_mask: &SigSet) -> io::Result<()> {
+    if opts.new_group {
+        retry(|| unistd::setpgid(unistd::Pid::from_raw(0), unistd::Pid::from_raw(0)))?;
+    }
+    if let Some(mut signals) = os.signals.take() {
+        signals.uninstall()?;
+        // Dropping it closes the parent's pipe in the child.
+    }
+    os.pid = Pid(unistd::getpid().as_raw());
+    retry(|| pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None))
+}
+
+pub(super) fn try_reap() -> io::Result<Option<(Pid, ExitStatus)>> {
+    loop {
+        let mut status = 0;
+        // The raw call rather than nix's, whose decoding fails on a signal it
+        // has no name for after the child is already reaped.
+        // Safety: `status` is valid for writing.
+        match syscall!(waitpid(-1, &mut status, libc::WNOHANG)) {
+            Ok(0) => return Ok(None),
+            Ok(pid) => {
+                if libc::WIFEXITED(status) {
+                    return Ok(Some((Pid(pid), ExitStatus::Exited(libc::WEXITSTATUS(status)))));
+                }
+                if libc::WIFSIGNALED(status) {
+                    return Ok(Some((Pid(pid), ExitStatus::Signaled(libc::WTERMSIG(status)))));
+                }
+                // Stopped or continued: not an exit, look for another.
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(super) fn kill(target: KillTarget, signal: Signal) -> io::Result<()> {
+    let (KillTarget::Process(pid) | KillTarget::Group(pid)) = target;
+    // kill(0) and kill(-1) mean "my group" and "everyone I may signal": a
+    // zero or negative pid here is a bug, which must not reach the kernel.
+    if pid.0 <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("kill: invalid pid {pid}")));
+    }
+    match target {
+        KillTarget::Process(pid) => syscall!(kill(pid.0, signal.number()))?,
+        KillTarget::Group(pid) => syscall!(killpg(pid.0, signal.number()))?,
+    };
+    Ok(())
+}
+
+pub(super) fn setsid() -> io::Result<()> {
+    retry(unistd::setsid)?;
+    Ok(())
+}
+
+pub(super) fn set_niceness(niceness: i32) -> io::Result<()> {
+    syscall!(setpriority(libc::PRIO_PROCESS, 0, niceness))?;
+    Ok(())
+}
+
+pub(super) fn set_parent_death_signal(signal: Signal) -> io::Result<()> {
+    let number = signal.number() as libc::c_ulong;
+    syscall!(prctl(libc::PR_SET_PDEATHSIG, number, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong))?;
+    Ok(())
+}
