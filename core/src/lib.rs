@@ -1,1 +1,6 @@
 //! forkd-core: the daemon logic, generic over the `Os` trait.
+pub mod daemon;
+pub mod event;
+pub mod rpc;
+pub mod supervisor;
+pub mod worker;

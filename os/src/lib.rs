@@ -92,7 +92,9 @@ pub trait Os: Sized + 'static {
 
     /// Installs handlers for `signals` that only record them and wake the
     /// returned descriptor, which polls readable while any is pending.
-    /// Signals not installed keep their default disposition.
+    /// Signals not installed keep their default disposition, except SIGPIPE,
+    /// which is ignored so that writes to a closed peer fail with
+    /// `BrokenPipe`.
     fn install_signals(&mut self, signals: &[Signal]) -> io::Result<Fd>;
 
     /// Drains the wake-up descriptor, then returns and clears the pending
@@ -124,7 +126,8 @@ pub trait Os: Sized + 'static {
     fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
 
     /// Closes a descriptor. Closing one that is not open is a programmer
-    /// error in the caller and is ignored here.
+    /// error in the caller and is ignored here. Closing the signal
+    /// descriptor uninstalls the handlers `install_signals` installed.
     fn close(&mut self, fd: Fd);
 
     /// Waits until one of `fds` is ready or `deadline` passes (`None`: no

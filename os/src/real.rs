@@ -146,6 +146,12 @@ impl Os for RealOs {
     }
 
     fn close(&mut self, fd: Fd) {
+        // The signal pipe is the Os's own: closing it uninstalls the
+        // handlers (as in the simulation), and its owner closes the fds.
+        if self.signals.as_ref().is_some_and(|s| s.fd() == fd) {
+            self.signals = None;
+            return;
+        }
         io::close(fd)
     }
 

@@ -1,0 +1,447 @@
+//! `Ctl`, the handle on the daemon that RPC methods and event listeners get,
+//! and the built-in `daemon.*` and `worker.*` methods.
+//!
+//! `Ctl` never performs I/O. What a method asks of the daemon — stop, send a
+//! command to a worker, raise an event — is recorded here and carried out by
+//! the loop after the method returns, so that methods stay plain functions
+//! and the loop stays the only place that touches the `Os`. A method that
+//! must wait for a worker answers with `Reply::Deferred`; the loop completes
+//! the answer when the worker acknowledges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use forkd_os::{ExitStatus, Instant, Pid};
+use serde_json::{json, Map, Value};
+
+use crate::event::Event;
+use crate::rpc::{DeferId, Method, ParamType, Registry, Reply, RpcError};
+use crate::supervisor::{Instance, InstanceState, Supervisor};
+use crate::worker::{Command, WorkerState};
+
+/// Server error codes of forkd's own methods (JSON-RPC reserves
+/// -32000..-32099 for them).
+pub mod codes {
+    /// No worker of that name.
+    pub const UNKNOWN_WORKER: i64 = -32001;
+    /// The worker has no running process to act on.
+    pub const WORKER_NOT_RUNNING: i64 = -32002;
+    /// The worker answered with an error, or exited before answering.
+    pub const WORKER_ERROR: i64 = -32003;
+    /// The daemon is stopping and takes no new work.
+    pub const STOPPING: i64 = -32004;
+}
+
+/// What the daemon tells about itself.
+#[derive(Clone, Debug)]
+pub struct Info {
+    pub pid: Pid,
+    pub description: String,
+    pub address: String,
+    pub started: Instant,
+}
+
+/// A command a method asked to send to a worker instance.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub instance: usize,
+    pub command: Command,
+    pub join: u64,
+}
+
+/// An answer that waits for several instances' acknowledgements.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub defer: DeferId,
+    /// Answer with a map of worker name to result, or with the one result.
+    pub by_name: bool,
+    pub waiting: BTreeSet<usize>,
+    pub results: BTreeMap<String, Value>,
+    pub error: Option<RpcError>,
+    /// A pause or resume: the worker's empty acknowledgement means `true`.
+    pub ack_is_true: bool,
+}
+
+/// The handle on the daemon that methods and listeners act through.
+pub struct Ctl {
+    pub(crate) info: Info,
+    pub(crate) now: Instant,
+    pub(crate) sup: Supervisor,
+    /// Per instance: its state as last read from its channel, its loop count.
+    pub(crate) views: Vec<InstanceView>,
+    pub(crate) stop: Option<String>,
+    pub(crate) reap: bool,
+    pub(crate) reopen_log: bool,
+    pub(crate) outgoing: Vec<Outgoing>,
+    pub(crate) joins: BTreeMap<u64, Join>,
+    pub(crate) next_join: u64,
+    pub(crate) next_defer: u64,
+    /// Deferred answers ready for the loop to deliver.
+    pub(crate) completions: Vec<(DeferId, Result<Value, RpcError>)>,
+    pub(crate) events: Vec<Event>,
+    /// The connection whose request is being dispatched.
+    pub(crate) current_conn: u64,
+    pub(crate) routes: BTreeMap<DeferId, u64>,
+}
+
+/// What the daemon knows of an instance's process from its channel.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct InstanceView {
+    pub state: Option<WorkerState>,
+    pub loops: u64,
+    pub last_error: Option<String>,
+}
+
+impl Ctl {
+    pub(crate) fn new(info: Info, sup: Supervisor, now: Instant) -> Ctl {
+        let views = vec![InstanceView::default(); sup.instances().len()];
+        Ctl {
+            info,
+            now,
+            sup,
+            views,
+            stop: None,
+            reap: false,
+            reopen_log: false,
+            outgoing: Vec::new(),
+            joins: BTreeMap::new(),
+            next_join: 1,
+            next_defer: 1,
+            completions: Vec::new(),
+            events: Vec::new(),
+            current_conn: 0,
+            routes: BTreeMap::new(),
+        }
+    }
+
+    /// The time the loop last read the clock.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// Asks the daemon to stop gracefully; the first reason given is kept.
+    pub fn stop(&mut self, reason: impl Into<String>) {
+        self.stop.get_or_insert_with(|| reason.into());
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_some() || self.sup.is_stopping()
+    }
+
+    /// Asks the loop to reap exited children (the watchdog's job on SIGCHLD).
+    pub fn reap_children(&mut self) {
+        self.reap = true;
+    }
+
+    /// Asks the logger to reopen its file (SIGUSR1's default).
+    pub fn reopen_log(&mut self) {
+        self.reopen_log = true;
+    }
+
+    /// Raises an event on the bus, after the current method or listener.
+    pub fn emit(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// A deferred answer for the request being dispatched; complete it with
+    /// `complete`.
+    pub fn defer(&mut self) -> DeferId {
+        let id = DeferId(self.next_defer);
+        self.next_defer += 1;
+        self.routes.insert(id, self.current_conn);
+        id
+    }
+
+    /// Completes a deferred answer.
+    pub fn complete(&mut self, id: DeferId, result: Result<Value, RpcError>) {
+        self.completions.push((id, result));
+    }
+
+    /// Names of the installed workers.
+    pub fn worker_names(&self) -> Vec<String> {
+        self.sup.specs().iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Sends a custom message to worker `name` (its first instance) and
+    /// answers with the worker's reply: the seed's `handyman.changename`.
+    pub fn message_worker(&mut self, name: &str, message: Value) -> Reply {
+        let w = match self.worker(name) {
+            Ok(w) => w,
+            Err(e) => return Reply::Error(e),
+        };
+        let Some(id) = self.sup.instances_of(w).find(|&i| self.sup.instance(i).state.pid().is_some()) else {
+            return Reply::Error(RpcError::new(codes::WORKER_NOT_RUNNING, format!("worker {name} is not running")));
+        };
+        self.command(vec![id], Command::Message(message), false)
+    }
+
+    fn worker(&self, name: &str) -> Result<usize, RpcError> {
+        self.sup
+            .worker_index(name)
+            .ok_or_else(|| RpcError::new(codes::UNKNOWN_WORKER, format!("unknown worker {name:?}")))
+    }
+
+    /// Sends `command` to `instances` and answers once all acknowledged.
+    fn command(&mut self, instances: Vec<usize>, command: Command, by_name: bool) -> Reply {
+        if self.is_stopping() {
+            return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
+        }
+        let defer = self.defer();
+        let join_id = self.next_join;
+        self.next_join += 1;
+        let ack_is_true = matches!(command, Command::Pause | Command::Resume);
+        let mut join =
+            Join { defer, by_name, waiting: BTreeSet::new(), results: BTreeMap::new(), error: None, ack_is_true };
+        for id in instances {
+            let name = self.sup.specs()[self.sup.instance(id).worker].name.clone();
+            if self.sup.instance(id).state.pid().is_none() {
+                let msg = format!("worker {name} is not running");
+                if by_name {
+                    join.results.insert(name, json!({ "error": msg }));
+                } else {
+                    join.error = Some(RpcError::new(codes::WORKER_NOT_RUNNING, msg));
+                }
+                continue;
+            }
+            join.waiting.insert(id);
+            self.outgoing.push(Outgoing { instance: id, command: command.clone(), join: join_id });
+        }
+        self.joins.insert(join_id, join);
+        self.settle(join_id);
+        Reply::Deferred(defer)
+    }
+
+    /// An instance answered (or can no longer answer) a command of `join`.
+    pub(crate) fn acknowledge(&mut self, join: u64, instance: usize, result: Result<Value, String>) {
+        let name = self.sup.specs()[self.sup.instance(instance).worker].name.clone();
+        if let Some(j) = self.joins.get_mut(&join) {
+            if j.waiting.remove(&instance) {
+                match result {
+                    Ok(Value::Null) if j.ack_is_true => {
+                        j.results.insert(name, Value::Bool(true));
+                    }
+                    Ok(v) => {
+                        // A pool answers with the last instance's value.
+                        j.results.insert(name, v);
+                    }
+                    Err(e) if j.by_name => {
+                        j.results.insert(name, json!({ "error": e }));
+                    }
+                    Err(e) => j.error = Some(RpcError::new(codes::WORKER_ERROR, e)),
+                }
+            }
+        }
+        self.settle(join);
+    }
+
+    fn settle(&mut self, join: u64) {
+        let done = self.joins.get(&join).is_some_and(|j| j.waiting.is_empty());
+        if !done {
+            return;
+        }
+        let j = self.joins.remove(&join).unwrap();
+        let result = match j.error {
+            Some(e) => Err(e),
+            None if j.by_name => Ok(Value::Object(j.results.into_iter().collect())),
+            None => Ok(j.results.into_values().next().unwrap_or(Value::Bool(true))),
+        };
+        self.completions.push((j.defer, result));
+    }
+
+    fn instance_json(&self, id: usize) -> Value {
+        let inst: &Instance = self.sup.instance(id);
+        let spec = &self.sup.specs()[inst.worker];
+        let view = &self.views[id];
+        json!({
+            "name": spec.name,
+            "instance": inst.index,
+            "pid": inst.state.pid().map(|p| p.0),
+            "state": self.state_name(id),
+            "looptime": spec.looptime.as_secs_f64(),
+            "forever": spec.forever,
+            "loops": view.loops,
+            "restarts": inst.restarts,
+            "last_exit": inst.last_exit.map(exit_json),
+            "last_error": view.last_error,
+        })
+    }
+
+    /// The state a client sees: the worker's own while it runs, the
+    /// supervisor's once it does not.
+    pub(crate) fn state_name(&self, id: usize) -> &'static str {
+        match self.sup.instance(id).state {
+            InstanceState::Failed => "failed",
+            InstanceState::Stopped | InstanceState::Waiting { .. } => "stopped",
+            InstanceState::Running { .. } | InstanceState::Stopping { .. } => match self.views[id].state {
+                Some(s) => s.name(),
+                None => "spinup",
+            },
+        }
+    }
+
+    fn targets(&self, name: Option<&str>) -> Result<(Vec<usize>, bool), RpcError> {
+        match name {
+            Some(n) => {
+                let w = self.worker(n)?;
+                Ok((self.sup.instances_of(w).collect(), false))
+            }
+            None => {
+                let all =
+                    (0..self.sup.specs().len()).flat_map(|w| self.sup.instances_of(w).collect::<Vec<_>>()).collect();
+                Ok((all, true))
+            }
+        }
+    }
+}
+
+fn exit_json(status: ExitStatus) -> Value {
+    match status {
+        ExitStatus::Exited(code) => json!({ "code": code }),
+        ExitStatus::Signaled(n) => json!({
+            "signal": forkd_os::Signal::from_number(n).map(|s| s.name().to_string()).unwrap_or_else(|| n.to_string())
+        }),
+    }
+}
+
+fn value(v: Value) -> Reply {
+    Reply::Value(v)
+}
+
+/// Adds the built-in methods to `registry`.
+pub fn register_builtins(registry: &mut Registry<Ctl>) {
+    let methods: Vec<Method<Ctl>> = vec![
+        Method::new("daemon.info", |ctl: &mut Ctl, _| {
+            value(json!({
+                "pid": ctl.info.pid.0,
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": ctl.info.description,
+                "uptime": ctl.now.saturating_duration_since(ctl.info.started).as_secs_f64(),
+                "address": ctl.info.address,
+                "workers": ctl.sup.instances().iter().filter(|i| i.state.pid().is_some()).count(),
+            }))
+        })
+        .description("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
+        .returns(ParamType::Struct),
+        Method::new("daemon.shutdown", |ctl: &mut Ctl, _| {
+            ctl.stop("daemon.shutdown");
+            value(Value::Bool(true))
+        })
+        .description("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
+        .returns(ParamType::Boolean),
+        Method::new("worker.list", |ctl: &mut Ctl, _| {
+            let all: Vec<Value> = (0..ctl.sup.instances().len())
+                .filter(|&id| ctl.sup.instances_of(ctl.sup.instance(id).worker).any(|i| i == id))
+                .map(|id| ctl.instance_json(id))
+                .collect();
+            value(Value::Array(all))
+        })
+        .description(
+            "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit.",
+        )
+        .returns(ParamType::Array),
+        Method::new("worker.status", |ctl: &mut Ctl, args| {
+            let name = args.get_str("name");
+            match ctl.targets(name) {
+                Ok((ids, true)) => {
+                    let mut map = Map::new();
+                    for id in ids {
+                        let n = ctl.sup.specs()[ctl.sup.instance(id).worker].name.clone();
+                        map.insert(n, Value::String(ctl.state_name(id).to_string()));
+                    }
+                    value(Value::Object(map))
+                }
+                Ok((ids, false)) => match ids.first() {
+                    Some(&id) if ids.len() == 1 => value(ctl.instance_json(id)),
+                    _ => value(Value::Array(ids.iter().map(|&id| ctl.instance_json(id)).collect())),
+                },
+                Err(e) => Reply::Error(e),
+            }
+        })
+        .description("Tell a worker's status; without a name, the state of every worker by name.")
+        .returns(ParamType::Struct)
+        .signature()
+        .param(ParamType::String, "name")
+        .returns(ParamType::Struct),
+        pause_resume(
+            "worker.pause",
+            Command::Pause,
+            "Pause a worker (every worker without a name); answer once it has acknowledged.",
+        ),
+        pause_resume(
+            "worker.resume",
+            Command::Resume,
+            "Resume a paused worker (every worker without a name); answer once it has acknowledged.",
+        ),
+        Method::new("worker.restart", |ctl: &mut Ctl, args| {
+            let name = args.get_str("name").unwrap_or_default().to_string();
+            match ctl.worker(&name) {
+                Ok(w) => {
+                    let now = ctl.now;
+                    let ids: Vec<usize> = ctl.sup.instances_of(w).collect();
+                    for id in ids {
+                        ctl.sup.restart(id, now);
+                    }
+                    value(Value::Bool(true))
+                }
+                Err(e) => Reply::Error(e),
+            }
+        })
+        .description("Restart a worker: stop its processes and start new ones.")
+        .param(ParamType::String, "name")
+        .returns(ParamType::Boolean),
+        Method::new("worker.scale", |ctl: &mut Ctl, args| {
+            let name = args.get_str("name").unwrap_or_default().to_string();
+            let n = args.get_i64("instances").unwrap_or(-1);
+            if !(0..=4096).contains(&n) {
+                return Reply::Error(RpcError::invalid_params("param 'instances' must be between 0 and 4096"));
+            }
+            if ctl.is_stopping() {
+                return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
+            }
+            match ctl.worker(&name) {
+                Ok(w) => {
+                    let now = ctl.now;
+                    ctl.sup.scale(w, n as u32, now);
+                    ctl.views.resize(ctl.sup.instances().len(), InstanceView::default());
+                    value(json!(n))
+                }
+                Err(e) => Reply::Error(e),
+            }
+        })
+        .description("Resize a worker's pool to the given number of instances.")
+        .param(ParamType::String, "name")
+        .param(ParamType::Int, "instances")
+        .returns(ParamType::Int),
+        Method::new("worker.send", |ctl: &mut Ctl, args| {
+            let name = args.get_str("name").unwrap_or_default().to_string();
+            let message = args.get("message").cloned().unwrap_or(Value::Null);
+            ctl.message_worker(&name, message)
+        })
+        .description("Send a custom message to a worker and answer with its reply.")
+        .param(ParamType::String, "name")
+        .param(ParamType::Any, "message")
+        .returns(ParamType::Any),
+    ];
+    for m in methods {
+        registry.add(m).expect("built-in method names are unique");
+    }
+}
+
+fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Method<Ctl> {
+    let cmd2 = command.clone();
+    Method::new(name, move |ctl: &mut Ctl, args| {
+        let target = args.get_str("name").map(str::to_string);
+        match ctl.targets(target.as_deref()) {
+            Ok((ids, by_name)) => ctl.command(ids, cmd2.clone(), by_name),
+            Err(e) => Reply::Error(e),
+        }
+    })
+    .description(help)
+    .returns(ParamType::Struct)
+    .signature()
+    .param(ParamType::String, "name")
+    .returns(ParamType::Boolean)
+}

@@ -1,0 +1,125 @@
+//! A whole daemon: its configuration, methods, listeners and workers, and
+//! the loop that runs them over an `Os`.
+//!
+//! The facade crate builds a [`Daemon`] from the user's builder calls and
+//! console flags, then calls [`run`] with the real `Os`; the harness calls
+//! the same `run` with the simulated one.
+
+mod config;
+mod control;
+mod run;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use config::Config;
+pub use control::{codes, register_builtins, Ctl, Info};
+pub use run::run;
+
+use forkd_os::{Address, Os};
+
+use crate::event::Bus;
+use crate::rpc::Registry;
+use crate::supervisor::WorkerSpec;
+use crate::worker::Worker;
+
+/// Makes a fresh worker object for each process of an instance. It is
+/// called in the daemon just before the fork, so every process starts from
+/// the object as installed, never from a previous process's state.
+pub type WorkerFactory = Box<dyn Fn() -> Box<dyn Worker>>;
+
+/// Everything a daemon runs with.
+pub struct Daemon {
+    pub config: Config,
+    pub registry: Registry<Ctl>,
+    pub bus: Bus<Ctl>,
+    pub workers: Vec<(WorkerSpec, WorkerFactory)>,
+}
+
+impl Daemon {
+    /// A daemon with the built-in methods and the default listeners subscribed (see
+    /// [`defaults`](crate::event::defaults)); subscribing under one of their
+    /// names replaces it, unsubscribing removes it.
+    pub fn new(config: Config) -> Daemon {
+        let mut bus = Bus::default();
+        run::install_default_listeners(&mut bus);
+        let mut registry = Registry::new();
+        register_builtins(&mut registry);
+        Daemon { config, registry, bus, workers: Vec::new() }
+    }
+}
+
+/// Where the facade plugs into the loop: readiness, systemd notifications,
+/// log reopening. Every method has a default that does nothing.
+pub trait Hooks<O: Os> {
+    /// The daemon is ready: pid file locked, socket listening, workers
+    /// spawned. The launcher of `-d` is told here, and systemd.
+    fn ready(&mut self, _os: &mut O) {}
+    /// The daemon begins to stop.
+    fn stopping(&mut self, _os: &mut O) {}
+    /// The daemon has cleaned up and is about to return.
+    fn stopped(&mut self, _os: &mut O) {}
+    /// SIGUSR1 (by default) asked for the log file to be reopened.
+    fn reopen_log(&mut self, _os: &mut O) {}
+    /// How often `keepalive` is due (systemd's watchdog), if at all.
+    fn keepalive_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn keepalive(&mut self, _os: &mut O) {}
+    /// Descriptors of the facade's that worker processes must close.
+    fn private_fds(&self) -> Vec<forkd_os::Fd> {
+        Vec::new()
+    }
+}
+
+/// The hooks of a daemon that needs none.
+pub struct NoHooks;
+
+impl<O: Os> Hooks<O> for NoHooks {}
+
+/// Why a daemon could not start. Nothing is left behind when one is
+/// returned: no pid file, socket file, shared memory or child process.
+#[derive(Debug)]
+pub enum StartError {
+    /// Another instance holds the pid file.
+    AlreadyRunning(Option<i32>),
+    /// The pid file could not be opened, locked or written.
+    PidFile(PathBuf, io::Error),
+    /// The signal handlers could not be installed.
+    Signals(io::Error),
+    /// A live daemon answers on the unix socket.
+    AddressAnswers(Address),
+    /// Binding or listening failed.
+    Listen(Address, io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
+            StartError::AlreadyRunning(None) => write!(f, "already running"),
+            StartError::PidFile(path, e) => write!(f, "pid file {}: {e}", path.display()),
+            StartError::Signals(e) => write!(f, "install signal handlers: {e}"),
+            StartError::AddressAnswers(a) => write!(f, "bind {a}: another daemon answers there"),
+            StartError::Listen(a, e) => write!(f, "bind {a}: {}", short_io(e)),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// An io::Error's message, lowercase and without the "(os error N)" tail.
+pub fn short_io(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
+    }
+}

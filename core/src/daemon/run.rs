@@ -1,0 +1,847 @@
+//! The daemon's event loop: one thread, one `poll`, every descriptor
+//! non-blocking, in s6's manner.
+//!
+//! Each turn of the loop, in this order:
+//! 1. poll the signal pipe, the listener (while it accepts and a connection
+//!    slot is free), every connection (read while it wants input, write while
+//!    it has output) and every worker's wake-up socket, until the earliest
+//!    deadline (idle connections, supervisor timers, the stop deadline, the
+//!    keep-alive hook);
+//! 2. take the signals, turn each into an event and publish it (the default
+//!    listeners ask to stop or to reap);
+//! 3. reap every exited child (until `try_reap` says none: signals merge);
+//! 4. read the workers' acknowledgements and events;
+//! 5. accept, read, dispatch and write connections;
+//! 6. carry out what methods and listeners asked (`Ctl`), then the
+//!    supervisor's actions (spawn, stop, signal);
+//! 7. when stopping and nothing is left in flight, clean up and return.
+//!
+//! The loop never blocks anywhere but in `poll`, so no client can stall
+//! another: a slow reader only fills its own output buffer, and a client
+//! that never reads stops being read from once its output is full.
+
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind};
+use std::time::Duration;
+
+use forkd_os::{
+    Address, Fd, Instant, KillTarget, ListenOptions, Os, PidFileError, PollFd, Ready, Region, Signal, SpawnOptions,
+};
+
+use crate::daemon::control::{Ctl, Info, InstanceView};
+use crate::daemon::{Config, Daemon, Hooks, StartError};
+use crate::event::{defaults, Event, Topic, WorkerEventKind};
+use crate::rpc::{Conn, Limits, Registry};
+use crate::supervisor::{Action, InstanceState, Supervisor};
+use crate::worker::{run_worker, Channel, Command, WorkerProcess, WorkerState, REGION_SIZE};
+
+/// Signals the daemon takes as events. SIGPIPE is not among them: writes to
+/// a closed peer fail with `BrokenPipe` instead.
+const SIGNALS: [Signal; 11] = [
+    Signal::Hup,
+    Signal::Int,
+    Signal::Quit,
+    Signal::Usr1,
+    Signal::Usr2,
+    Signal::Alrm,
+    Signal::Term,
+    Signal::Chld,
+    Signal::Winch,
+    Signal::Cont,
+    Signal::Tstp,
+];
+
+/// At most this many connections accepted in one turn, so that a flood of
+/// connections cannot starve the ones already open.
+const ACCEPTS_PER_TURN: usize = 64;
+
+/// At most this many reads from one connection in one turn.
+const READS_PER_TURN: usize = 16;
+
+/// How long stopping may take beyond the workers' stop escalation before
+/// everything left is killed and closed.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+struct Client {
+    fd: Fd,
+    conn: Conn,
+    last_active: Instant,
+    eof: bool,
+}
+
+/// A running worker instance's link: its region and its wake-up socket.
+struct Link {
+    region: Region,
+    channel: Channel,
+    wake: Fd,
+    eof: bool,
+    /// Commands waiting for the mailbox, and the one it holds: (seq, join).
+    queue: std::collections::VecDeque<(Command, u64)>,
+    in_flight: Option<(u64, u64)>,
+}
+
+struct Loop<'d> {
+    config: &'d Config,
+    registry: Registry<Ctl>,
+    bus: crate::event::Bus<Ctl>,
+    factories: Vec<crate::daemon::WorkerFactory>,
+    ctl: Ctl,
+    pid_lock: Option<Fd>,
+    signal_fd: Fd,
+    listener: Option<Fd>,
+    clients: BTreeMap<u64, Client>,
+    next_client: u64,
+    links: BTreeMap<usize, Link>,
+    stop_deadline: Option<Instant>,
+    read_buf: Vec<u8>,
+    /// The facade's descriptors that workers must not keep.
+    private_fds: Vec<Fd>,
+}
+
+/// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
+/// ready (pid file locked, socket listening, workers spawned); a start that
+/// fails returns the error having left nothing behind.
+pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Result<(), StartError> {
+    let Daemon { config, registry, bus, workers } = daemon;
+    let now = os.now();
+
+    // The pid file first: a second instance must fail before it touches the
+    // socket of the first.
+    let pid_lock = match os.lock_pid_file(&config.pid_file) {
+        Ok(fd) => fd,
+        Err(PidFileError::Locked(pid)) => return Err(StartError::AlreadyRunning(pid)),
+        Err(PidFileError::Io(e)) => return Err(StartError::PidFile(config.pid_file.clone(), e)),
+    };
+    let cleanup_pid = |os: &mut O| {
+        let _ = os.remove_file(&config.pid_file);
+        os.close(pid_lock);
+    };
+    if let Some(n) = config.niceness {
+        if let Err(e) = os.set_niceness(n) {
+            log::warn!("cannot set niceness {n}: {e}");
+        }
+    }
+    let signal_fd = match os.install_signals(&SIGNALS) {
+        Ok(fd) => fd,
+        Err(e) => {
+            cleanup_pid(os);
+            return Err(StartError::Signals(e));
+        }
+    };
+    let listener = match bind(os, &config) {
+        Ok(fd) => fd,
+        Err(e) => {
+            os.close(signal_fd);
+            cleanup_pid(os);
+            return Err(e);
+        }
+    };
+    let (specs, factories): (Vec<_>, Vec<_>) = workers.into_iter().unzip();
+    let seed = u64::from(os.pid().0 as u32) ^ now.as_nanos();
+    let sup = Supervisor::new(specs, config.restart.clone(), seed, now);
+    let info = Info {
+        pid: os.pid(),
+        description: config.description.clone(),
+        address: config.address.to_string(),
+        started: now,
+    };
+    let ctl = Ctl::new(info, sup, now);
+    let mut lp = Loop {
+        config: &config,
+        registry,
+        bus,
+        factories,
+        ctl,
+        pid_lock: Some(pid_lock),
+        signal_fd,
+        listener: Some(listener),
+        clients: BTreeMap::new(),
+        next_client: 1,
+        links: BTreeMap::new(),
+        stop_deadline: None,
+        read_buf: vec![0; config.read_buffer.max(1)],
+        private_fds: hooks.private_fds(),
+    };
+    lp.supervise(os);
+    os.note(format_args!("daemon ready"));
+    hooks.ready(os);
+    lp.publish(Event::DaemonStart);
+    lp.run(os, hooks);
+    Ok(())
+}
+
+pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
+    bus.subscribe_named(Topic::Signal(Signal::Term), defaults::STOP_ON_TERM, |ctl, _| ctl.stop("SIGTERM"));
+    bus.subscribe_named(Topic::Signal(Signal::Int), defaults::STOP_ON_INT, |ctl, _| ctl.stop("SIGINT"));
+    bus.subscribe_named(Topic::Signal(Signal::Chld), defaults::WATCHDOG, |ctl, _| ctl.reap_children());
+    bus.subscribe_named(Topic::Signal(Signal::Usr1), defaults::REOPEN_LOG, |ctl, _| ctl.reopen_log());
+}
+
+/// Binds the control socket. A unix socket file nobody answers on is stale
+/// and removed; one that answers belongs to a live daemon and is an error.
+fn bind<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
+    if let Some(fd) = config.listen_fd {
+        return Ok(fd);
+    }
+    if config.hard_start {
+        if let Address::Unix(path) = &config.address {
+            if os.file_exists(path) && os.connect(&config.address).map(|fd| os.close(fd)).is_err() {
+                let _ = os.remove_file(path);
+            }
+        }
+    }
+    let opts = ListenOptions { backlog: 128, unix_mode: config.socket_mode };
+    match os.listen(&config.address, opts) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            if let Address::Unix(path) = &config.address {
+                match os.connect(&config.address) {
+                    Ok(fd) => {
+                        os.close(fd);
+                        return Err(StartError::AddressAnswers(config.address.clone()));
+                    }
+                    Err(_) => {
+                        log::info!("removing stale socket {}", path.display());
+                        let _ = os.remove_file(path);
+                    }
+                }
+            } else {
+                return Err(StartError::Listen(config.address.clone(), e));
+            }
+        }
+        Err(e) => return Err(StartError::Listen(config.address.clone(), e)),
+    }
+    os.listen(&config.address, opts).map_err(|e| StartError::Listen(config.address.clone(), e))
+}
+
+impl Loop<'_> {
+    fn run<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
+        let mut fds: Vec<PollFd> = Vec::new();
+        let mut keepalive_at = hooks.keepalive_interval().map(|d| os.now() + d);
+        loop {
+            let now = os.now();
+            self.ctl.now = now;
+            if let Some(reason) = self.ctl.stop.clone() {
+                if self.stop_deadline.is_none() {
+                    self.begin_stop(os, hooks, &reason);
+                }
+            }
+            if self.stop_deadline.is_some() && self.finished() {
+                break;
+            }
+            if self.stop_deadline.is_some_and(|d| now >= d) {
+                self.force_stop(os);
+                break;
+            }
+            if let Some(at) = keepalive_at {
+                if now >= at {
+                    hooks.keepalive(os);
+                    keepalive_at = hooks.keepalive_interval().map(|d| now + d);
+                }
+            }
+
+            // 1. poll
+            fds.clear();
+            fds.push(PollFd::new(self.signal_fd, Ready::READ));
+            let accepting = self.listener.is_some() && self.clients.len() < self.config.max_connections;
+            if let (true, Some(l)) = (accepting, self.listener) {
+                fds.push(PollFd::new(l, Ready::READ));
+            }
+            for c in self.clients.values() {
+                let mut interest = Ready::NONE;
+                if c.conn.wants_read() && !c.eof {
+                    interest |= Ready::READ;
+                }
+                if !c.conn.output().is_empty() {
+                    interest |= Ready::WRITE;
+                }
+                fds.push(PollFd::new(c.fd, interest));
+            }
+            for link in self.links.values() {
+                if !link.eof {
+                    fds.push(PollFd::new(link.wake, Ready::READ));
+                }
+            }
+            let deadline = self.next_deadline(keepalive_at);
+            if let Err(e) = os.poll(&mut fds, deadline) {
+                log::error!("poll: {e}");
+            }
+            self.ctl.now = os.now();
+            let ready: BTreeMap<Fd, Ready> =
+                fds.iter().filter(|p| !p.ready.is_empty()).map(|p| (p.fd, p.ready)).collect();
+
+            // 2. signals
+            if ready.contains_key(&self.signal_fd) {
+                match os.take_signals() {
+                    Ok(set) => {
+                        for s in set.iter() {
+                            log::debug!("signal {s}");
+                            self.publish(Event::Signal(s));
+                        }
+                    }
+                    Err(e) => log::error!("take signals: {e}"),
+                }
+            }
+            // 3. reap
+            if self.ctl.reap || self.stop_deadline.is_some() {
+                self.ctl.reap = false;
+                self.reap(os);
+            }
+            if std::mem::take(&mut self.ctl.reopen_log) {
+                hooks.reopen_log(os);
+            }
+            // 4. workers
+            let woken: Vec<usize> =
+                self.links.iter().filter(|(_, l)| ready.contains_key(&l.wake)).map(|(id, _)| *id).collect();
+            for id in woken {
+                self.drain_link(os, id);
+            }
+            self.poll_links();
+            // 5. clients
+            if let Some(l) = self.listener {
+                if ready.contains_key(&l) {
+                    self.accept(os, l);
+                }
+            }
+            let ids: Vec<u64> = self.clients.keys().copied().collect();
+            for id in ids {
+                let r = self.clients.get(&id).and_then(|c| ready.get(&c.fd).copied()).unwrap_or(Ready::NONE);
+                self.serve(os, id, r);
+            }
+            // 6. what was asked
+            self.supervise(os);
+            self.deliver_completions(os);
+            self.expire_idle(os);
+        }
+        self.finish(os, hooks);
+    }
+
+    fn next_deadline(&self, keepalive_at: Option<Instant>) -> Option<Instant> {
+        let idle = self.config.idle_timeout;
+        let clients = self.clients.values().map(|c| c.last_active + idle).min();
+        let hang = self.config.restart.hang_timeout;
+        let sup = self.ctl.sup.poll_timeout(|id| {
+            let link = self.links.get(&id)?;
+            let beat = link.channel.heartbeat().ok()?;
+            Some(Instant(beat) + hang?)
+        });
+        [clients, sup, self.stop_deadline, keepalive_at].into_iter().flatten().min()
+    }
+
+    fn publish(&mut self, event: Event) {
+        self.bus.publish(&mut self.ctl, &event);
+        // Listeners may raise events in turn; bounded so that two listeners
+        // raising each other's events cannot spin the loop forever.
+        for _ in 0..16 {
+            let raised = std::mem::take(&mut self.ctl.events);
+            if raised.is_empty() {
+                break;
+            }
+            for e in raised {
+                self.bus.publish(&mut self.ctl, &e);
+            }
+        }
+    }
+
+    fn reap<O: Os>(&mut self, os: &mut O) {
+        loop {
+            match os.try_reap() {
+                Ok(Some((pid, status))) => {
+                    let now = os.now();
+                    let stopping_for_restart = self.ctl.sup.id_of_pid(pid).is_some_and(|id| {
+                        matches!(self.ctl.sup.instance(id).state, InstanceState::Stopping { .. })
+                            && !self.ctl.sup.is_stopping()
+                    });
+                    match self.ctl.sup.handle_exit(pid, status, now) {
+                        Ok(id) => {
+                            log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
+                            self.unlink(os, id);
+                            let name = self.worker_name(id);
+                            let instance = self.ctl.sup.instance(id).index;
+                            self.publish(Event::Worker { name, instance, event: WorkerEventKind::Exited, data: None });
+                            if stopping_for_restart {
+                                self.ctl.sup.respawn(id, now);
+                            }
+                            if self.ctl.sup.instance(id).state == InstanceState::Failed {
+                                let name = self.worker_name(id);
+                                log::error!("worker {name} failed: restarted too often");
+                                self.publish(Event::Worker {
+                                    name,
+                                    instance,
+                                    event: WorkerEventKind::Failed,
+                                    data: None,
+                                });
+                            }
+                        }
+                        Err(unknown) => log::debug!("reaped {}: {status}", unknown.0),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("reap: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn worker_name(&self, id: usize) -> String {
+        self.ctl.sup.specs()[self.ctl.sup.instance(id).worker].name.clone()
+    }
+
+    /// Forgets an exited instance's link: unmaps its region, closes its
+    /// socket, and fails the commands it can no longer answer.
+    fn unlink<O: Os>(&mut self, os: &mut O, id: usize) {
+        let Some(link) = self.links.remove(&id) else { return };
+        if let Ok(e) = link.channel.last_error() {
+            self.ctl.views[id].last_error = e;
+        }
+        self.ctl.views[id].state = None;
+        os.close(link.wake);
+        os.shm_unmap(link.region);
+        let name = self.worker_name(id);
+        if let Some((_, join)) = link.in_flight {
+            self.ctl.acknowledge(join, id, Err(format!("worker {name} exited before answering")));
+        }
+        for (_, join) in link.queue {
+            self.ctl.acknowledge(join, id, Err(format!("worker {name} exited before answering")));
+        }
+    }
+
+    /// Reads a worker's wake-up socket and its mailbox.
+    fn drain_link<O: Os>(&mut self, os: &mut O, id: usize) {
+        let Some(link) = self.links.get_mut(&id) else { return };
+        let mut buf = [0u8; 64];
+        loop {
+            match os.read(link.wake, &mut buf) {
+                Ok(0) => {
+                    link.eof = true;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    link.eof = true;
+                    break;
+                }
+            }
+        }
+        self.read_mailbox(os, id);
+    }
+
+    fn read_mailbox<O: Os>(&mut self, os: &mut O, id: usize) {
+        let Some(link) = self.links.get_mut(&id) else { return };
+        let mut acks = Vec::new();
+        match link.channel.take_reply() {
+            Ok(Some(reply)) => {
+                if let Some((seq, join)) = link.in_flight {
+                    if reply.seq == seq {
+                        link.in_flight = None;
+                        acks.push((join, reply.result));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("worker channel: {e}"),
+        }
+        let events = link.channel.take_events().unwrap_or_default();
+        self.send_queued(os, id);
+        let name = self.worker_name(id);
+        let instance = self.ctl.sup.instance(id).index;
+        for (join, result) in acks {
+            self.ctl.acknowledge(join, id, result);
+        }
+        for data in events {
+            self.publish(Event::Worker {
+                name: name.clone(),
+                instance,
+                event: WorkerEventKind::Data,
+                data: Some(data),
+            });
+        }
+    }
+
+    /// Refreshes what the daemon knows of each worker from its channel.
+    fn poll_links(&mut self) {
+        for (id, link) in &self.links {
+            let view: &mut InstanceView = &mut self.ctl.views[*id];
+            let before = view.state;
+            if let Ok(s) = link.channel.state() {
+                view.state = Some(s);
+            }
+            view.loops = link.channel.loops().unwrap_or(view.loops);
+            if before != view.state {
+                let kind = match view.state {
+                    Some(WorkerState::Paused) => Some(WorkerEventKind::Paused),
+                    Some(WorkerState::Looping) if before == Some(WorkerState::Paused) => Some(WorkerEventKind::Resumed),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let inst = self.ctl.sup.instance(*id);
+                    let name = self.ctl.sup.specs()[inst.worker].name.clone();
+                    self.ctl.events.push(Event::Worker { name, instance: inst.index, event: kind, data: None });
+                }
+            }
+        }
+        let raised = std::mem::take(&mut self.ctl.events);
+        for e in raised {
+            self.publish(e);
+        }
+    }
+
+    /// Puts the next queued command in an instance's mailbox once the
+    /// previous one is answered, and wakes the worker.
+    fn send_queued<O: Os>(&mut self, os: &mut O, id: usize) {
+        let Some(link) = self.links.get_mut(&id) else { return };
+        if link.in_flight.is_some() {
+            return;
+        }
+        let Some((command, join)) = link.queue.pop_front() else { return };
+        match link.channel.send_command(command) {
+            Ok(seq) => {
+                link.in_flight = Some((seq, join));
+                let _ = os.write(link.wake, &[1]);
+            }
+            Err(e) => {
+                let msg = format!("cannot reach worker: {e}");
+                self.ctl.acknowledge(join, id, Err(msg));
+            }
+        }
+    }
+
+    fn accept<O: Os>(&mut self, os: &mut O, listener: Fd) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if self.clients.len() >= self.config.max_connections {
+                break;
+            }
+            match os.accept(listener) {
+                Ok(fd) => {
+                    let id = self.next_client;
+                    self.next_client += 1;
+                    let limits = Limits {
+                        max_request: self.config.max_request,
+                        read_buffer: self.config.read_buffer,
+                        ..Limits::default()
+                    };
+                    let now = os.now();
+                    self.clients.insert(id, Client { fd, conn: Conn::new(limits), last_active: now, eof: false });
+                    self.publish(Event::ClientConnect { conn: id });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Out of descriptors, or the peer gave up: the listener
+                    // stays, and the loop tries again next turn.
+                    log::warn!("accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn serve<O: Os>(&mut self, os: &mut O, id: u64, ready: Ready) {
+        let now = os.now();
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        let mut broken = false;
+        if ready.intersects(Ready::READ | Ready::HUP | Ready::ERROR) && !client.eof {
+            for _ in 0..READS_PER_TURN {
+                if !client.conn.wants_read() {
+                    break;
+                }
+                match os.read(client.fd, &mut self.read_buf) {
+                    Ok(0) => {
+                        client.eof = true;
+                        client.conn.handle_eof();
+                        break;
+                    }
+                    Ok(n) => {
+                        client.last_active = now;
+                        self.ctl.current_conn = id;
+                        let registry = &mut self.registry;
+                        let ctl = &mut self.ctl;
+                        client.conn.handle_bytes(&self.read_buf[..n], &mut |method, params| {
+                            registry.dispatch(ctl, method, params)
+                        });
+                        if n < self.read_buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !broken {
+            broken = flush(os, client, now).is_err();
+        }
+        if broken || client.conn.should_close() {
+            self.close_client(os, id);
+        }
+    }
+
+    fn close_client<O: Os>(&mut self, os: &mut O, id: u64) {
+        if let Some(c) = self.clients.remove(&id) {
+            os.close(c.fd);
+            self.ctl.routes.retain(|_, conn| *conn != id);
+            self.publish(Event::ClientHangup { conn: id });
+        }
+    }
+
+    fn deliver_completions<O: Os>(&mut self, os: &mut O) {
+        loop {
+            let done = std::mem::take(&mut self.ctl.completions);
+            if done.is_empty() {
+                break;
+            }
+            let now = os.now();
+            for (defer, result) in done {
+                let Some(conn_id) = self.ctl.routes.remove(&defer) else { continue };
+                let Some(client) = self.clients.get_mut(&conn_id) else { continue };
+                client.conn.complete(defer, result);
+                let broken = flush(os, client, now).is_err();
+                if broken || client.conn.should_close() {
+                    self.close_client(os, conn_id);
+                }
+            }
+        }
+    }
+
+    fn expire_idle<O: Os>(&mut self, os: &mut O) {
+        let now = os.now();
+        let idle = self.config.idle_timeout;
+        let expired: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now >= c.last_active + idle && c.conn.pending_deferred() == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            log::debug!("closing idle connection {id}");
+            self.close_client(os, id);
+        }
+    }
+
+    /// Carries out what methods and listeners asked and the supervisor's
+    /// actions, until there is nothing left to do.
+    fn supervise<O: Os>(&mut self, os: &mut O) {
+        let now = os.now();
+        let hang = self.config.restart.hang_timeout;
+        let links = &self.links;
+        self.ctl.sup.handle_timeout(now, |id| match (hang, links.get(&id)) {
+            (Some(h), Some(link)) => link.channel.heartbeat().is_ok_and(|beat| now >= Instant(beat) + h),
+            _ => false,
+        });
+        for out in std::mem::take(&mut self.ctl.outgoing) {
+            match self.links.get_mut(&out.instance) {
+                Some(link) => {
+                    link.queue.push_back((out.command, out.join));
+                    self.send_queued(os, out.instance);
+                }
+                None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
+            }
+        }
+        while let Some(action) = self.ctl.sup.poll_action() {
+            match action {
+                Action::Spawn(id) => self.spawn(os, id),
+                Action::RequestStop(id) => {
+                    if let Some(link) = self.links.get_mut(&id) {
+                        // Stop overtakes whatever waits in the queue.
+                        link.queue.push_front((Command::Stop, 0));
+                        self.send_queued(os, id);
+                    }
+                }
+                Action::Signal(target, sig) => {
+                    // A pid that was already reaped is never signalled: the
+                    // supervisor only names pids of instances it still runs.
+                    if let Err(e) = os.kill(target, sig) {
+                        log::debug!("kill {target:?} {sig}: {e}");
+                    }
+                }
+                Action::StopDaemon(reason) => {
+                    log::warn!("stopping: {reason}");
+                    self.ctl.stop(reason);
+                }
+            }
+        }
+        if self.ctl.views.len() < self.ctl.sup.instances().len() {
+            self.ctl.views.resize(self.ctl.sup.instances().len(), InstanceView::default());
+        }
+    }
+
+    fn spawn<O: Os>(&mut self, os: &mut O, id: usize) {
+        let now = os.now();
+        let inst = self.ctl.sup.instance(id).clone();
+        let spec = self.ctl.sup.specs()[inst.worker].clone();
+        let region = match os.shm_create(REGION_SIZE) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("worker {}: cannot create shared memory: {e}", spec.name);
+                self.ctl.sup.spawn_failed(id, now);
+                return;
+            }
+        };
+        let channel = Channel::create(region.clone());
+        let (ours, theirs) = match os.socket_pair() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("worker {}: socketpair: {e}", spec.name);
+                os.shm_unmap(region);
+                self.ctl.sup.spawn_failed(id, now);
+                return;
+            }
+        };
+        // What the child inherits but must not keep: the daemon's own
+        // descriptors and the other workers' links.
+        let mut close_fds = vec![ours];
+        close_fds.extend(self.pid_lock);
+        close_fds.extend(self.listener);
+        close_fds.extend(self.clients.values().map(|c| c.fd));
+        close_fds.extend(self.links.values().map(|l| l.wake));
+        close_fds.extend(self.private_fds.iter().copied());
+        let other_regions: Vec<Region> = self.links.values().map(|l| l.region.clone()).collect();
+        let process = WorkerProcess {
+            name: spec.name.clone(),
+            instance: inst.index,
+            looptime: spec.looptime,
+            worker: (self.factories[inst.worker])(),
+            channel: Channel::attach(region.clone()),
+            wake: theirs,
+            daemon_pid: os.pid(),
+            close_fds,
+            unmap: other_regions,
+        };
+        match os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))) {
+            Ok(pid) => {
+                os.close(theirs);
+                log::debug!("worker {} instance {} started as pid {pid}", spec.name, inst.index);
+                self.links.insert(
+                    id,
+                    Link { region, channel, wake: ours, eof: false, queue: Default::default(), in_flight: None },
+                );
+                if self.ctl.views.len() <= id {
+                    self.ctl.views.resize(id + 1, InstanceView::default());
+                }
+                self.ctl.views[id] = InstanceView::default();
+                self.ctl.sup.spawned(id, pid, now);
+                let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
+                self.publish(Event::Worker { name: spec.name, instance: inst.index, event: started, data: None });
+            }
+            Err(e) => {
+                log::error!("worker {}: cannot fork: {e}", spec.name);
+                os.close(ours);
+                os.close(theirs);
+                os.shm_unmap(region);
+                self.ctl.sup.spawn_failed(id, now);
+            }
+        }
+    }
+
+    fn begin_stop<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, reason: &str) {
+        let now = os.now();
+        log::info!("stopping ({reason})");
+        os.note(format_args!("daemon stopping: {reason}"));
+        hooks.stopping(os);
+        // Stop accepting: close the listener and remove its socket file, so
+        // that a new daemon may start while this one finishes.
+        self.close_listener(os);
+        self.ctl.sup.stop_all(now);
+        let stop = self.config.restart.stop_timeout;
+        self.stop_deadline = Some(now + stop * 2 + STOP_GRACE);
+        // Requests in flight are finished; connections with nothing in
+        // flight are closed now.
+        let idle: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.conn.pending_deferred() == 0 && c.conn.output().is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.close_client(os, id);
+        }
+        // Commands that will never be answered are answered now.
+        let joins: Vec<(u64, Vec<usize>)> =
+            self.ctl.joins.iter().map(|(j, v)| (*j, v.waiting.iter().copied().collect())).collect();
+        for (join, waiting) in joins {
+            for id in waiting {
+                self.ctl.acknowledge(join, id, Err("the daemon is stopping".into()));
+            }
+        }
+        self.supervise(os);
+        self.deliver_completions(os);
+    }
+
+    /// Closes the listener and removes its socket file, unless a service
+    /// manager owns the socket.
+    fn close_listener<O: Os>(&mut self, os: &mut O) {
+        if let Some(l) = self.listener.take() {
+            os.close(l);
+            if let (Address::Unix(path), None) = (&self.config.address, self.config.listen_fd) {
+                let _ = os.remove_file(path);
+            }
+        }
+    }
+
+    /// Whether the stop is complete: no worker process and no connection
+    /// with something in flight.
+    fn finished(&self) -> bool {
+        !self.ctl.sup.has_processes()
+            && self.clients.values().all(|c| c.conn.pending_deferred() == 0 && c.conn.output().is_empty())
+    }
+
+    /// The stop took too long: kill what is left.
+    fn force_stop<O: Os>(&mut self, os: &mut O) {
+        log::warn!("stop timed out: killing what is left");
+        for inst in self.ctl.sup.instances() {
+            if let Some(pid) = inst.state.pid() {
+                let _ = os.kill(KillTarget::Group(pid), Signal::Kill);
+            }
+        }
+        // Reap what died, with a bounded wait so that no zombie is left.
+        let deadline = os.now() + Duration::from_secs(1);
+        while self.ctl.sup.has_processes() && os.now() < deadline {
+            self.reap(os);
+            if self.ctl.sup.has_processes() {
+                let mut fds = [PollFd::new(self.signal_fd, Ready::READ)];
+                let _ = os.poll(&mut fds, Some((os.now() + Duration::from_millis(10)).min(deadline)));
+                let _ = os.take_signals();
+            }
+        }
+    }
+
+    fn finish<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
+        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        for id in ids {
+            self.close_client(os, id);
+        }
+        let ids: Vec<usize> = self.links.keys().copied().collect();
+        for id in ids {
+            self.unlink(os, id);
+        }
+        self.publish(Event::DaemonStop);
+        self.close_listener(os);
+        os.close(self.signal_fd);
+        if let Some(fd) = self.pid_lock.take() {
+            let _ = os.remove_file(&self.config.pid_file);
+            os.close(fd);
+        }
+        os.note(format_args!("daemon stopped"));
+        hooks.stopped(os);
+    }
+}
+
+/// Writes what a connection has to send, as much as the socket takes.
+fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io::Result<()> {
+    while !client.conn.output().is_empty() {
+        match os.write(client.fd, client.conn.output()) {
+            Ok(n) => {
+                client.conn.consume(n);
+                client.last_active = now;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

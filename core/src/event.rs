@@ -1,0 +1,182 @@
+//! The event bus: signals, daemon and worker happenings as typed events, and
+//! the listeners that react to them.
+//!
+//! In the seed, a POSIX signal becomes a `PosixEvent` that fires hooked
+//! listeners, and predefined listeners stop the daemon on SIGTERM. Here too:
+//! the loop turns each signal it takes into [`Event::Signal`] and publishes it,
+//! with the daemon's other events (start, stop, client connect and hangup,
+//! worker events). Listeners run in the loop, never in a signal handler.
+//!
+//! The defaults — SIGTERM and SIGINT stop the daemon, SIGCHLD drives the
+//! watchdog — are ordinary listeners with well-known names, so a user can
+//! remove or replace each of them.
+
+use std::collections::BTreeMap;
+
+use forkd_os::Signal;
+use serde_json::Value;
+
+/// Something that happened to the daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Signal(Signal),
+    DaemonStart,
+    DaemonStop,
+    ClientConnect {
+        conn: u64,
+    },
+    ClientHangup {
+        conn: u64,
+    },
+    /// A worker instance changed state, or sent data with `Context::send`.
+    Worker {
+        name: String,
+        instance: u32,
+        event: WorkerEventKind,
+        data: Option<Value>,
+    },
+    /// Raised by user code (an RPC method or a listener).
+    Custom {
+        name: String,
+        data: Value,
+    },
+}
+
+/// The worker happenings the bus carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkerEventKind {
+    Started,
+    Exited,
+    Restarted,
+    Failed,
+    Paused,
+    Resumed,
+    Data,
+}
+
+/// What a listener subscribes to: a kind of event, not its payload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Topic {
+    Signal(Signal),
+    DaemonStart,
+    DaemonStop,
+    ClientConnect,
+    ClientHangup,
+    Worker,
+    Custom(String),
+}
+
+impl Event {
+    pub fn topic(&self) -> Topic {
+        match self {
+            Event::Signal(s) => Topic::Signal(*s),
+            Event::DaemonStart => Topic::DaemonStart,
+            Event::DaemonStop => Topic::DaemonStop,
+            Event::ClientConnect { .. } => Topic::ClientConnect,
+            Event::ClientHangup { .. } => Topic::ClientHangup,
+            Event::Worker { .. } => Topic::Worker,
+            Event::Custom { name, .. } => Topic::Custom(name.clone()),
+        }
+    }
+}
+
+/// A subscription, to unsubscribe with.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListenerId(pub String);
+
+/// Names of the default listeners.
+pub mod defaults {
+    /// SIGTERM stops the daemon gracefully.
+    pub const STOP_ON_TERM: &str = "forkd.stop-on-sigterm";
+    /// SIGINT stops the daemon gracefully.
+    pub const STOP_ON_INT: &str = "forkd.stop-on-sigint";
+    /// SIGCHLD reaps children and drives the worker watchdog.
+    pub const WATCHDOG: &str = "forkd.watchdog";
+    /// SIGUSR1 reopens the log file.
+    pub const REOPEN_LOG: &str = "forkd.reopen-log";
+}
+
+type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;
+
+/// Listeners by topic, called in the order they subscribed. `C` is what a
+/// listener gets to act on the daemon with.
+pub struct Bus<C> {
+    listeners: BTreeMap<Topic, Vec<(ListenerId, Listener<C>)>>,
+    anonymous: u64,
+}
+
+impl<C> Default for Bus<C> {
+    fn default() -> Self {
+        Bus { listeners: BTreeMap::new(), anonymous: 0 }
+    }
+}
+
+impl<C> Bus<C> {
+    /// Subscribes `listener` to `topic` under `name`; a listener of the same
+    /// name on the same topic is replaced.
+    pub fn subscribe_named(
+        &mut self,
+        topic: Topic,
+        name: &str,
+        listener: impl FnMut(&mut C, &Event) + 'static,
+    ) -> ListenerId {
+        let id = ListenerId(name.to_string());
+        let list = self.listeners.entry(topic).or_default();
+        list.retain(|(i, _)| *i != id);
+        list.push((id.clone(), Box::new(listener)));
+        id
+    }
+
+    /// Subscribes under a fresh name.
+    pub fn subscribe(&mut self, topic: Topic, listener: impl FnMut(&mut C, &Event) + 'static) -> ListenerId {
+        self.anonymous += 1;
+        let name = format!("listener-{}", self.anonymous);
+        self.subscribe_named(topic, &name, listener)
+    }
+
+    /// Removes a listener from every topic; whether there was one.
+    pub fn unsubscribe(&mut self, id: &ListenerId) -> bool {
+        let mut found = false;
+        for list in self.listeners.values_mut() {
+            let before = list.len();
+            list.retain(|(i, _)| i != id);
+            found |= list.len() != before;
+        }
+        found
+    }
+
+    pub fn has_listeners(&self, topic: &Topic) -> bool {
+        self.listeners.get(topic).is_some_and(|l| !l.is_empty())
+    }
+
+    /// Calls every listener of the event's topic.
+    pub fn publish(&mut self, ctx: &mut C, event: &Event) {
+        if let Some(list) = self.listeners.get_mut(&event.topic()) {
+            for (_, l) in list.iter_mut() {
+                l(ctx, event);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_run_in_order_and_can_be_replaced_or_removed() {
+        let mut bus: Bus<Vec<&'static str>> = Bus::default();
+        bus.subscribe_named(Topic::Signal(Signal::Term), defaults::STOP_ON_TERM, |log, _| log.push("stop"));
+        let user = bus.subscribe(Topic::Signal(Signal::Term), |log, _| log.push("user"));
+        let mut log = Vec::new();
+        bus.publish(&mut log, &Event::Signal(Signal::Term));
+        assert_eq!(log, ["stop", "user"]);
+        bus.subscribe_named(Topic::Signal(Signal::Term), defaults::STOP_ON_TERM, |log, _| log.push("mine"));
+        assert!(bus.unsubscribe(&user));
+        log.clear();
+        bus.publish(&mut log, &Event::Signal(Signal::Term));
+        assert_eq!(log, ["mine"]);
+        bus.publish(&mut log, &Event::Signal(Signal::Hup));
+        assert_eq!(log, ["mine"], "nobody listens to SIGHUP");
+    }
+}

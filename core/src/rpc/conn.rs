@@ -1,0 +1,597 @@
+//! One client connection as a pure state machine: bytes in, bytes out.
+//!
+//! The daemon's event loop owns the socket; this type owns everything else
+//! about the connection: which framing the client speaks, the partial
+//! request buffered so far, the answers owed and their order, and when the
+//! connection is done. It never reads, writes or closes anything itself,
+//! so every behaviour here (pipelining, a deferred answer arriving late,
+//! a request split at any byte, a slow reader) can be tested with plain
+//! byte slices and no clock.
+//!
+//! # Framing
+//!
+//! Decided once, from the first bytes: an HTTP method token and a space
+//! (`POST `, `GET `, ...) means HTTP/1.1 with keep-alive, carrying JSON-RPC
+//! or XML-RPC bodies; anything else means newline-delimited JSON-RPC, one
+//! request or batch per line and one answer line per request (none for
+//! notifications). Sniffing rather than configuring lets one socket serve
+//! both `nc` and `curl`.
+//!
+//! # Order
+//!
+//! Answers leave in request order, always: a handler may answer
+//! [`Reply::Deferred`], and later answers that are ready wait behind it
+//! until [`Conn::complete`] fills it in. Clients that pipeline rely on this;
+//! neither JSON-RPC over a stream nor HTTP/1.1 has another way to match
+//! answers to requests.
+//!
+//! # Bounds and closing
+//!
+//! A request larger than [`Limits::max_request`] is refused and closes the
+//! connection, as does input that breaks the framing (a line that is not
+//! JSON, a bad HTTP head): after it nothing that follows can be trusted to
+//! start a request. An invalid request that is valid JSON is only answered
+//! with its error. While more than [`Limits::max_output`] bytes wait to be
+//! sent, or [`Limits::max_pending`] answers are owed, the connection stops
+//! taking requests ([`Conn::wants_read`] is false): the client's own
+//! slowness is its backpressure.
+//!
+//! # Driving it
+//!
+//! The loop, for each connection:
+//! 1. when [`Conn::wants_read`], read up to [`Limits::read_buffer`] bytes and
+//!    pass them to [`Conn::handle_bytes`]; on end of stream call
+//!    [`Conn::handle_eof`];
+//! 2. write what [`Conn::output`] holds and report it with
+//!    [`Conn::consume`];
+//! 3. when a deferred call finishes, call [`Conn::complete`];
+//! 4. after `consume` or `complete`, call [`Conn::resume`], which goes on
+//!    with requests that were buffered while the connection was full;
+//! 5. close the socket once [`Conn::should_close`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::error::RpcError;
+use super::http::{self, BodyKind, Status};
+use super::jsonrpc::{self, Entry, Message};
+use super::registry::{DeferId, Params, Reply};
+use super::value::Value;
+use super::xmlrpc;
+
+/// The bounds of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request accepted: an NDJSON line without its newline, or
+    /// an HTTP body. Default 1 MiB.
+    pub max_request: usize,
+    /// Past this many unsent output bytes the connection takes no more
+    /// requests until the client reads. Default 1 MiB.
+    pub max_output: usize,
+    /// How many bytes the loop should read per read call (comodojo's
+    /// `socketbuffer`); the connection itself does not depend on it.
+    /// Default 1024.
+    pub read_buffer: usize,
+    /// Past this many answers owed (deferred, or ready but behind a
+    /// deferred one) the connection takes no more requests. Default 1024.
+    pub max_pending: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request: 1 << 20, max_output: 1 << 20, read_buffer: 1024, max_pending: 1024 }
+    }
+}
+
+/// How a connection frames its requests, decided from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Newline-delimited JSON-RPC.
+    Ndjson,
+    /// HTTP/1.1 carrying JSON-RPC or XML-RPC.
+    Http,
+}
+
+/// The request lines that mark an HTTP client.
+const HTTP_METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH "];
+
+const JSON: &str = "application/json";
+const XML: &str = "text/xml";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// How an answer is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Envelope {
+    /// One line, `\n`-terminated.
+    Line,
+    /// One HTTP response.
+    Http { keep_alive: bool },
+}
+
+/// One JSON-RPC answer inside a (possibly batch) response.
+#[derive(Debug)]
+struct Part {
+    id: Value,
+    /// The encoded response; `None` while deferred.
+    answer: Option<String>,
+}
+
+/// What an owed answer holds.
+#[derive(Debug)]
+enum Body {
+    /// JSON-RPC answers; no parts means nothing to answer (notifications).
+    Json { batch: bool, parts: Vec<Part> },
+    /// An XML-RPC response; `None` while deferred.
+    Xml(Option<String>),
+    /// An HTTP answer that is not RPC (health, errors).
+    Plain { status: Status, content_type: &'static str, text: String },
+}
+
+/// An answer owed to the client, in request order.
+#[derive(Debug)]
+struct Pending {
+    envelope: Envelope,
+    body: Body,
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        match &self.body {
+            Body::Json { parts, .. } => parts.iter().all(|p| p.answer.is_some()),
+            Body::Xml(answer) => answer.is_some(),
+            Body::Plain { .. } => true,
+        }
+    }
+
+    /// Appends the wire form of a ready answer to `out`.
+    fn render(self, out: &mut Vec<u8>) {
+        let answers =
+            |parts: &[Part]| -> Vec<String> { parts.iter().map(|p| p.answer.clone().unwrap_or_default()).collect() };
+        let json = |batch: bool, parts: &[Part]| -> Option<String> {
+            let answers = answers(parts);
+            match (batch, answers.as_slice()) {
+                (_, []) => None,
+                (false, [one, ..]) => Some(one.clone()),
+                (true, all) => Some(jsonrpc::encode_batch(all.iter().map(String::as_str))),
+            }
+        };
+        match (self.envelope, self.body) {
+            (Envelope::Line, Body::Json { batch, parts }) => {
+                if let Some(text) = json(batch, &parts) {
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+            (Envelope::Line, Body::Xml(answer)) => {
+                out.extend_from_slice(answer.unwrap_or_default().as_bytes());
+                out.push(b'\n');
+            }
+            (Envelope::Line, Body::Plain { text, .. }) => out.extend_from_slice(text.as_bytes()),
+            (Envelope::Http { keep_alive }, Body::Json { batch, parts }) => match json(batch, &parts) {
+                Some(text) => http::write_response(out, Status::Ok, JSON, text.as_bytes(), keep_alive),
+                None => http::write_response(out, Status::NoContent, JSON, b"", keep_alive),
+            },
+            (Envelope::Http { keep_alive }, Body::Xml(answer)) => {
+                let text = answer.unwrap_or_default();
+                http::write_response(out, Status::Ok, XML, text.as_bytes(), keep_alive)
+            }
+            (Envelope::Http { keep_alive }, Body::Plain { status, content_type, text }) => {
+                http::write_response(out, status, content_type, text.as_bytes(), keep_alive)
+            }
+        }
+    }
+}
+
+/// The connection state machine; see the [module docs](self).
+#[derive(Debug)]
+pub struct Conn {
+    limits: Limits,
+    framing: Option<Framing>,
+    /// Input received; `input[start..]` is not parsed yet.
+    input: Vec<u8>,
+    start: usize,
+    /// NDJSON: how many bytes of `input[start..]` are known to hold no
+    /// newline, so that a long line is not searched again on every read.
+    scanned: usize,
+    /// HTTP: a `100 Continue` was sent for the request being received.
+    continue_sent: bool,
+    /// Answers owed, in request order; the front has sequence `first_seq`.
+    queue: VecDeque<Pending>,
+    first_seq: u64,
+    /// Where each deferred answer goes: (sequence, part index).
+    deferred: BTreeMap<DeferId, (u64, usize)>,
+    /// Bytes to send; `output[sent..]` is not sent yet.
+    output: Vec<u8>,
+    sent: usize,
+    /// Requests stopped being taken for lack of room while input remained.
+    backlog: bool,
+    /// No more input will be parsed: a fatal error or a close was asked.
+    stopped: bool,
+    /// The peer closed its write half.
+    eof: bool,
+}
+
+impl Conn {
+    /// A fresh connection.
+    ///
+    /// # Panics
+    /// If `max_output` or `max_pending` is 0: such a connection could never
+    /// take a request.
+    pub fn new(limits: Limits) -> Self {
+        assert!(limits.max_output > 0, "max_output must be positive");
+        assert!(limits.max_pending > 0, "max_pending must be positive");
+        Conn {
+            limits,
+            framing: None,
+            input: Vec::new(),
+            start: 0,
+            scanned: 0,
+            continue_sent: false,
+            queue: VecDeque::new(),
+            first_seq: 0,
+            deferred: BTreeMap::new(),
+            output: Vec::new(),
+            sent: 0,
+            backlog: false,
+            stopped: false,
+            eof: false,
+        }
+    }
+
+    /// The limits the connection was made with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The framing, once the first bytes have decided it.
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    /// Takes bytes read from the client: buffers them, then dispatches
+    /// every complete request (as far as the limits allow) and queues its
+    /// answer. Bytes that arrive once the connection is closing are
+    /// dropped.
+    pub fn handle_bytes(&mut self, data: &[u8], dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
+        if self.is_closing() {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        self.process(dispatch);
+    }
+
+    /// Goes on with buffered requests that waited for room. Call it after
+    /// [`Conn::consume`] and [`Conn::complete`]; it does nothing when
+    /// nothing waits.
+    pub fn resume(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
+        self.process(dispatch);
+    }
+
+    /// The peer closed its write half: requests already complete are still
+    /// answered (deferred ones included), an incomplete one is dropped, and
+    /// the connection closes once everything is sent.
+    pub fn handle_eof(&mut self) {
+        self.eof = true;
+        if !self.backlog {
+            self.discard_input();
+        }
+    }
+
+    /// Fills in the answer of a deferred call. Ids this connection does not
+    /// wait for (another connection's, a notification's, one already
+    /// completed) are ignored.
+    pub fn complete(&mut self, id: DeferId, result: Result<Value, RpcError>) {
+        let Some((seq, part)) = self.deferred.remove(&id) else {
+            return;
+        };
+        // A deferred answer keeps its entry at or behind the queue's front.
+        let index = usize::try_from(seq - self.first_seq).expect("queue index fits usize");
+        match &mut self.queue[index].body {
+            Body::Json { parts, .. } => {
+                let part = &mut parts[part];
+                part.answer = Some(jsonrpc::encode(&part.id, &result));
+            }
+            Body::Xml(answer) => *answer = Some(xmlrpc::encode(&result)),
+            Body::Plain { .. } => unreachable!("plain answers are never deferred"),
+        }
+        self.flush();
+    }
+
+    /// Bytes ready to send, in order.
+    pub fn output(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    /// Records that the first `n` bytes of [`Conn::output`] were sent.
+    ///
+    /// # Panics
+    /// If `n` is more than `output().len()`.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.output().len(), "consumed more than the output");
+        self.sent += n;
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+        } else if self.sent >= 64 * 1024 && self.sent * 2 >= self.output.len() {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// Whether the loop should read from the client: false once closing,
+    /// and while the output or the owed answers are over their limits.
+    pub fn wants_read(&self) -> bool {
+        !self.is_closing() && self.has_room()
+    }
+
+    /// Whether the connection is on its way to close: it takes no more
+    /// requests, and closes once what it owes is sent.
+    pub fn is_closing(&self) -> bool {
+        self.stopped || self.eof
+    }
+
+    /// Whether the loop should close the socket now: closing, nothing
+    /// owed, everything sent.
+    pub fn should_close(&self) -> bool {
+        self.is_closing() && self.queue.is_empty() && self.output().is_empty() && self.start == self.input.len()
+    }
+
+    /// How many deferred answers the connection waits for.
+    pub fn pending_deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    fn has_room(&self) -> bool {
+        self.queue.len() < self.limits.max_pending && self.output().len() < self.limits.max_output
+    }
+
+    fn discard_input(&mut self) {
+        self.input.clear();
+        self.start = 0;
+        self.scanned = 0;
+    }
+
+    /// Parses and dispatches buffered requests while there is room.
+    fn process(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
+        self.backlog = false;
+        loop {
+            if self.stopped {
+                break;
+            }
+            if !self.has_room() {
+                self.backlog = self.start < self.input.len();
+                break;
+            }
+            let progress = match self.framing {
+                None => self.sniff(),
+                Some(Framing::Ndjson) => self.next_line(dispatch),
+                Some(Framing::Http) => self.next_http(dispatch),
+            };
+            self.flush();
+            if !progress {
+                break;
+            }
+        }
+        if self.stopped || (self.eof && !self.backlog) {
+            self.discard_input();
+        } else {
+            self.input.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Decides the framing from the first bytes, if they suffice.
+    fn sniff(&mut self) -> bool {
+        let buf = &self.input[self.start..];
+        if buf.is_empty() {
+            return false;
+        }
+        if HTTP_METHODS.iter().any(|m| buf.starts_with(m)) {
+            self.framing = Some(Framing::Http);
+        } else if HTTP_METHODS.iter().any(|m| m.starts_with(buf)) {
+            // Could still become "POST ": wait for more.
+            return false;
+        } else {
+            self.framing = Some(Framing::Ndjson);
+        }
+        log::trace!("rpc connection framing: {:?}", self.framing);
+        true
+    }
+
+    /// NDJSON: takes one line if a whole one is buffered.
+    fn next_line(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) -> bool {
+        let max = self.limits.max_request;
+        let buf = &self.input[self.start..];
+        // A line may hold max bytes, then its newline.
+        let window = &buf[..buf.len().min(max.saturating_add(1))];
+        let from = self.scanned.min(window.len());
+        let Some(end) = window[from..].iter().position(|&b| b == b'\n').map(|i| from + i) else {
+            if buf.len() > max {
+                let error = RpcError::invalid_request(format!("request too large: over {max} bytes"));
+                self.fatal_line(error);
+                return true;
+            }
+            self.scanned = window.len();
+            return false;
+        };
+        let line = &buf[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let decoded = if line.iter().all(u8::is_ascii_whitespace) { None } else { Some(jsonrpc::decode(line)) };
+        self.start += end + 1;
+        self.scanned = 0;
+        match decoded {
+            None => {}
+            Some(Ok(message)) => self.run_json(message, Envelope::Line, dispatch),
+            Some(Err(error)) => self.fatal_line(error),
+        }
+        true
+    }
+
+    /// NDJSON: answers `error` with id null, then closes.
+    fn fatal_line(&mut self, error: RpcError) {
+        log::debug!("rpc connection closing: {}", error.message);
+        let answer = jsonrpc::encode_error(&Value::Null, &error);
+        self.queue.push_back(Pending {
+            envelope: Envelope::Line,
+            body: Body::Json { batch: false, parts: vec![Part { id: Value::Null, answer: Some(answer) }] },
+        });
+        self.stopped = true;
+    }
+
+    /// HTTP: takes one request if a whole one is buffered.
+    fn next_http(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) -> bool {
+        let buf = &self.input[self.start..];
+        if buf.is_empty() {
+            return false;
+        }
+        let head = match http::parse_head(buf) {
+            Ok(None) => return false,
+            Ok(Some(head)) => head,
+            Err(status) => return self.refuse(status),
+        };
+        let is_post = match head.method.as_str() {
+            "POST" => true,
+            "GET" if head.path == "/health" => false,
+            "GET" => return self.refuse(Status::NotFound),
+            _ => return self.refuse(Status::MethodNotAllowed),
+        };
+        let body_len = match (head.content_length, head.chunked, is_post) {
+            (_, true, _) | (None, false, true) => return self.refuse(Status::LengthRequired),
+            (Some(n), false, _) => n,
+            (None, false, false) => 0,
+        };
+        if body_len > self.limits.max_request {
+            return self.refuse(Status::ContentTooLarge);
+        }
+        if buf.len() - head.len < body_len {
+            // Only when no earlier answer is owed, or the 100 would
+            // overtake it.
+            if head.expect_continue && !self.continue_sent && self.queue.is_empty() {
+                self.output.extend_from_slice(http::CONTINUE);
+                self.continue_sent = true;
+            }
+            return false;
+        }
+        let body = buf[head.len..head.len + body_len].to_vec();
+        self.start += head.len + body_len;
+        self.continue_sent = false;
+        let envelope = Envelope::Http { keep_alive: head.keep_alive };
+        if !head.keep_alive {
+            self.stopped = true;
+        }
+        if !is_post {
+            self.queue.push_back(Pending {
+                envelope,
+                body: Body::Plain { status: Status::Ok, content_type: JSON, text: http::health_body() },
+            });
+            return true;
+        }
+        match http::body_kind(head.content_type.as_deref(), &body) {
+            BodyKind::Json => match jsonrpc::decode(&body) {
+                Ok(message) => self.run_json(message, envelope, dispatch),
+                // The body was delimited by its length, so the framing
+                // holds: answer the parse error and keep the connection.
+                Err(error) => {
+                    self.run_json(Message::Single(Entry::Invalid { id: Value::Null, error }), envelope, dispatch)
+                }
+            },
+            BodyKind::Xml => self.run_xml(&body, envelope, dispatch),
+        }
+        true
+    }
+
+    /// HTTP: answers `status` and closes.
+    fn refuse(&mut self, status: Status) -> bool {
+        log::debug!("rpc connection closing: http {status:?}");
+        self.queue.push_back(Pending {
+            envelope: Envelope::Http { keep_alive: false },
+            body: Body::Plain { status, content_type: TEXT, text: status.error_text().to_string() },
+        });
+        self.stopped = true;
+        true
+    }
+
+    /// The sequence number the next queued answer gets.
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.queue.len() as u64
+    }
+
+    /// Remembers where deferred answer `id` goes; false if that id is
+    /// already awaited here, a bug in the context's allocation.
+    fn defer(&mut self, id: DeferId, seq: u64, part: usize) -> bool {
+        if self.deferred.contains_key(&id) {
+            log::warn!("rpc defer id {} allocated twice", id.0);
+            return false;
+        }
+        self.deferred.insert(id, (seq, part));
+        true
+    }
+
+    fn run_json(&mut self, message: Message, envelope: Envelope, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
+        let seq = self.next_seq();
+        let (batch, entries) = match message {
+            Message::Single(entry) => (false, vec![entry]),
+            Message::Batch(entries) => (true, entries),
+        };
+        let mut parts = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Invalid { id, error } => {
+                    let answer = Some(jsonrpc::encode_error(&id, &error));
+                    parts.push(Part { id, answer });
+                }
+                Entry::Call { id: None, method, params } => {
+                    // A notification is never answered, not even a
+                    // deferred one: its completion is ignored.
+                    let _ = dispatch(&method, params);
+                }
+                Entry::Call { id: Some(id), method, params } => {
+                    let answer = match dispatch(&method, params) {
+                        Reply::Value(value) => Some(jsonrpc::encode_result(&id, &value)),
+                        Reply::Error(error) => Some(jsonrpc::encode_error(&id, &error)),
+                        Reply::Deferred(defer) => {
+                            if self.defer(defer, seq, parts.len()) {
+                                None
+                            } else {
+                                Some(jsonrpc::encode_error(&id, &duplicate_defer(defer)))
+                            }
+                        }
+                    };
+                    parts.push(Part { id, answer });
+                }
+            }
+        }
+        self.queue.push_back(Pending { envelope, body: Body::Json { batch, parts } });
+    }
+
+    fn run_xml(&mut self, body: &[u8], envelope: Envelope, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
+        let seq = self.next_seq();
+        let answer = match xmlrpc::decode_call(body) {
+            Err(error) => Some(xmlrpc::encode_fault(&error)),
+            Ok(call) => match dispatch(&call.method, Params::Positional(call.params)) {
+                Reply::Value(value) => Some(xmlrpc::encode_response(&value)),
+                Reply::Error(error) => Some(xmlrpc::encode_fault(&error)),
+                Reply::Deferred(defer) => {
+                    if self.defer(defer, seq, 0) {
+                        None
+                    } else {
+                        Some(xmlrpc::encode_fault(&duplicate_defer(defer)))
+                    }
+                }
+            },
+        };
+        self.queue.push_back(Pending { envelope, body: Body::Xml(answer) });
+    }
+
+    /// Moves the ready answers at the front of the queue to the output.
+    fn flush(&mut self) {
+        while self.queue.front().is_some_and(Pending::is_ready) {
+            let pending = self.queue.pop_front().expect("front exists");
+            self.first_seq += 1;
+            pending.render(&mut self.output);
+        }
+    }
+}
+
+fn duplicate_defer(id: DeferId) -> RpcError {
+    RpcError::internal_error(format!("defer id {} already pending", id.0))
+}

@@ -1,0 +1,542 @@
+//! Methods, their signatures, and dispatch by name.
+//!
+//! This is comodojo/rpcserver's `RpcMethod::create(name, handler)
+//! ->setDescription()->addParameter(type, name)->addSignature()
+//! ->setReturnType()` in Rust: a method declares one or more signatures, and
+//! the registry checks the params of a call against them *before* the handler
+//! runs. A handler therefore never validates its arguments by hand: if
+//! `my.echo` declares `message: string`, `args.get_str("message")` is there.
+//!
+//! Both protocols meet here. JSON-RPC may pass params by position or by name,
+//! XML-RPC only by position; the signature that matched maps positions to
+//! names, so a handler reads its arguments by name either way.
+//!
+//! The registry is generic over the daemon's context `C`, which handlers get
+//! as `&mut C`: that is how a method reaches the daemon's state without
+//! shared ownership. It never touches the world; a handler that needs the
+//! world (or a worker) answers [`Reply::Deferred`] and the daemon completes
+//! the call later through the connection.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::error::RpcError;
+use super::introspection::{self, Builtin};
+use super::value::{type_name, Map, Value};
+
+/// The type of a param or a return value, as XML-RPC introspection spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum ParamType {
+    /// "string"
+    String,
+    /// "int": a JSON integer (no fraction, no exponent), of any size.
+    Int,
+    /// "double": any JSON number, integers included.
+    Double,
+    /// "boolean"
+    Boolean,
+    /// "array"
+    Array,
+    /// "struct": a JSON object.
+    Struct,
+    /// "nil": only `null`.
+    Null,
+    /// "mixed": anything, `null` included.
+    #[default]
+    Any,
+}
+
+impl ParamType {
+    /// The XML-RPC name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Double => "double",
+            ParamType::Boolean => "boolean",
+            ParamType::Array => "array",
+            ParamType::Struct => "struct",
+            ParamType::Null => "nil",
+            ParamType::Any => "mixed",
+        }
+    }
+
+    /// Whether `value` is of this type.
+    pub fn accepts(self, value: &Value) -> bool {
+        match self {
+            ParamType::String => value.is_string(),
+            ParamType::Int => value.is_i64() || value.is_u64(),
+            ParamType::Double => value.is_number(),
+            ParamType::Boolean => value.is_boolean(),
+            ParamType::Array => value.is_array(),
+            ParamType::Struct => value.is_object(),
+            ParamType::Null => value.is_null(),
+            ParamType::Any => true,
+        }
+    }
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Names a call whose answer comes later. The daemon's context allocates it
+/// (uniquely among the calls still open); the connection remembers where the
+/// answer goes and fills it in on [`Conn::complete`](super::Conn::complete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeferId(pub u64);
+
+/// What a handler answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The result.
+    Value(Value),
+    /// An error answer.
+    Error(RpcError),
+    /// The answer comes later, through `Conn::complete(id, ..)`.
+    Deferred(DeferId),
+}
+
+impl From<Result<Value, RpcError>> for Reply {
+    fn from(result: Result<Value, RpcError>) -> Self {
+        match result {
+            Ok(value) => Reply::Value(value),
+            Err(error) => Reply::Error(error),
+        }
+    }
+}
+
+/// The params of a call, as the client sent them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Params {
+    /// No params at all (JSON-RPC `params` absent).
+    #[default]
+    None,
+    /// By position (a JSON array, or XML-RPC's `<params>`).
+    Positional(Vec<Value>),
+    /// By name (a JSON object).
+    Named(Map<String, Value>),
+}
+
+/// One way to call a method: its params, in order, and its return type.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signature {
+    params: Vec<(String, ParamType)>,
+    returns: ParamType,
+}
+
+impl Signature {
+    /// The params, in positional order, with their names.
+    pub fn params(&self) -> &[(String, ParamType)] {
+        &self.params
+    }
+
+    /// The return type.
+    pub fn returns(&self) -> ParamType {
+        self.returns
+    }
+
+    /// Checks `params` against this signature without taking them.
+    fn check(&self, params: &Params) -> Result<(), Mismatch> {
+        match params {
+            Params::None => match self.params.first() {
+                None => Ok(()),
+                Some((name, _)) => Err(Mismatch::Other(RpcError::invalid_params(format!("missing param '{name}'")))),
+            },
+            Params::Positional(values) => {
+                if values.len() != self.params.len() {
+                    return Err(Mismatch::Arity(self.params.len()));
+                }
+                for ((name, ty), value) in self.params.iter().zip(values) {
+                    check_type(name, *ty, value)?;
+                }
+                Ok(())
+            }
+            Params::Named(map) => {
+                for (name, ty) in &self.params {
+                    match map.get(name) {
+                        None => {
+                            return Err(Mismatch::Other(RpcError::invalid_params(format!("missing param '{name}'"))))
+                        }
+                        Some(value) => check_type(name, *ty, value)?,
+                    }
+                }
+                if let Some(extra) = map.keys().find(|k| !self.params.iter().any(|(n, _)| n == *k)) {
+                    return Err(Mismatch::Other(RpcError::invalid_params(format!("unexpected param '{extra}'"))));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Turns params that passed [`Signature::check`] into the values in
+    /// signature order.
+    fn bind(&self, params: Params) -> Vec<Value> {
+        match params {
+            Params::None => Vec::new(),
+            Params::Positional(values) => values,
+            Params::Named(mut map) => {
+                self.params.iter().map(|(name, _)| map.remove(name).unwrap_or(Value::Null)).collect()
+            }
+        }
+    }
+}
+
+fn check_type(name: &str, ty: ParamType, value: &Value) -> Result<(), Mismatch> {
+    if ty.accepts(value) {
+        Ok(())
+    } else {
+        Err(Mismatch::Other(RpcError::invalid_params(format!("param '{name}' expects {ty}, got {}", type_name(value)))))
+    }
+}
+
+/// Why params did not fit one signature.
+enum Mismatch {
+    /// Wrong number of positional params; the signature wants this many.
+    Arity(usize),
+    /// Anything else, already phrased for the client.
+    Other(RpcError),
+}
+
+/// The error for params that fit no signature: the first error from a
+/// signature of the right shape if there is one (it says most), otherwise
+/// the list of accepted param counts.
+fn mismatch_error(mismatches: Vec<Mismatch>, given: usize) -> RpcError {
+    let mut counts = Vec::new();
+    for mismatch in mismatches {
+        match mismatch {
+            Mismatch::Other(error) => return error,
+            Mismatch::Arity(n) => counts.push(n),
+        }
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    let plural = if counts == [1] { "" } else { "s" };
+    let list = match counts.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => {
+            let rest: Vec<String> = rest.iter().map(|n| n.to_string()).collect();
+            format!("{} or {last}", rest.join(", "))
+        }
+        None => "no".to_string(),
+    };
+    RpcError::invalid_params(format!("expected {list} param{plural}, got {given}"))
+}
+
+/// The arguments a handler gets: the call's params, checked against the
+/// signature that matched and laid out in its order, readable by name or by
+/// position.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Args {
+    names: Vec<String>,
+    values: Vec<Value>,
+    signature: usize,
+}
+
+impl Args {
+    /// Arguments from (name, value) pairs, in order; for testing handlers.
+    pub fn new(pairs: impl IntoIterator<Item = (String, Value)>) -> Self {
+        let (names, values) = pairs.into_iter().unzip();
+        Args { names, values, signature: 0 }
+    }
+
+    /// The argument called `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i)
+    }
+
+    /// The argument called `name`, if it is a string.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name)?.as_str()
+    }
+
+    /// The argument called `name`, if it is an integer that fits an `i64`.
+    pub fn get_i64(&self, name: &str) -> Option<i64> {
+        self.get(name)?.as_i64()
+    }
+
+    /// The argument called `name`, if it is a number.
+    pub fn get_f64(&self, name: &str) -> Option<f64> {
+        self.get(name)?.as_f64()
+    }
+
+    /// The argument called `name`, if it is a boolean.
+    pub fn get_bool(&self, name: &str) -> Option<bool> {
+        self.get(name)?.as_bool()
+    }
+
+    /// The argument at position `i`.
+    pub fn index(&self, i: usize) -> Option<&Value> {
+        self.values.get(i)
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// All the arguments, in signature order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// Which signature matched (0 for the first), for methods with several.
+    pub fn signature(&self) -> usize {
+        self.signature
+    }
+
+    pub(super) fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+}
+
+/// A method handler: gets the daemon's context and the checked arguments.
+pub type Handler<C> = Box<dyn FnMut(&mut C, &Args) -> Reply>;
+
+/// What runs when a method is called.
+enum Body<C> {
+    User(Handler<C>),
+    /// The introspection methods need the registry itself, so they cannot
+    /// be closures over the context.
+    Builtin(Builtin),
+}
+
+/// A named method with its description, signatures and handler.
+///
+/// ```
+/// use forkd_core::rpc::{Method, ParamType, Reply, Value};
+///
+/// let echo: Method<()> = Method::new("my.echo", |_ctx: &mut (), args| {
+///     Reply::Value(args.get("message").cloned().unwrap_or(Value::Null))
+/// })
+/// .description("I'm here to reply your data")
+/// .param(ParamType::String, "message")
+/// .returns(ParamType::String);
+/// assert_eq!(echo.signatures().len(), 1);
+/// ```
+pub struct Method<C> {
+    name: String,
+    help: String,
+    signatures: Vec<Signature>,
+    body: Body<C>,
+}
+
+impl<C> Method<C> {
+    /// A method called `name`, with one empty signature returning "mixed".
+    pub fn new(name: impl Into<String>, handler: impl FnMut(&mut C, &Args) -> Reply + 'static) -> Self {
+        Method {
+            name: name.into(),
+            help: String::new(),
+            signatures: vec![Signature::default()],
+            body: Body::User(Box::new(handler)),
+        }
+    }
+
+    pub(super) fn builtin(name: &str, builtin: Builtin) -> Self {
+        Method {
+            name: name.to_string(),
+            help: String::new(),
+            signatures: vec![Signature::default()],
+            body: Body::Builtin(builtin),
+        }
+    }
+
+    /// Sets the help text (`system.methodHelp`).
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.help = text.into();
+        self
+    }
+
+    /// Appends a param to the current signature.
+    pub fn param(mut self, ty: ParamType, name: impl Into<String>) -> Self {
+        self.current().params.push((name.into(), ty));
+        self
+    }
+
+    /// Sets the return type of the current signature.
+    pub fn returns(mut self, ty: ParamType) -> Self {
+        self.current().returns = ty;
+        self
+    }
+
+    /// Starts another signature; the following `param`/`returns` apply to
+    /// it. Signatures are tried in order and the first that fits wins.
+    pub fn signature(mut self) -> Self {
+        self.signatures.push(Signature::default());
+        self
+    }
+
+    fn current(&mut self) -> &mut Signature {
+        self.signatures.last_mut().expect("a method always has a signature")
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The help text.
+    pub fn help(&self) -> &str {
+        &self.help
+    }
+
+    /// The signatures, in the order they are tried.
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
+    }
+
+    /// Picks the first signature that `params` fit and binds them to it.
+    fn bind(&self, params: Params) -> Result<Args, RpcError> {
+        let mut mismatches = Vec::new();
+        for (i, signature) in self.signatures.iter().enumerate() {
+            match signature.check(&params) {
+                Ok(()) => {
+                    return Ok(Args {
+                        names: signature.params.iter().map(|(n, _)| n.clone()).collect(),
+                        values: signature.bind(params),
+                        signature: i,
+                    })
+                }
+                Err(mismatch) => mismatches.push(mismatch),
+            }
+        }
+        let given = match &params {
+            Params::None => 0,
+            Params::Positional(values) => values.len(),
+            Params::Named(map) => map.len(),
+        };
+        Err(mismatch_error(mismatches, given))
+    }
+}
+
+impl<C> fmt::Debug for Method<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Method").field("name", &self.name).field("signatures", &self.signatures).finish_non_exhaustive()
+    }
+}
+
+/// Why [`Registry::add`] refused a method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddError {
+    /// A method of that name is already there (the built-in `system.*`
+    /// methods included): replacing one silently would hide a bug.
+    Duplicate(String),
+    /// The name is empty.
+    EmptyName,
+    /// The name starts with "rpc.", which JSON-RPC 2.0 reserves for
+    /// rpc-internal methods.
+    ReservedName(String),
+    /// One signature names two params alike, so named params could not
+    /// tell them apart.
+    DuplicateParam {
+        /// The method.
+        method: String,
+        /// The param named twice.
+        param: String,
+    },
+}
+
+impl fmt::Display for AddError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddError::Duplicate(name) => write!(f, "add method '{name}': name already registered"),
+            AddError::EmptyName => write!(f, "add method: empty name"),
+            AddError::ReservedName(name) => {
+                write!(f, "add method '{name}': names starting with 'rpc.' are reserved")
+            }
+            AddError::DuplicateParam { method, param } => {
+                write!(f, "add method '{method}': param '{param}' declared twice")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AddError {}
+
+/// The methods a daemon answers, by name, with the introspection methods
+/// (`system.listMethods`, `system.methodSignature`, `system.methodHelp`,
+/// `system.getCapabilities`, `system.multicall`) always present.
+pub struct Registry<C> {
+    pub(super) methods: BTreeMap<String, Method<C>>,
+}
+
+impl<C> Default for Registry<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> fmt::Debug for Registry<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.methods.values()).finish()
+    }
+}
+
+impl<C> Registry<C> {
+    /// A registry holding only the introspection methods.
+    pub fn new() -> Self {
+        let mut registry = Registry { methods: BTreeMap::new() };
+        for method in introspection::methods() {
+            registry.add(method).expect("built-in method names are unique");
+        }
+        registry
+    }
+
+    /// Adds `method`.
+    pub fn add(&mut self, method: Method<C>) -> Result<(), AddError> {
+        if method.name.is_empty() {
+            return Err(AddError::EmptyName);
+        }
+        if method.name.starts_with("rpc.") {
+            return Err(AddError::ReservedName(method.name));
+        }
+        if self.methods.contains_key(&method.name) {
+            return Err(AddError::Duplicate(method.name));
+        }
+        for signature in &method.signatures {
+            for (i, (name, _)) in signature.params.iter().enumerate() {
+                if signature.params[..i].iter().any(|(n, _)| n == name) {
+                    return Err(AddError::DuplicateParam { method: method.name.clone(), param: name.clone() });
+                }
+            }
+        }
+        self.methods.insert(method.name.clone(), method);
+        Ok(())
+    }
+
+    /// The method called `name`.
+    pub fn get(&self, name: &str) -> Option<&Method<C>> {
+        self.methods.get(name)
+    }
+
+    /// The names of all methods, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
+    /// Calls `method` with `params`: checks them against its signatures,
+    /// then runs the handler. Unknown methods and params that fit no
+    /// signature answer an error without running anything.
+    pub fn dispatch(&mut self, ctx: &mut C, method: &str, params: Params) -> Reply {
+        let Some(found) = self.methods.get_mut(method) else {
+            return Reply::Error(RpcError::method_not_found(method));
+        };
+        let args = match found.bind(params) {
+            Ok(args) => args,
+            Err(error) => return Reply::Error(error),
+        };
+        let builtin = match &mut found.body {
+            Body::User(handler) => return handler(ctx, &args),
+            Body::Builtin(builtin) => *builtin,
+        };
+        self.run_builtin(builtin, ctx, args)
+    }
+}

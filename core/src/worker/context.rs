@@ -1,0 +1,107 @@
+//! What user code sees of its worker process while it runs.
+//!
+//! A [`Context`] is handed to every `Worker` call. It is not generic, so
+//! that `Worker` stays object-safe and user code never names the `Os` type:
+//! what it needs of the operating system (waking the daemon, looking at
+//! pending signals) goes through the small [`Link`] trait object that the
+//! worker process implements over its `Os`.
+
+use serde_json::Value;
+
+use super::channel::{Channel, ChannelError};
+
+/// Something that happened to the worker, as its user code sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkerEvent {
+    /// An iteration of the loop body starts (the last event `work` sees).
+    LoopStart,
+    /// An iteration of the loop body ended.
+    LoopStop,
+    /// The daemon paused the worker.
+    Pause,
+    /// The daemon resumed the worker.
+    Resume,
+    /// The worker is stopping: a stop command, SIGTERM or SIGINT, or the
+    /// daemon gone.
+    Stop,
+    /// A custom message arrived (it is handed to `on_message`).
+    Message,
+}
+
+/// Events kept for the next user call; older ones are dropped first.
+pub(crate) const EVENTS_MAX: usize = 32;
+
+/// The worker process's side of a context: what needs its `Os`.
+pub(crate) trait Link {
+    /// Writes a wake-up byte to the daemon.
+    fn wake_daemon(&mut self);
+    /// Whether SIGTERM or SIGINT is pending (taking the signals, which the
+    /// worker process handles later).
+    fn stop_signalled(&mut self) -> bool;
+}
+
+/// The worker's view of itself and its way to talk to the daemon.
+pub struct Context<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) instance: u32,
+    pub(crate) loops: u64,
+    pub(crate) target: &'a str,
+    pub(crate) events: &'a [WorkerEvent],
+    pub(crate) stopping: bool,
+    pub(crate) channel: &'a Channel,
+    pub(crate) link: &'a mut dyn Link,
+}
+
+impl Context<'_> {
+    /// The worker's name, as installed in the daemon.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// This process's index in its worker's pool, from 0.
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    /// How many iterations of the loop body have ended before this call.
+    pub fn loops(&self) -> u64 {
+        self.loops
+    }
+
+    /// The `log` target of this worker, `worker.NAME`:
+    /// `log::info!(target: ctx.target(), "...")`.
+    pub fn target(&self) -> &str {
+        self.target
+    }
+
+    /// What happened since the previous call into the worker, oldest first
+    /// (at most the last 32).
+    pub fn events(&self) -> &[WorkerEvent] {
+        self.events
+    }
+
+    /// Whether the daemon has a command waiting (pause, stop, a message).
+    /// Commands are handled between iterations; a long loop body can check
+    /// this and return early. Two atomic loads.
+    pub fn has_pending_command(&self) -> bool {
+        self.channel.command_pending()
+    }
+
+    /// Whether the worker has been asked to stop: a stop command waits, or
+    /// SIGTERM or SIGINT came, or it is already stopping (in `spindown`).
+    /// Costs a non-blocking system call; a long body may call it now and
+    /// then to cut its work short.
+    pub fn should_stop(&mut self) -> bool {
+        self.stopping || self.channel.stop_pending() || self.link.stop_signalled()
+    }
+
+    /// Sends `data` to the daemon, which publishes it as a worker event.
+    /// `Full` when the daemon has not yet taken the earlier ones (it takes
+    /// them when woken, so this means it is busy or gone); `TooLarge` past
+    /// `EVENT_MAX` bytes of JSON.
+    pub fn send(&mut self, data: Value) -> Result<(), ChannelError> {
+        self.channel.push_event(&data)?;
+        self.link.wake_daemon();
+        Ok(())
+    }
+}

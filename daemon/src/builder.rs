@@ -1,0 +1,191 @@
+//! The builder a daemon binary starts from: the seed's configuration array,
+//! `setup()` and `install()` as method calls, then `run()`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use forkd_core::daemon::{Config, Ctl, Daemon};
+use forkd_core::event::{Event, ListenerId, Topic};
+use forkd_core::rpc::Method;
+use forkd_core::supervisor::{RestartPolicy, WorkerSpec};
+use forkd_core::worker::Worker;
+use forkd_os::Address;
+
+/// Builds and runs a daemon. Every setter has the seed's default; an invalid
+/// value is reported by `run` before anything starts.
+pub struct Builder {
+    pub(crate) daemon: Daemon,
+    pub(crate) errors: Vec<String>,
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+impl Builder {
+    /// A daemon with this description (the console's banner).
+    pub fn new(description: impl Into<String>) -> Builder {
+        Builder { daemon: Daemon::new(Config::new(description)), errors: Vec::new(), log_file: None }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        &mut self.daemon.config
+    }
+
+    /// The control socket (seed: `sockethandler`): `unix:///abs.sock`,
+    /// `unix://relative.sock` (relative to the launch directory),
+    /// `tcp://127.0.0.1:10042` or `tcp://[::1]:10042`. Default
+    /// `unix://daemon.sock`.
+    pub fn socket(mut self, address: &str) -> Builder {
+        match address.parse::<Address>() {
+            Ok(a) => self.config().address = a,
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Permission bits of a unix control socket (default 0600: only the
+    /// daemon's user may connect).
+    pub fn socket_mode(mut self, mode: u32) -> Builder {
+        if mode > 0o777 {
+            self.errors.push(format!("invalid socket mode {mode:o}: expected at most 0777"));
+        }
+        self.config().socket_mode = mode;
+        self
+    }
+
+    /// The pid file (seed: `pidfile`, default `daemon.pid`).
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Builder {
+        let path = path.into();
+        if path.as_os_str().is_empty() {
+            self.errors.push("invalid pid file: empty path".into());
+        }
+        self.config().pid_file = path;
+        self
+    }
+
+    /// Bytes read from a connection at a time (seed: `socketbuffer`, 1024).
+    pub fn socket_buffer(mut self, bytes: usize) -> Builder {
+        if bytes == 0 {
+            self.errors.push("invalid socket buffer: 0 bytes".into());
+        }
+        self.config().read_buffer = bytes;
+        self
+    }
+
+    /// A connection idle this long is closed (seed: `sockettimeout`, 15 s).
+    pub fn socket_timeout(mut self, timeout: Duration) -> Builder {
+        if timeout.is_zero() {
+            self.errors.push("invalid socket timeout: 0".into());
+        }
+        self.config().idle_timeout = timeout;
+        self
+    }
+
+    /// Connections served at once (seed: `socketmaxconnections`, 10).
+    pub fn socket_max_connections(mut self, n: usize) -> Builder {
+        if n == 0 {
+            self.errors.push("invalid max connections: 0".into());
+        }
+        self.config().max_connections = n;
+        self
+    }
+
+    /// The largest request accepted (default 1 MiB).
+    pub fn max_request(mut self, bytes: usize) -> Builder {
+        if bytes < 64 {
+            self.errors.push(format!("invalid max request: {bytes} bytes is less than 64"));
+        }
+        self.config().max_request = bytes;
+        self
+    }
+
+    /// The daemon's niceness (seed: `niceness`); a warning if not permitted.
+    pub fn niceness(mut self, n: i32) -> Builder {
+        if !(-20..=19).contains(&n) {
+            self.errors.push(format!("invalid niceness {n}: expected -20 to 19"));
+        }
+        self.config().niceness = Some(n);
+        self
+    }
+
+    /// How workers are restarted, and how long a stopping worker gets.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Builder {
+        self.config().restart = policy;
+        self
+    }
+
+    /// How long a stopping worker gets to spin down before SIGTERM, and as
+    /// long again before SIGKILL (the seed waits 5 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Builder {
+        self.config().restart.stop_timeout = timeout;
+        self
+    }
+
+    /// In daemon mode, log to this file (reopened on SIGUSR1).
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// Adds an RPC method (the seed's `RpcMethod::create`).
+    pub fn method(mut self, method: Method<Ctl>) -> Builder {
+        if let Err(e) = self.daemon.registry.add(method) {
+            self.errors.push(e.to_string());
+        }
+        self
+    }
+
+    /// Installs a worker (the seed's `install($worker, $looptime, $forever)`).
+    /// `make` builds the worker object for each of its processes.
+    pub fn worker<W, F>(self, name: &str, looptime: Duration, forever: bool, make: F) -> Builder
+    where
+        W: Worker,
+        F: Fn() -> W + 'static,
+    {
+        self.pool(name, looptime, forever, 1, make)
+    }
+
+    /// Installs `instances` processes of one worker.
+    pub fn pool<W, F>(mut self, name: &str, looptime: Duration, forever: bool, instances: u32, make: F) -> Builder
+    where
+        W: Worker,
+        F: Fn() -> W + 'static,
+    {
+        if self.daemon.workers.iter().any(|(s, _)| s.name == name) {
+            self.errors.push(format!("worker {name:?} is installed twice"));
+        } else if name.is_empty() {
+            self.errors.push("a worker needs a name".into());
+        } else if looptime.is_zero() {
+            self.errors.push(format!("worker {name:?}: looptime must be more than 0"));
+        } else {
+            let spec = WorkerSpec { name: name.to_string(), looptime, forever, instances };
+            self.daemon.workers.push((spec, Box::new(move || Box::new(make()) as Box<dyn Worker>)));
+        }
+        self
+    }
+
+    /// Subscribes a listener to events of `topic`.
+    pub fn on(mut self, topic: Topic, listener: impl FnMut(&mut Ctl, &Event) + 'static) -> Builder {
+        self.daemon.bus.subscribe(topic, listener);
+        self
+    }
+
+    /// Subscribes a listener under a name; a default listener's name
+    /// (see [`defaults`](crate::defaults)) replaces that default.
+    pub fn on_named(mut self, topic: Topic, name: &str, listener: impl FnMut(&mut Ctl, &Event) + 'static) -> Builder {
+        self.daemon.bus.subscribe_named(topic, name, listener);
+        self
+    }
+
+    /// Removes a default listener by name, e.g. `defaults::STOP_ON_INT`.
+    pub fn without_default(mut self, name: &str) -> Builder {
+        self.daemon.bus.unsubscribe(&ListenerId(name.to_string()));
+        self
+    }
+
+    /// Parses the console arguments and acts on them: runs the daemon, or
+    /// prints the usage, or controls a running one.
+    pub fn run(self) -> ExitCode {
+        let args: Vec<String> = std::env::args().collect();
+        ExitCode::from(crate::cli::main(self, &args))
+    }
+}

@@ -1,0 +1,356 @@
+//! What a forkd daemon binary does with its command line: run the daemon,
+//! print the usage, or act as its own control client.
+//!
+//! Exit codes: 0 done; 1 the daemon failed to start or a call failed;
+//! 2 the command line or the configuration is invalid; 3 no daemon answers.
+
+use std::time::{Duration, Instant};
+
+use forkd_core::daemon::{Hooks, StartError};
+use forkd_os::real::RealOs;
+use forkd_os::{Address, Fd, Os};
+use serde_json::{Map, Value};
+
+use crate::builder::Builder;
+use crate::client::{Client, ClientError};
+use crate::console::{self, Action};
+use crate::daemonize::{self, Readiness, Side};
+use crate::logger::{self, Target};
+use crate::systemd;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
+    if !builder.errors.is_empty() {
+        for e in &builder.errors {
+            eprintln!("error: {e}");
+        }
+        return 2;
+    }
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: current directory: {e}");
+            return 2;
+        }
+    };
+    let (action, config, log_flag) = match console::parse(&builder.daemon.config, args, &cwd) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprint!("{message}");
+            return 2;
+        }
+    };
+    match action {
+        Action::Help => {
+            print!("{}", console::usage(&builder.daemon.config));
+            0
+        }
+        Action::Status => status(&config.address),
+        Action::Stop => stop(&config.address),
+        Action::Call { method, params } => call(&config.address, &method, &params),
+        Action::Run { daemon, verbose } => {
+            let log_file = log_flag.or_else(|| builder.log_file.as_ref().map(|p| cwd.join(p)));
+            let mut builder = builder;
+            builder.daemon.config = config;
+            run(builder, daemon, verbose, log_file)
+        }
+    }
+}
+
+/// The facade's part of the loop: readiness for the launcher of `-d`,
+/// systemd notifications, log reopening.
+struct FacadeHooks {
+    readiness: Option<Readiness>,
+    watchdog: Option<Duration>,
+}
+
+impl Hooks<RealOs> for FacadeHooks {
+    fn ready(&mut self, _os: &mut RealOs) {
+        log::info!("ready");
+        if let Some(r) = &mut self.readiness {
+            r.ready();
+        }
+        systemd::notify("READY=1");
+    }
+
+    fn stopping(&mut self, _os: &mut RealOs) {
+        systemd::notify("STOPPING=1");
+    }
+
+    fn stopped(&mut self, _os: &mut RealOs) {
+        log::info!("stopped");
+    }
+
+    fn reopen_log(&mut self, _os: &mut RealOs) {
+        logger::reopen();
+    }
+
+    fn keepalive_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    fn keepalive(&mut self, _os: &mut RealOs) {
+        systemd::notify("WATCHDOG=1");
+    }
+
+    fn private_fds(&self) -> Vec<Fd> {
+        self.readiness.as_ref().and_then(Readiness::raw_fd).map(Fd).into_iter().collect()
+    }
+}
+
+fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::path::PathBuf>) -> u8 {
+    // A process that already runs threads cannot fork safely.
+    match forkd_os::real::thread_count() {
+        Ok(n) if n > 1 => {
+            eprintln!("error: the process has {n} threads: run the daemon before starting any thread");
+            return 1;
+        }
+        _ => {}
+    }
+    let readiness = if daemon {
+        logger::init(log_file.map(Target::File).unwrap_or(Target::Nowhere), verbose);
+        match daemonize::daemonize() {
+            Ok(Side::Launcher(code)) => return code,
+            Ok(Side::Daemon(r)) => Some(r),
+            Err(e) => {
+                eprintln!("error: daemonize: {e}");
+                return 1;
+            }
+        }
+    } else {
+        logger::init(Target::Stderr, verbose);
+        None
+    };
+    builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
+    let mut hooks = FacadeHooks { readiness, watchdog: systemd::watchdog_interval() };
+    let mut os = match RealOs::new() {
+        Ok(os) => os,
+        Err(e) => return fail(&mut hooks, &format!("{e}")),
+    };
+    log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
+    let pid = os.pid();
+    match forkd_core::daemon::run(&mut os, builder.daemon, &mut hooks) {
+        Ok(()) => 0,
+        Err(e) => {
+            // A worker process never gets here: it exits inside `spawn`.
+            debug_assert_eq!(os.pid(), pid);
+            fail(&mut hooks, &start_error(&e))
+        }
+    }
+}
+
+fn start_error(e: &StartError) -> String {
+    e.to_string()
+}
+
+fn fail(hooks: &mut FacadeHooks, message: &str) -> u8 {
+    log::error!("{message}");
+    match &mut hooks.readiness {
+        Some(r) => r.failed(message),
+        None => eprintln!("error: {message}"),
+    }
+    1
+}
+
+fn connect(address: &Address) -> Result<Client, u8> {
+    Client::connect(address, CALL_TIMEOUT).map_err(|e| {
+        eprintln!("error: not running: {e}");
+        3
+    })
+}
+
+fn status(address: &Address) -> u8 {
+    let mut client = match connect(address) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (info, workers) = match (client.call("daemon.info", Value::Null), client.call("worker.list", Value::Null)) {
+        (Ok(i), Ok(w)) => (i, w),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    print!("{}", render_status(&info, &workers));
+    0
+}
+
+/// The `status` text: the daemon's line, then a table of its workers.
+pub(crate) fn render_status(info: &Value, workers: &Value) -> String {
+    let mut out = format!(
+        "{} (pid {}, version {}, up {:.1} s) on {}\n",
+        info["description"].as_str().unwrap_or("daemon"),
+        info["pid"],
+        info["version"].as_str().unwrap_or("?"),
+        info["uptime"].as_f64().unwrap_or(0.0),
+        info["address"].as_str().unwrap_or("?"),
+    );
+    let rows: Vec<[String; 8]> = workers
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| {
+                    let last_exit = match &w["last_exit"] {
+                        Value::Object(m) => m
+                            .get("code")
+                            .map(|c| format!("exit {c}"))
+                            .or_else(|| m.get("signal").and_then(Value::as_str).map(str::to_string))
+                            .unwrap_or_default(),
+                        _ => "-".into(),
+                    };
+                    [
+                        w["name"].as_str().unwrap_or("").to_string(),
+                        w["instance"].to_string(),
+                        if w["pid"].is_null() { "-".into() } else { w["pid"].to_string() },
+                        w["state"].as_str().unwrap_or("").to_string(),
+                        format!("{}s", w["looptime"]),
+                        w["loops"].to_string(),
+                        w["restarts"].to_string(),
+                        last_exit,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        out.push_str("no workers\n");
+        return out;
+    }
+    let header = ["NAME", "INSTANCE", "PID", "STATE", "LOOPTIME", "LOOPS", "RESTARTS", "LAST EXIT"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn stop(address: &Address) -> u8 {
+    let mut client = match connect(address) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let pid = match client.call("daemon.info", Value::Null) {
+        Ok(info) => info["pid"].as_i64().unwrap_or(0) as i32,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match client.call("daemon.shutdown", Value::Null) {
+        Ok(_) | Err(ClientError::Closed(_)) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    // Wait until the process is gone, with a deadline: the daemon's own stop
+    // is bounded by its stop timeout.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(1);
+    while process_exists(pid) {
+        if Instant::now() >= deadline {
+            eprintln!("error: daemon (pid {pid}) still running after 60 s");
+            return 1;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    println!("stopped (pid {pid})");
+    0
+}
+
+/// Whether a process with this pid is alive (a zombie counts as gone).
+fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn call(address: &Address, method: &str, args: &[String]) -> u8 {
+    let params = match parse_params(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut client = match connect(address) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(method, params) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `call` params: nothing; one JSON array or object; `key=value` pairs (an
+/// object); or plain values (an array). A value that parses as JSON is
+/// taken as JSON, anything else as a string.
+pub(crate) fn parse_params(args: &[String]) -> Result<Value, String> {
+    let value = |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()));
+    match args {
+        [] => Ok(Value::Null),
+        [one] if one.starts_with('{') || one.starts_with('[') => {
+            serde_json::from_str(one).map_err(|e| format!("invalid JSON params: {e}"))
+        }
+        _ if args.iter().all(|a| a.contains('=')) => {
+            let mut map = Map::new();
+            for a in args {
+                let (k, v) = a.split_once('=').unwrap();
+                if k.is_empty() {
+                    return Err(format!("invalid param {a:?}: empty name"));
+                }
+                map.insert(k.to_string(), value(v));
+            }
+            Ok(Value::Object(map))
+        }
+        _ if args.iter().any(|a| a.contains('=')) => {
+            Err("params are either all key=value or all plain values".to_string())
+        }
+        _ => Ok(Value::Array(args.iter().map(|a| value(a)).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn call_params() {
+        let s = |a: &[&str]| parse_params(&a.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&[]), Ok(Value::Null));
+        assert_eq!(s(&["{\"message\":\"hi\"}"]), Ok(json!({"message": "hi"})));
+        assert_eq!(s(&["message=hi", "n=3"]), Ok(json!({"message": "hi", "n": 3})));
+        assert_eq!(s(&["hi", "3"]), Ok(json!(["hi", 3])));
+        assert!(s(&["a=1", "b"]).is_err());
+        assert!(s(&["{oops"]).is_err());
+    }
+
+    #[test]
+    fn status_table() {
+        let info = json!({"description": "Copy Daemon", "pid": 42, "version": "0.1.0", "uptime": 1.5, "address": "unix:///d.sock"});
+        let workers = json!([{"name": "handyman", "instance": 0, "pid": 43, "state": "looping", "looptime": 10.0,
+            "loops": 3, "restarts": 1, "last_exit": {"signal": "SIGKILL"}}]);
+        insta::assert_snapshot!(render_status(&info, &workers));
+    }
+}
