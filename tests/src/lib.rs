@@ -1,1 +1,200 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: a temp dir per test, fixture daemons
+//! started as real processes, and waits on conditions with deadlines.
+//!
+//! Every test gets its own directory, socket and pid file, so tests run in
+//! parallel. Nothing sleeps to synchronise: `wait_until` polls a condition
+//! (with short pauses between polls) and fails at a deadline.
+
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use forkd::{Client, ClientError};
+use forkd_os::Address;
+use serde_json::Value;
+
+/// The default bound of a wait.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A directory of the test's own, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("forkd-e2e-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The path of a workspace binary (`echo-daemon`, `copy-daemon`), built by
+/// `cargo xtask e2e` before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    // target/debug/deps/this-test -> target/debug/NAME
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (cargo xtask e2e does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `cond` until it holds, failing with `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process is alive (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A fixture daemon running in the foreground (`-f -v`) in a test's
+/// directory, with its socket and pid file there; its stderr goes to
+/// `stderr.log` there. Dropping it kills its process group.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: Address,
+    pub pid_file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin` with `-f -v --socket unix://DIR/d.sock --pidfile
+    /// DIR/d.pid` plus `args`, and waits until it answers.
+    pub fn start(dir: &TempDir, bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let socket = Address::Unix(dir.join("d.sock"));
+        Daemon::start_at(dir, bin_name, &socket, args, env)
+    }
+
+    pub fn start_at(dir: &TempDir, bin_name: &str, socket: &Address, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let pid_file = dir.join("d.pid");
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.args(["-f", "-v", "--socket", &socket.to_string(), "--pidfile"])
+            .arg(&pid_file)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the daemon");
+        let mut d = Daemon { child, socket: socket.clone(), pid_file, dir: dir.path().to_path_buf() };
+        d.wait_answering();
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until the daemon answers `daemon.info`.
+    pub fn wait_answering(&mut self) {
+        let socket = self.socket.clone();
+        let child = &mut self.child;
+        wait_until("the daemon to answer", DEADLINE, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited before answering: {status}");
+            }
+            Client::connect(&socket, DEADLINE).and_then(|mut c| c.call("daemon.info", Value::Null)).is_ok()
+        });
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket, DEADLINE).expect("connect to the daemon")
+    }
+
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        self.client().call(method, params)
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        // Safety: kill on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the daemon to exit and returns its exit code (or 128 +
+    /// signal).
+    pub fn wait_exit(&mut self, deadline: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            }
+            assert!(start.elapsed() < deadline, "the daemon did not exit within {deadline:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Runs the daemon binary as a control client: `BIN --socket S ARGS`.
+    pub fn control(&self, bin_name: &str, args: &[&str]) -> std::process::Output {
+        Command::new(bin(bin_name))
+            .arg("--socket")
+            .arg(self.socket.to_string())
+            .args(args)
+            .output()
+            .expect("run the control command")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // Safety: kill our own child's process group, then reap it.
+            unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command and returns its output, for tools such as curl.
+pub fn run<I, S>(program: &str, args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+}

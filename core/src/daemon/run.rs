@@ -255,7 +255,12 @@ impl Loop<'_> {
                 if !c.conn.output().is_empty() {
                     interest |= Ready::WRITE;
                 }
-                fds.push(PollFd::new(c.fd, interest));
+                // A connection with nothing to read or write is not polled:
+                // a peer's hangup would otherwise wake the loop again and
+                // again while an answer is owed to it.
+                if !interest.is_empty() {
+                    fds.push(PollFd::new(c.fd, interest));
+                }
             }
             for link in self.links.values() {
                 if !link.eof {
@@ -541,6 +546,9 @@ impl Loop<'_> {
     fn serve<O: Os>(&mut self, os: &mut O, id: u64, ready: Ready) {
         let now = os.now();
         let Some(client) = self.clients.get_mut(&id) else { return };
+        if ready.is_empty() && client.conn.output().is_empty() {
+            return;
+        }
         let mut broken = false;
         if ready.intersects(Ready::READ | Ready::HUP | Ready::ERROR) && !client.eof {
             for _ in 0..READS_PER_TURN {
@@ -573,8 +581,33 @@ impl Loop<'_> {
                 }
             }
         }
-        if !broken {
-            broken = flush(os, client, now).is_err();
+        if broken {
+            self.close_client(os, id);
+        } else {
+            self.pump(os, id);
+        }
+    }
+
+    /// Writes a connection's output, lets it dispatch the requests it held
+    /// back while its output or owed answers were full, and again, until the
+    /// socket takes no more or nothing is left; closes it when it is done.
+    fn pump<O: Os>(&mut self, os: &mut O, id: u64) {
+        let now = os.now();
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        let mut broken = false;
+        for _ in 0..READS_PER_TURN {
+            if flush(os, client, now).is_err() {
+                broken = true;
+                break;
+            }
+            let before = client.conn.output().len();
+            self.ctl.current_conn = id;
+            let registry = &mut self.registry;
+            let ctl = &mut self.ctl;
+            client.conn.resume(&mut |method, params| registry.dispatch(ctl, method, params));
+            if client.conn.output().len() == before {
+                break;
+            }
         }
         if broken || client.conn.should_close() {
             self.close_client(os, id);
@@ -595,15 +628,11 @@ impl Loop<'_> {
             if done.is_empty() {
                 break;
             }
-            let now = os.now();
             for (defer, result) in done {
                 let Some(conn_id) = self.ctl.routes.remove(&defer) else { continue };
                 let Some(client) = self.clients.get_mut(&conn_id) else { continue };
                 client.conn.complete(defer, result);
-                let broken = flush(os, client, now).is_err();
-                if broken || client.conn.should_close() {
-                    self.close_client(os, conn_id);
-                }
+                self.pump(os, conn_id);
             }
         }
     }
