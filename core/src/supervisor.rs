@@ -120,6 +120,9 @@ pub struct Instance {
     backoff: Duration,
     /// Set when the instance should not come back once it exits (scaled down).
     retiring: bool,
+    /// Set by `restart`: the instance comes back at once when it exits,
+    /// whatever its restart policy.
+    restarting: bool,
 }
 
 /// Work for the daemon's loop.
@@ -179,6 +182,7 @@ impl Supervisor {
             starts: VecDeque::new(),
             backoff: Duration::ZERO,
             retiring: false,
+            restarting: false,
         });
         self.actions.push_back(Action::Spawn(id));
     }
@@ -255,6 +259,12 @@ impl Supervisor {
         let forever = self.specs[inst.worker].forever;
         if self.stopping || inst.retiring {
             inst.state = InstanceState::Stopped;
+            return Ok(id);
+        }
+        if std::mem::take(&mut inst.restarting) {
+            inst.restarts += 1;
+            inst.state = InstanceState::Waiting { at: now };
+            self.actions.push_back(Action::Spawn(id));
             return Ok(id);
         }
         if !forever {
@@ -343,6 +353,9 @@ impl Supervisor {
                     }
                 }
                 InstanceState::Running { pid } if hung(id) => {
+                    // Killed once, then waited for like a crash: the last
+                    // escalation stage, so that nothing signals it again.
+                    self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 2 };
                     self.actions.push_back(Action::Signal(KillTarget::Group(pid), Signal::Kill));
                 }
                 _ => {}
@@ -371,10 +384,14 @@ impl Supervisor {
         }
     }
 
-    /// Restarts one instance: stop it; it comes back once it exited.
+    /// Restarts one instance: stop it; it comes back as soon as it exited.
     pub fn restart(&mut self, id: usize, now: Instant) {
+        if self.stopping || self.instances[id].retiring {
+            return;
+        }
         match self.instances[id].state {
             InstanceState::Running { pid } => {
+                self.instances[id].restarting = true;
                 self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 0 };
                 self.actions.push_back(Action::RequestStop(id));
             }
@@ -386,18 +403,6 @@ impl Supervisor {
                 self.actions.push_back(Action::Spawn(id));
             }
             _ => {}
-        }
-    }
-
-    /// An instance that was stopped by `restart` exited: bring it back.
-    /// (`handle_exit` treats a stopping instance as stopped; the loop calls
-    /// this for the ones it restarts.)
-    pub fn respawn(&mut self, id: usize, now: Instant) {
-        let inst = &mut self.instances[id];
-        if !self.stopping && !inst.retiring {
-            inst.restarts += 1;
-            inst.state = InstanceState::Waiting { at: now };
-            self.actions.push_back(Action::Spawn(id));
         }
     }
 
@@ -522,11 +527,27 @@ mod tests {
     }
 
     #[test]
-    fn a_hung_instance_is_killed() {
+    fn a_hung_instance_is_killed_once_and_restarted() {
         let mut s = Supervisor::new(vec![spec(true)], RestartPolicy::default(), 1, t(0));
         start(&mut s, 10, t(0));
         s.handle_timeout(t(50), |_| true);
         assert_eq!(s.poll_action(), Some(Action::Signal(KillTarget::Group(Pid(10)), Signal::Kill)));
+        s.handle_timeout(t(60), |_| true);
+        assert_eq!(s.poll_action(), None, "killed once");
+        s.handle_exit(Pid(10), ExitStatus::Signaled(9), t(61)).unwrap();
+        start(&mut s, 11, t(61));
+    }
+
+    #[test]
+    fn restart_brings_back_even_a_non_forever_worker_once() {
+        let mut s = Supervisor::new(vec![spec(false)], RestartPolicy::default(), 1, t(0));
+        start(&mut s, 10, t(0));
+        s.restart(0, t(1));
+        assert_eq!(s.poll_action(), Some(Action::RequestStop(0)));
+        s.handle_exit(Pid(10), ExitStatus::Exited(0), t(2)).unwrap();
+        start(&mut s, 11, t(2));
+        assert_eq!(s.poll_action(), None, "one spawn, and the daemon goes on");
+        assert_eq!(s.instance(0).restarts, 1);
     }
 
     #[test]

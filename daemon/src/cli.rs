@@ -123,6 +123,7 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         None
     };
     builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
+    builder.daemon.reopen_log = Some(logger::reopen);
     let mut hooks = FacadeHooks { readiness, watchdog: systemd::watchdog_interval() };
     let mut os = match RealOs::new() {
         Ok(os) => os,

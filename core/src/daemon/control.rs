@@ -339,7 +339,8 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
             value(Value::Array(all))
         })
         .description(
-            "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit.",
+            "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit, \
+             last_error.",
         )
         .returns(ParamType::Array),
         Method::new("worker.status", |ctl: &mut Ctl, args| {

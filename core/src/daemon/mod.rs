@@ -36,6 +36,9 @@ pub struct Daemon {
     pub registry: Registry<Ctl>,
     pub bus: Bus<Ctl>,
     pub workers: Vec<(WorkerSpec, WorkerFactory)>,
+    /// Reopens the log file in a worker process on SIGUSR1 (the daemon's own
+    /// reopening goes through `Hooks::reopen_log`).
+    pub reopen_log: Option<fn()>,
 }
 
 impl Daemon {
@@ -47,7 +50,7 @@ impl Daemon {
         run::install_default_listeners(&mut bus);
         let mut registry = Registry::new();
         register_builtins(&mut registry);
-        Daemon { config, registry, bus, workers: Vec::new() }
+        Daemon { config, registry, bus, workers: Vec::new(), reopen_log: None }
     }
 }
 
@@ -100,8 +103,8 @@ impl fmt::Display for StartError {
         match self {
             StartError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
             StartError::AlreadyRunning(None) => write!(f, "already running"),
-            StartError::PidFile(path, e) => write!(f, "pid file {}: {e}", path.display()),
-            StartError::Signals(e) => write!(f, "install signal handlers: {e}"),
+            StartError::PidFile(path, e) => write!(f, "pid file {}: {}", path.display(), short_io(e)),
+            StartError::Signals(e) => write!(f, "install signal handlers: {}", short_io(e)),
             StartError::AddressAnswers(a) => write!(f, "bind {a}: another daemon answers there"),
             StartError::Listen(a, e) => write!(f, "bind {a}: {}", short_io(e)),
         }

@@ -96,13 +96,14 @@ struct Loop<'d> {
     read_buf: Vec<u8>,
     /// The facade's descriptors that workers must not keep.
     private_fds: Vec<Fd>,
+    reopen_log: Option<fn()>,
 }
 
 /// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
 /// ready (pid file locked, socket listening, workers spawned); a start that
 /// fails returns the error having left nothing behind.
 pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Result<(), StartError> {
-    let Daemon { config, registry, bus, workers } = daemon;
+    let Daemon { config, registry, bus, workers, reopen_log } = daemon;
     let now = os.now();
 
     // The pid file first: a second instance must fail before it touches the
@@ -161,10 +162,14 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         stop_deadline: None,
         read_buf: vec![0; config.read_buffer.max(1)],
         private_fds: hooks.private_fds(),
+        reopen_log,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
     hooks.ready(os);
+    // What the facade held until it was ready (the launcher's pipe) is
+    // closed now, and its descriptor number may be reused.
+    lp.private_fds = hooks.private_fds();
     lp.publish(Event::DaemonStart);
     lp.run(os, hooks);
     Ok(())
@@ -294,6 +299,12 @@ impl Loop<'_> {
             }
             if std::mem::take(&mut self.ctl.reopen_log) {
                 hooks.reopen_log(os);
+                // The workers write to the same log: they reopen it too.
+                for inst in self.ctl.sup.instances() {
+                    if let Some(pid) = inst.state.pid() {
+                        let _ = os.kill(KillTarget::Process(pid), Signal::Usr1);
+                    }
+                }
             }
             // 4. workers
             let woken: Vec<usize> =
@@ -323,7 +334,11 @@ impl Loop<'_> {
 
     fn next_deadline(&self, keepalive_at: Option<Instant>) -> Option<Instant> {
         let idle = self.config.idle_timeout;
-        let clients = self.clients.values().map(|c| c.last_active + idle).min();
+        // Only the connections `expire_idle` may close: one awaiting a
+        // deferred answer is never expired, and its past deadline would
+        // make every poll return at once, spinning the loop until then.
+        let clients =
+            self.clients.values().filter(|c| c.conn.pending_deferred() == 0).map(|c| c.last_active + idle).min();
         let hang = self.config.restart.hang_timeout;
         let sup = self.ctl.sup.poll_timeout(|id| {
             let link = self.links.get(&id)?;
@@ -353,10 +368,6 @@ impl Loop<'_> {
             match os.try_reap() {
                 Ok(Some((pid, status))) => {
                     let now = os.now();
-                    let stopping_for_restart = self.ctl.sup.id_of_pid(pid).is_some_and(|id| {
-                        matches!(self.ctl.sup.instance(id).state, InstanceState::Stopping { .. })
-                            && !self.ctl.sup.is_stopping()
-                    });
                     match self.ctl.sup.handle_exit(pid, status, now) {
                         Ok(id) => {
                             log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
@@ -364,9 +375,6 @@ impl Loop<'_> {
                             let name = self.worker_name(id);
                             let instance = self.ctl.sup.instance(id).index;
                             self.publish(Event::Worker { name, instance, event: WorkerEventKind::Exited, data: None });
-                            if stopping_for_restart {
-                                self.ctl.sup.respawn(id, now);
-                            }
                             if self.ctl.sup.instance(id).state == InstanceState::Failed {
                                 let name = self.worker_name(id);
                                 log::error!("worker {name} failed: restarted too often");
@@ -501,15 +509,20 @@ impl Loop<'_> {
         if link.in_flight.is_some() {
             return;
         }
-        let Some((command, join)) = link.queue.pop_front() else { return };
-        match link.channel.send_command(command) {
-            Ok(seq) => {
-                link.in_flight = Some((seq, join));
-                let _ = os.write(link.wake, &[1]);
-            }
-            Err(e) => {
-                let msg = format!("cannot reach worker: {e}");
-                self.ctl.acknowledge(join, id, Err(msg));
+        // A command that cannot be sent (too large) is answered at once and
+        // the next one tried: nothing else would send it, as the worker only
+        // wakes the daemon when it has something to tell.
+        while let Some((command, join)) = link.queue.pop_front() {
+            match link.channel.send_command(command) {
+                Ok(seq) => {
+                    link.in_flight = Some((seq, join));
+                    let _ = os.write(link.wake, &[1]);
+                    return;
+                }
+                Err(e) => {
+                    let msg = format!("cannot reach worker: {e}");
+                    self.ctl.acknowledge(join, id, Err(msg));
+                }
             }
         }
     }
@@ -740,6 +753,7 @@ impl Loop<'_> {
             daemon_pid: os.pid(),
             close_fds,
             unmap: other_regions,
+            reopen_log: self.reopen_log,
         };
         match os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))) {
             Ok(pid) => {

@@ -103,6 +103,7 @@ pub fn spawn_probe<O: Os>(os: &mut O, probe: Probe, looptime: Duration, daemon_p
         daemon_pid: daemon_pid.unwrap_or(os.pid()),
         close_fds: vec![ours],
         unmap: Vec::new(),
+        reopen_log: None,
     };
     let pid =
         os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))).expect("spawn");

@@ -95,12 +95,16 @@ pub struct WorkerProcess {
     /// Regions inherited from the daemon that the worker unmaps first: the
     /// other workers' channels.
     pub unmap: Vec<Region>,
+    /// Reopens the process's log file; called on SIGUSR1, which the daemon
+    /// passes on to its workers when it reopens its own (logrotate).
+    pub reopen_log: Option<fn()>,
 }
 
 /// Runs a worker process to its end and returns its exit code. The entry
 /// of a spawned worker: `os.spawn(opts, Box::new(move |os| run_worker(os, p)))`.
 pub fn run_worker<O: Os>(os: &mut O, spec: WorkerProcess) -> i32 {
-    let WorkerProcess { name, instance, looptime, worker, channel, wake, daemon_pid, close_fds, unmap } = spec;
+    let WorkerProcess { name, instance, looptime, worker, channel, wake, daemon_pid, close_fds, unmap, reopen_log } =
+        spec;
     for fd in close_fds {
         os.close(fd);
     }
@@ -127,6 +131,7 @@ pub fn run_worker<O: Os>(os: &mut O, spec: WorkerProcess) -> i32 {
                 stop: None,
                 daemon_gone: false,
                 notify: false,
+                reopen_log,
             };
             runner.run()
         }
@@ -150,7 +155,7 @@ fn start<O: Os>(os: &mut O, target: &str, channel: &Channel, daemon_pid: Pid) ->
         channel.set_state(WorkerState::Exited);
         return Err(EXIT_OK);
     }
-    match os.install_signals(&[Signal::Term, Signal::Int, Signal::Hup]) {
+    match os.install_signals(&[Signal::Term, Signal::Int, Signal::Hup, Signal::Usr1]) {
         Ok(fd) => Ok(fd),
         Err(e) => {
             let msg = format!("install signals: {e}");
@@ -195,6 +200,7 @@ struct Runner<'o, O: Os> {
     /// The daemon should be woken at the end of this turn: a reply or a
     /// state change to see.
     notify: bool,
+    reopen_log: Option<fn()>,
 }
 
 impl<O: Os> Runner<'_, O> {
@@ -277,6 +283,11 @@ impl<O: Os> Runner<'_, O> {
         for signal in std::mem::take(&mut self.signals).iter() {
             match signal {
                 Signal::Term | Signal::Int => self.stop_with(Stop::Signal(signal)),
+                Signal::Usr1 => {
+                    if let Some(reopen) = self.reopen_log {
+                        reopen();
+                    }
+                }
                 other => log::info!(target: &self.target, "ignoring {other}"),
             }
         }
