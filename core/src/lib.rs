@@ -1,6 +1,7 @@
 //! forkd-core: the daemon logic, generic over the `Os` trait.
 pub mod daemon;
 pub mod event;
+pub mod planted;
 pub mod rpc;
 pub mod supervisor;
 pub mod worker;

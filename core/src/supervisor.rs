@@ -273,6 +273,10 @@ impl Supervisor {
             self.actions.push_back(Action::StopDaemon(format!("worker {name} exited ({status})")));
             return Ok(id);
         }
+        if crate::planted::active(crate::planted::Bug::NoRestart) {
+            inst.state = InstanceState::Stopped;
+            return Ok(id);
+        }
         self.schedule_restart(id, now);
         Ok(id)
     }
@@ -412,8 +416,31 @@ impl Supervisor {
         let have = live.len() as u32;
         if n > have {
             for _ in have..n {
-                let index = self.instances.iter().filter(|i| i.worker == w).map(|i| i.index + 1).max().unwrap_or(0);
-                self.add_instance(w, index, now);
+                // A retired instance whose process is gone is taken again, so
+                // that scaling up and down does not grow the table forever;
+                // the pool's instances keep the lowest free indexes.
+                let reusable = (0..self.instances.len())
+                    .filter(|&i| {
+                        let inst = &self.instances[i];
+                        inst.worker == w && inst.retiring && inst.state == InstanceState::Stopped
+                    })
+                    .min_by_key(|&i| self.instances[i].index);
+                match reusable {
+                    Some(id) => {
+                        let inst = &mut self.instances[id];
+                        inst.retiring = false;
+                        inst.restarting = false;
+                        inst.starts.clear();
+                        inst.backoff = Duration::ZERO;
+                        inst.state = InstanceState::Waiting { at: now };
+                        self.actions.push_back(Action::Spawn(id));
+                    }
+                    None => {
+                        let index =
+                            self.instances.iter().filter(|i| i.worker == w).map(|i| i.index + 1).max().unwrap_or(0);
+                        self.add_instance(w, index, now);
+                    }
+                }
             }
         } else {
             for &id in live.iter().rev().take((have - n) as usize) {
@@ -564,5 +591,16 @@ mod tests {
         s.handle_exit(Pid(12), ExitStatus::Exited(0), t(3)).unwrap();
         assert_eq!(s.poll_action(), None, "a retired instance is not restarted");
         assert_eq!(s.instances_of(0).count(), 1);
+        s.handle_exit(Pid(11), ExitStatus::Exited(0), t(3)).unwrap();
+        for round in 0..5 {
+            s.scale(0, 3, t(4 + round));
+            start(&mut s, 20, t(4 + round));
+            start(&mut s, 21, t(4 + round));
+            s.scale(0, 1, t(5 + round));
+            while s.poll_action().is_some() {}
+            s.handle_exit(Pid(20), ExitStatus::Exited(0), t(5 + round)).unwrap();
+            s.handle_exit(Pid(21), ExitStatus::Exited(0), t(5 + round)).unwrap();
+        }
+        assert_eq!(s.instances().len(), 3, "scaling up and down reuses retired instances");
     }
 }

@@ -132,7 +132,14 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
     log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
     let pid = os.pid();
     match forkd_core::daemon::run(&mut os, builder.daemon, &mut hooks) {
-        Ok(()) => 0,
+        Ok(stopped) => match stopped.failure {
+            // A service manager restarting on failure must see one.
+            Some(why) => {
+                log::error!("stopped: {why}");
+                1
+            }
+            None => 0,
+        },
         Err(e) => {
             // A worker process never gets here: it exits inside `spawn`.
             debug_assert_eq!(os.pid(), pid);
@@ -145,10 +152,15 @@ fn start_error(e: &StartError) -> String {
     e.to_string()
 }
 
+/// Reports a failed start: to the launcher under `-d` (and to the log
+/// file), on stderr in the foreground (where the log is stderr too, so it
+/// is said once).
 fn fail(hooks: &mut FacadeHooks, message: &str) -> u8 {
-    log::error!("{message}");
     match &mut hooks.readiness {
-        Some(r) => r.failed(message),
+        Some(r) => {
+            log::error!("{message}");
+            r.failed(message)
+        }
         None => eprintln!("error: {message}"),
     }
     1

@@ -196,7 +196,7 @@ impl Ctl {
         let mut join =
             Join { defer, by_name, waiting: BTreeSet::new(), results: BTreeMap::new(), error: None, ack_is_true };
         for id in instances {
-            let name = self.sup.specs()[self.sup.instance(id).worker].name.clone();
+            let name = self.instance_key(id);
             if self.sup.instance(id).state.pid().is_none() {
                 let msg = format!("worker {name} is not running");
                 if by_name {
@@ -216,7 +216,7 @@ impl Ctl {
 
     /// An instance answered (or can no longer answer) a command of `join`.
     pub(crate) fn acknowledge(&mut self, join: u64, instance: usize, result: Result<Value, String>) {
-        let name = self.sup.specs()[self.sup.instance(instance).worker].name.clone();
+        let name = self.instance_key(instance);
         if let Some(j) = self.joins.get_mut(&join) {
             if j.waiting.remove(&instance) {
                 match result {
@@ -249,6 +249,18 @@ impl Ctl {
             None => Ok(j.results.into_values().next().unwrap_or(Value::Bool(true))),
         };
         self.completions.push((j.defer, result));
+    }
+
+    /// How an instance is named in answers keyed by worker: its worker's
+    /// name, or `name/INDEX` for the instances of a pool.
+    pub(crate) fn instance_key(&self, id: usize) -> String {
+        let inst = self.sup.instance(id);
+        let name = &self.sup.specs()[inst.worker].name;
+        if self.sup.specs()[inst.worker].instances > 1 {
+            format!("{name}/{}", inst.index)
+        } else {
+            name.clone()
+        }
     }
 
     fn instance_json(&self, id: usize) -> Value {
@@ -349,7 +361,7 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
                 Ok((ids, true)) => {
                     let mut map = Map::new();
                     for id in ids {
-                        let n = ctl.sup.specs()[ctl.sup.instance(id).worker].name.clone();
+                        let n = ctl.instance_key(id);
                         map.insert(n, Value::String(ctl.state_name(id).to_string()));
                     }
                     value(Value::Object(map))

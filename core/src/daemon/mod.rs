@@ -77,6 +77,16 @@ pub trait Hooks<O: Os> {
     }
 }
 
+/// How a daemon that started stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// What asked it to stop: a signal, `daemon.shutdown`, a worker's exit.
+    pub reason: String,
+    /// Set when it stopped because something failed (a worker restarted
+    /// too often): its exit code should say so.
+    pub failure: Option<String>,
+}
+
 /// The hooks of a daemon that needs none.
 pub struct NoHooks;
 

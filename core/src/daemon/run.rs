@@ -29,7 +29,7 @@ use forkd_os::{
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
-use crate::daemon::{Config, Daemon, Hooks, StartError};
+use crate::daemon::{Config, Daemon, Hooks, StartError, Stopped};
 use crate::event::{defaults, Event, Topic, WorkerEventKind};
 use crate::rpc::{Conn, Limits, Registry};
 use crate::supervisor::{Action, InstanceState, Supervisor};
@@ -58,6 +58,14 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// At most this many reads from one connection in one turn.
 const READS_PER_TURN: usize = 16;
 
+/// How long the listener is left alone after `accept` failed for lack of
+/// descriptors or memory, unless a connection closes first.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a worker has to answer a command before its caller gets an
+/// error (a stopped or frozen worker must not hold a client forever).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long stopping may take beyond the workers' stop escalation before
 /// everything left is killed and closed.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -76,8 +84,12 @@ struct Link {
     wake: Fd,
     eof: bool,
     /// Commands waiting for the mailbox, and the one it holds: (seq, join).
-    queue: std::collections::VecDeque<(Command, u64)>,
-    in_flight: Option<(u64, u64)>,
+    /// Commands waiting for the mailbox, with the answer each is owed to
+    /// and when it was queued.
+    queue: std::collections::VecDeque<(Command, u64, Instant)>,
+    /// The command in the mailbox: its sequence number, the answer it is
+    /// owed to (0 once answered by a timeout), and when it was sent.
+    in_flight: Option<(u64, u64, Instant)>,
 }
 
 struct Loop<'d> {
@@ -93,16 +105,21 @@ struct Loop<'d> {
     next_client: u64,
     links: BTreeMap<usize, Link>,
     stop_deadline: Option<Instant>,
+    /// `accept` failed for lack of resources: the listener is not polled
+    /// until then (or until a connection closes).
+    accept_paused: Option<Instant>,
     read_buf: Vec<u8>,
     /// The facade's descriptors that workers must not keep.
     private_fds: Vec<Fd>,
     reopen_log: Option<fn()>,
+    /// Why the daemon stops as a failure (a worker restarted too often).
+    failure: Option<String>,
 }
 
 /// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
 /// ready (pid file locked, socket listening, workers spawned); a start that
 /// fails returns the error having left nothing behind.
-pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Result<(), StartError> {
+pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Result<Stopped, StartError> {
     let Daemon { config, registry, bus, workers, reopen_log } = daemon;
     let now = os.now();
 
@@ -160,9 +177,11 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         next_client: 1,
         links: BTreeMap::new(),
         stop_deadline: None,
+        accept_paused: None,
         read_buf: vec![0; config.read_buffer.max(1)],
         private_fds: hooks.private_fds(),
         reopen_log,
+        failure: None,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
@@ -172,7 +191,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     lp.private_fds = hooks.private_fds();
     lp.publish(Event::DaemonStart);
     lp.run(os, hooks);
-    Ok(())
+    Ok(Stopped { reason: lp.ctl.stop.clone().unwrap_or_default(), failure: lp.failure.take() })
 }
 
 pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
@@ -248,7 +267,9 @@ impl Loop<'_> {
             // 1. poll
             fds.clear();
             fds.push(PollFd::new(self.signal_fd, Ready::READ));
-            let accepting = self.listener.is_some() && self.clients.len() < self.config.max_connections;
+            // (`is_none_or` is newer than the workspace's rust-version.)
+            let paused = self.accept_paused.is_some_and(|at| now < at);
+            let accepting = self.listener.is_some() && self.clients.len() < self.config.max_connections && !paused;
             if let (true, Some(l)) = (accepting, self.listener) {
                 fds.push(PollFd::new(l, Ready::READ));
             }
@@ -345,7 +366,17 @@ impl Loop<'_> {
             let beat = link.channel.heartbeat().ok()?;
             Some(Instant(beat) + hang?)
         });
-        [clients, sup, self.stop_deadline, keepalive_at].into_iter().flatten().min()
+        let commands = self
+            .links
+            .values()
+            .flat_map(|l| {
+                let sent = l.in_flight.filter(|(_, join, _)| *join != 0).map(|(_, _, sent)| sent);
+                let queued = l.queue.iter().filter(|(_, join, _)| *join != 0).map(|(_, _, at)| *at).min();
+                sent.into_iter().chain(queued).map(|t| t + COMMAND_TIMEOUT)
+            })
+            .min();
+        let accept = self.accept_paused.filter(|_| self.listener.is_some());
+        [clients, sup, commands, self.stop_deadline, keepalive_at, accept].into_iter().flatten().min()
     }
 
     fn publish(&mut self, event: Event) {
@@ -378,6 +409,7 @@ impl Loop<'_> {
                             if self.ctl.sup.instance(id).state == InstanceState::Failed {
                                 let name = self.worker_name(id);
                                 log::error!("worker {name} failed: restarted too often");
+                                self.failure.get_or_insert_with(|| format!("worker {name} failed"));
                                 self.publish(Event::Worker {
                                     name,
                                     instance,
@@ -387,6 +419,9 @@ impl Loop<'_> {
                             }
                         }
                         Err(unknown) => log::debug!("reaped {}: {status}", unknown.0),
+                    }
+                    if crate::planted::active(crate::planted::Bug::ReapOne) {
+                        break;
                     }
                 }
                 Ok(None) => break,
@@ -411,12 +446,14 @@ impl Loop<'_> {
         }
         self.ctl.views[id].state = None;
         os.close(link.wake);
-        os.shm_unmap(link.region);
+        if !crate::planted::active(crate::planted::Bug::KeepOldRegion) {
+            os.shm_unmap(link.region);
+        }
         let name = self.worker_name(id);
-        if let Some((_, join)) = link.in_flight {
+        if let Some((_, join, _)) = link.in_flight {
             self.ctl.acknowledge(join, id, Err(format!("worker {name} exited before answering")));
         }
-        for (_, join) in link.queue {
+        for (_, join, _) in link.queue {
             self.ctl.acknowledge(join, id, Err(format!("worker {name} exited before answering")));
         }
     }
@@ -447,7 +484,7 @@ impl Loop<'_> {
         let mut acks = Vec::new();
         match link.channel.take_reply() {
             Ok(Some(reply)) => {
-                if let Some((seq, join)) = link.in_flight {
+                if let Some((seq, join, _)) = link.in_flight {
                     if reply.seq == seq {
                         link.in_flight = None;
                         acks.push((join, reply.result));
@@ -512,10 +549,10 @@ impl Loop<'_> {
         // A command that cannot be sent (too large) is answered at once and
         // the next one tried: nothing else would send it, as the worker only
         // wakes the daemon when it has something to tell.
-        while let Some((command, join)) = link.queue.pop_front() {
+        while let Some((command, join, _)) = link.queue.pop_front() {
             match link.channel.send_command(command) {
                 Ok(seq) => {
-                    link.in_flight = Some((seq, join));
+                    link.in_flight = Some((seq, join, os.now()));
                     let _ = os.write(link.wake, &[1]);
                     return;
                 }
@@ -546,10 +583,18 @@ impl Loop<'_> {
                     self.publish(Event::ClientConnect { conn: id });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {
+                    // The peer gave up: the loop tries again next turn.
+                    log::debug!("accept: {e}");
+                    break;
+                }
                 Err(e) => {
-                    // Out of descriptors, or the peer gave up: the listener
-                    // stays, and the loop tries again next turn.
+                    // Out of descriptors or memory: the connection stays
+                    // queued and the listener readable, so polling it again
+                    // at once would spin. The loop tries again after a
+                    // pause, or as soon as a connection closes.
                     log::warn!("accept: {e}");
+                    self.accept_paused = Some(os.now() + ACCEPT_RETRY);
                     break;
                 }
             }
@@ -630,6 +675,8 @@ impl Loop<'_> {
     fn close_client<O: Os>(&mut self, os: &mut O, id: u64) {
         if let Some(c) = self.clients.remove(&id) {
             os.close(c.fd);
+            // A descriptor is free: an `accept` that lacked one may succeed.
+            self.accept_paused = None;
             self.ctl.routes.retain(|_, conn| *conn != id);
             self.publish(Event::ClientHangup { conn: id });
         }
@@ -675,10 +722,26 @@ impl Loop<'_> {
             (Some(h), Some(link)) => link.channel.heartbeat().is_ok_and(|beat| now >= Instant(beat) + h),
             _ => false,
         });
+        for (&id, link) in self.links.iter_mut() {
+            if let Some((seq, join, sent)) = link.in_flight {
+                if join != 0 && now >= sent + COMMAND_TIMEOUT {
+                    // The worker keeps the mailbox until it answers or dies;
+                    // its caller is answered now.
+                    link.in_flight = Some((seq, 0, sent));
+                    let msg = format!("the worker did not answer within {}s", COMMAND_TIMEOUT.as_secs());
+                    self.ctl.acknowledge(join, id, Err(msg));
+                }
+            }
+            while link.queue.front().is_some_and(|(_, join, queued)| *join != 0 && now >= *queued + COMMAND_TIMEOUT) {
+                let (_, join, _) = link.queue.pop_front().unwrap();
+                let msg = format!("the worker did not take the command within {}s", COMMAND_TIMEOUT.as_secs());
+                self.ctl.acknowledge(join, id, Err(msg));
+            }
+        }
         for out in std::mem::take(&mut self.ctl.outgoing) {
             match self.links.get_mut(&out.instance) {
                 Some(link) => {
-                    link.queue.push_back((out.command, out.join));
+                    link.queue.push_back((out.command, out.join, now));
                     self.send_queued(os, out.instance);
                 }
                 None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
@@ -690,7 +753,7 @@ impl Loop<'_> {
                 Action::RequestStop(id) => {
                     if let Some(link) = self.links.get_mut(&id) {
                         // Stop overtakes whatever waits in the queue.
-                        link.queue.push_front((Command::Stop, 0));
+                        link.queue.push_front((Command::Stop, 0, now));
                         self.send_queued(os, id);
                     }
                 }
@@ -768,6 +831,7 @@ impl Loop<'_> {
                 }
                 self.ctl.views[id] = InstanceView::default();
                 self.ctl.sup.spawned(id, pid, now);
+                os.note(format_args!("worker {}.{} started: pid {pid}", spec.name, inst.index));
                 let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
                 self.publish(Event::Worker { name: spec.name, instance: inst.index, event: started, data: None });
             }
@@ -789,6 +853,12 @@ impl Loop<'_> {
         // Stop accepting: close the listener and remove its socket file, so
         // that a new daemon may start while this one finishes.
         self.close_listener(os);
+        if crate::planted::active(crate::planted::Bug::EarlyPidUnlock) {
+            if let Some(fd) = self.pid_lock.take() {
+                let _ = os.remove_file(&self.config.pid_file);
+                os.close(fd);
+            }
+        }
         self.ctl.sup.stop_all(now);
         let stop = self.config.restart.stop_timeout;
         self.stop_deadline = Some(now + stop * 2 + STOP_GRACE);

@@ -416,8 +416,12 @@ impl Conn {
         let line = &buf[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let decoded = if line.iter().all(u8::is_ascii_whitespace) { None } else { Some(jsonrpc::decode(line)) };
+        let pipelined = self.start > 0;
         self.start += end + 1;
         self.scanned = 0;
+        if crate::planted::active(crate::planted::Bug::DropPipelined) && pipelined && decoded.is_some() {
+            return true;
+        }
         match decoded {
             None => {}
             Some(Ok(message)) => self.run_json(message, Envelope::Line, dispatch),
@@ -587,6 +591,14 @@ impl Conn {
         while self.queue.front().is_some_and(Pending::is_ready) {
             let pending = self.queue.pop_front().expect("front exists");
             self.first_seq += 1;
+            let twice = matches!(pending.body, Body::Json { batch: true, .. });
+            if crate::planted::active(crate::planted::Bug::AnswerTwice) && twice {
+                let from = self.output.len();
+                pending.render(&mut self.output);
+                let again = self.output[from..].to_vec();
+                self.output.extend_from_slice(&again);
+                continue;
+            }
             pending.render(&mut self.output);
         }
     }

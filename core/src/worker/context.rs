@@ -38,6 +38,8 @@ pub(crate) trait Link {
     /// Whether SIGTERM or SIGINT is pending (taking the signals, which the
     /// worker process handles later).
     fn stop_signalled(&mut self) -> bool;
+    /// Blocks for `d` of the `Os` clock.
+    fn stall(&mut self, d: std::time::Duration);
 }
 
 /// The worker's view of itself and its way to talk to the daemon.
@@ -103,5 +105,15 @@ impl Context<'_> {
         self.channel.push_event(&data)?;
         self.link.wake_daemon();
         Ok(())
+    }
+
+    /// Blocks for `d` of the `Os` clock and does nothing else meanwhile: no
+    /// command is read, no heartbeat written, no signal looked at. Real
+    /// user code has no use for it (return from `work` and let the loop
+    /// wait). It exists for the simulation harness, whose test workers must
+    /// be slow or hang in virtual time: a busy loop there would never let
+    /// the simulated clock move.
+    pub fn stall(&mut self, d: std::time::Duration) {
+        self.link.stall(d);
     }
 }

@@ -248,7 +248,9 @@ impl<O: Os> Runner<'_, O> {
                 return Ok(());
             }
             let now = self.os.now();
-            if self.state == WorkerState::Looping && now >= due {
+            let paused_runs =
+                crate::planted::active(crate::planted::Bug::PausedRuns) && self.state == WorkerState::Paused;
+            if (self.state == WorkerState::Looping || paused_runs) && now >= due {
                 due = now + self.looptime;
                 self.run_body()?;
                 self.channel.beat(self.os.now());
@@ -514,5 +516,10 @@ impl<O: Os> Link for OsLink<'_, O> {
             Err(e) => log::warn!(target: self.target, "take signals: {e}"),
         }
         self.signals.contains(Signal::Term) || self.signals.contains(Signal::Int)
+    }
+
+    fn stall(&mut self, d: Duration) {
+        let until = self.os.now() + d;
+        self.os.sleep_until(until);
     }
 }
