@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use forkd_os::rng::SplitMix64;
 use forkd_os::{ExitStatus, Instant, KillTarget, Pid, Signal};
 
 /// How a worker is installed (the seed's `install($worker, $looptime, $forever)`).
@@ -153,15 +154,21 @@ pub struct Supervisor {
     policy: RestartPolicy,
     instances: Vec<Instance>,
     stopping: bool,
-    rng: u64,
+    rng: SplitMix64,
     actions: VecDeque<Action>,
 }
 
 impl Supervisor {
     /// A supervisor for `specs`; `seed` feeds the backoff jitter.
     pub fn new(specs: Vec<WorkerSpec>, policy: RestartPolicy, seed: u64, now: Instant) -> Supervisor {
-        let mut s =
-            Supervisor { specs, policy, instances: Vec::new(), stopping: false, rng: seed, actions: VecDeque::new() };
+        let mut s = Supervisor {
+            specs,
+            policy,
+            instances: Vec::new(),
+            stopping: false,
+            rng: SplitMix64::new(seed),
+            actions: VecDeque::new(),
+        };
         for w in 0..s.specs.len() {
             for index in 0..s.specs[w].instances {
                 s.add_instance(w, index, now);
@@ -283,7 +290,7 @@ impl Supervisor {
 
     fn schedule_restart(&mut self, id: usize, now: Instant) {
         let policy = self.policy.clone();
-        let jitter = self.next_u64();
+        let jitter = self.rng.next_u64();
         let inst = &mut self.instances[id];
         while inst.starts.front().is_some_and(|t| now.saturating_duration_since(*t) > policy.period) {
             inst.starts.pop_front();
@@ -456,14 +463,6 @@ impl Supervisor {
             }
         }
         self.specs[w].instances = n;
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 

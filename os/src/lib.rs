@@ -24,6 +24,7 @@
 pub mod addr;
 pub mod contract;
 pub mod real;
+pub mod rng;
 pub mod shm;
 pub mod sim;
 mod types;

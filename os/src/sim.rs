@@ -37,6 +37,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+use crate::rng::SplitMix64;
 use crate::{
     Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Ready, Region,
     Signal, SignalSet, SpawnOptions,
@@ -308,7 +309,7 @@ enum FileNode {
 
 struct State {
     config: Config,
-    rng: u64,
+    rng: SplitMix64,
     clock: u64,
     steps: u64,
     procs: BTreeMap<i32, Proc>,
@@ -336,7 +337,7 @@ struct State {
 impl State {
     fn new(config: Config) -> State {
         State {
-            rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64::new(config.seed ^ 0x9E37_79B9_7F4A_7C15),
             config,
             clock: 0,
             steps: 0,
@@ -363,21 +364,8 @@ impl State {
         }
     }
 
-    /// splitmix64: small, fast and good enough to pick interleavings.
-    fn next_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        if n <= 1 {
-            0
-        } else {
-            self.next_u64() % n
-        }
+        self.rng.below(n)
     }
 
     /// Whether a fault with this rate (per million) strikes now.

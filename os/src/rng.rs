@@ -1,0 +1,32 @@
+//! splitmix64, the one pseudo-random generator of the project: small, fast,
+//! and good enough to pick interleavings, faults, workloads and backoff
+//! jitter. It is only ever seeded from a seed, so every run it drives can be
+//! replayed.
+
+/// A splitmix64 generator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose state starts at `state`.
+    pub fn new(state: u64) -> SplitMix64 {
+        SplitMix64(state)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0 or 1).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n <= 1 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
