@@ -145,6 +145,11 @@ pub trait Os: Sized + 'static {
     /// Unmaps a region from the calling process.
     fn shm_unmap(&mut self, region: Region);
 
+    /// Keeps a region out of the children spawned from now on
+    /// (`MADV_DONTFORK`): a daemon shares each worker's region with that
+    /// worker alone, and a fork copies no mapping it does not need.
+    fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
+
     // --- files -------------------------------------------------------------
 
     /// Opens (creating if need be) and exclusively locks the pid file, then

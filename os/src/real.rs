@@ -167,6 +167,10 @@ impl Os for RealOs {
         memory::unmap(region)
     }
 
+    fn shm_keep_from_children(&mut self, region: &Region) -> std::io::Result<()> {
+        memory::keep_from_children(region)
+    }
+
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
         files::lock_pid_file(path, self.pid)
     }

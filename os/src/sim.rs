@@ -322,6 +322,8 @@ struct State {
     files: BTreeMap<PathBuf, FileNode>,
     tcp_ports: BTreeMap<SocketAddr, u64>,
     regions: BTreeMap<u64, BTreeSet<i32>>,
+    /// Regions marked `MADV_DONTFORK`, by the process that marked them.
+    dont_fork: BTreeSet<(i32, u64)>,
     next_region: u64,
     trace: Vec<String>,
     exits: Vec<(Pid, ExitStatus)>,
@@ -351,6 +353,7 @@ impl State {
             files: BTreeMap::new(),
             tcp_ports: BTreeMap::new(),
             regions: BTreeMap::new(),
+            dont_fork: BTreeSet::new(),
             next_region: 1,
             trace: Vec::new(),
             exits: Vec::new(),
@@ -627,6 +630,7 @@ impl State {
     }
 
     fn unmap(&mut self, pid: i32, region: u64) {
+        self.dont_fork.remove(&(pid, region));
         if let Some(users) = self.regions.get_mut(&region) {
             users.remove(&pid);
             if users.is_empty() {
@@ -896,7 +900,8 @@ impl Os for SimOs {
         let sig_fd = parent.signal_fd;
         let fds: Vec<(i32, u64)> =
             parent.fds.iter().map(|(f, o)| (*f, *o)).filter(|(f, _)| Some(*f) != sig_fd).collect();
-        let regions = parent.regions.clone();
+        let regions: BTreeSet<u64> =
+            parent.regions.iter().copied().filter(|r| !st.dont_fork.contains(&(me, *r))).collect();
         child.niceness = parent.niceness;
         for (fd, id) in &fds {
             st.objects.get_mut(id).unwrap().1 += 1;
@@ -1206,6 +1211,17 @@ impl Os for SimOs {
         st.proc(me).regions.insert(id);
         st.trace_line(me, format_args!("shm_create {len} -> region {id}"));
         Ok(Region::from_buffer(buf, id))
+    }
+
+    fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        if !st.procs[&me].regions.contains(&region.id()) {
+            return Err(io::Error::from_raw_os_error(12)); // ENOMEM: not mapped
+        }
+        st.dont_fork.insert((me, region.id()));
+        st.trace_line(me, format_args!("madvise dontfork region {}", region.id()));
+        Ok(())
     }
 
     fn shm_unmap(&mut self, region: Region) {

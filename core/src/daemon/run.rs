@@ -788,6 +788,11 @@ impl Loop<'_> {
             }
         };
         let channel = Channel::create(region.clone());
+        // The heartbeat starts at the spawn, written before the child exists
+        // (so it has no other writer yet): a fresh channel's zero would read
+        // as a heartbeat older than any hang timeout, and the next turn of
+        // the loop would kill the new worker as hung before it could beat.
+        channel.beat(now);
         let (ours, theirs) = match os.socket_pair() {
             Ok(p) => p,
             Err(e) => {
@@ -805,7 +810,6 @@ impl Loop<'_> {
         close_fds.extend(self.clients.values().map(|c| c.fd));
         close_fds.extend(self.links.values().map(|l| l.wake));
         close_fds.extend(self.private_fds.iter().copied());
-        let other_regions: Vec<Region> = self.links.values().map(|l| l.region.clone()).collect();
         let process = WorkerProcess {
             name: spec.name.clone(),
             instance: inst.index,
@@ -815,12 +819,16 @@ impl Loop<'_> {
             wake: theirs,
             daemon_pid: os.pid(),
             close_fds,
-            unmap: other_regions,
             reopen_log: self.reopen_log,
         };
         match os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))) {
             Ok(pid) => {
                 os.close(theirs);
+                // This region is the new worker's alone: the workers forked
+                // after it neither map it nor pay for copying its mapping.
+                if let Err(e) = os.shm_keep_from_children(&region) {
+                    log::warn!("worker {}: keep its region from other workers: {e}", spec.name);
+                }
                 log::debug!("worker {} instance {} started as pid {pid}", spec.name, inst.index);
                 self.links.insert(
                     id,

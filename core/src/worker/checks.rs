@@ -102,7 +102,6 @@ pub fn spawn_probe<O: Os>(os: &mut O, probe: Probe, looptime: Duration, daemon_p
         wake: theirs,
         daemon_pid: daemon_pid.unwrap_or(os.pid()),
         close_fds: vec![ours],
-        unmap: Vec::new(),
         reopen_log: None,
     };
     let pid =

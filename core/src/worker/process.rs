@@ -52,7 +52,7 @@ use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use forkd_os::{Fd, Instant, Os, Pid, PollFd, Ready, Region, Signal, SignalSet};
+use forkd_os::{Fd, Instant, Os, Pid, PollFd, Ready, Signal, SignalSet};
 use serde_json::Value;
 
 use super::channel::{Channel, Command, PendingCommand, WorkerState};
@@ -92,9 +92,6 @@ pub struct WorkerProcess {
     /// other workers' sockets. Not the daemon's signal descriptor: the `Os`
     /// already closed it in the child.
     pub close_fds: Vec<Fd>,
-    /// Regions inherited from the daemon that the worker unmaps first: the
-    /// other workers' channels.
-    pub unmap: Vec<Region>,
     /// Reopens the process's log file; called on SIGUSR1, which the daemon
     /// passes on to its workers when it reopens its own (logrotate).
     pub reopen_log: Option<fn()>,
@@ -103,13 +100,9 @@ pub struct WorkerProcess {
 /// Runs a worker process to its end and returns its exit code. The entry
 /// of a spawned worker: `os.spawn(opts, Box::new(move |os| run_worker(os, p)))`.
 pub fn run_worker<O: Os>(os: &mut O, spec: WorkerProcess) -> i32 {
-    let WorkerProcess { name, instance, looptime, worker, channel, wake, daemon_pid, close_fds, unmap, reopen_log } =
-        spec;
+    let WorkerProcess { name, instance, looptime, worker, channel, wake, daemon_pid, close_fds, reopen_log } = spec;
     for fd in close_fds {
         os.close(fd);
-    }
-    for region in unmap {
-        os.shm_unmap(region);
     }
     let target = format!("worker.{name}");
     let code = match start(os, &target, &channel, daemon_pid) {

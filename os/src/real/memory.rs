@@ -39,6 +39,18 @@ pub(super) fn unmap(region: Region) {
     debug_assert!(unmapped.is_ok(), "munmap {region:?}: {unmapped:?}");
 }
 
+/// Keeps the mapping out of the children forked from now on
+/// (`MADV_DONTFORK`).
+pub(super) fn keep_from_children(region: &Region) -> io::Result<()> {
+    // Safety: advice on a whole mapping `create` made; it changes no data.
+    let r = unsafe { libc::madvise(region.as_ptr().cast_mut().cast(), region.len(), libc::MADV_DONTFORK) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn page_size() -> usize {
     // Safety: sysconf only reads a value.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
