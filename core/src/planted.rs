@@ -31,11 +31,13 @@ pub enum Bug {
     /// The daemon releases its pid lock as soon as it begins to stop, not
     /// once it has stopped.
     EarlyPidUnlock,
+    /// The supervisor never kills a worker whose heartbeat stopped.
+    NoHangKill,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::NoRestart,
         Bug::KeepOldRegion,
         Bug::AnswerTwice,
@@ -43,6 +45,7 @@ impl Bug {
         Bug::ReapOne,
         Bug::PausedRuns,
         Bug::EarlyPidUnlock,
+        Bug::NoHangKill,
     ];
 
     /// The bug's name on command lines, `kebab-case`.
@@ -55,6 +58,7 @@ impl Bug {
             Bug::ReapOne => "reap-one",
             Bug::PausedRuns => "paused-runs",
             Bug::EarlyPidUnlock => "early-pid-unlock",
+            Bug::NoHangKill => "no-hang-kill",
         }
     }
 

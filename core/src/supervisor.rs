@@ -363,7 +363,9 @@ impl Supervisor {
                         self.actions.push_back(Action::Signal(KillTarget::Group(pid), sig));
                     }
                 }
-                InstanceState::Running { pid } if hung(id) => {
+                InstanceState::Running { pid }
+                    if hung(id) && !crate::planted::active(crate::planted::Bug::NoHangKill) =>
+                {
                     // Killed once, then waited for like a crash: the last
                     // escalation stage, so that nothing signals it again.
                     self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 2 };

@@ -1301,6 +1301,16 @@ impl SimOs {
         self.shared.lock().procs.values().filter(|p| p.alive()).map(|p| p.pid).collect()
     }
 
+    /// Changes the world's fault rates from now on: a harness turns faults
+    /// off once its chaos phase is over, so that liveness is checked in a
+    /// world that lets progress happen (TigerBeetle's VOPR does the same).
+    pub fn set_faults(&mut self, faults: Faults) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.config.faults = faults;
+        st.trace_line(me, format_args!("faults {faults:?}"));
+    }
+
     /// A number from the world's seeded generator, for simulated workloads.
     pub fn random(&mut self, below: u64) -> u64 {
         let mut st = self.enter();

@@ -123,12 +123,20 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     let Daemon { config, registry, bus, workers, reopen_log } = daemon;
     let now = os.now();
 
-    // The pid file first: a second instance must fail before it touches the
+    // The signals first, so that a SIGTERM that comes during the start is
+    // an event rather than a death that leaves a pid file behind; then the
+    // pid file, so that a second instance fails before it touches the
     // socket of the first.
+    let signal_fd = os.install_signals(&SIGNALS).map_err(StartError::Signals)?;
     let pid_lock = match os.lock_pid_file(&config.pid_file) {
         Ok(fd) => fd,
-        Err(PidFileError::Locked(pid)) => return Err(StartError::AlreadyRunning(pid)),
-        Err(PidFileError::Io(e)) => return Err(StartError::PidFile(config.pid_file.clone(), e)),
+        Err(e) => {
+            os.close(signal_fd);
+            return Err(match e {
+                PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
+                PidFileError::Io(e) => StartError::PidFile(config.pid_file.clone(), e),
+            });
+        }
     };
     let cleanup_pid = |os: &mut O| {
         let _ = os.remove_file(&config.pid_file);
@@ -139,13 +147,6 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
             log::warn!("cannot set niceness {n}: {e}");
         }
     }
-    let signal_fd = match os.install_signals(&SIGNALS) {
-        Ok(fd) => fd,
-        Err(e) => {
-            cleanup_pid(os);
-            return Err(StartError::Signals(e));
-        }
-    };
     let listener = match bind(os, &config) {
         Ok(fd) => fd,
         Err(e) => {

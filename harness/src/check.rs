@@ -1,0 +1,459 @@
+//! The invariants, judged on a finished run: its report, its trace, and
+//! what the probe recorded.
+//!
+//! Some invariants are checked as the run goes, by the processes that see
+//! them break (a client that gets a wrong answer notes a `VIOLATION` at
+//! once). The rest need the whole run in view, and are judged here from the
+//! trace, which holds every `Os` call of every process in order, with the
+//! virtual time:
+//!
+//! - every request gets exactly one correct answer, or its client saw a
+//!   close after a protocol error, or the daemon had begun to stop (the
+//!   clients' `CHECK` notes, judged against the `daemon stopping` note);
+//! - every worker starts, and forever workers are running again after an
+//!   exit, within the restart policy's bounds (the `worker N.I started: pid
+//!   P` notes and the `exit` lines of the pids), unless they failed by the
+//!   policy's own rule;
+//! - a non-forever exit leads to a clean stop;
+//! - a hung worker is killed within the hang timeout;
+//! - the pid lock is held exactly while the daemon runs (the `CHECK
+//!   pidlock` notes, judged against the daemon's life);
+//! - the stop ends within its bound, and nothing of the daemon outlives it:
+//!   no process, socket, pid file or region, none still mapped by the
+//!   daemon when it exits;
+//! - the daemon never panics.
+//!
+//! A run may hold several daemons: one killed on purpose and the one
+//! started after it over its stale files. Each is judged over its own life;
+//! a killed one is not asked to have cleaned up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use forkd_core::supervisor::OnFailure;
+use forkd_os::sim::{Outcome, Report};
+use forkd_os::{ExitStatus, Pid};
+
+use crate::conductor::{stop_bound, ORPHAN_BOUND, SLACK};
+use crate::scenario::{Scenario, PID_FILE};
+use crate::workers::{Probe, CRASH_SITE};
+
+/// One trace line: when, who, what.
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
+    pub t: u64,
+    pub pid: i32,
+    pub event: &'a str,
+}
+
+/// Parses a trace line, `SECS.MICROS PID EVENT`.
+pub fn parse_line(line: &str) -> Option<Line<'_>> {
+    let (time, rest) = line.split_once(' ')?;
+    let (pid, event) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (secs, micros) = time.split_once('.')?;
+    let t = secs.parse::<u64>().ok()? * 1_000_000_000 + micros.parse::<u64>().ok()? * 1_000;
+    Some(Line { t, pid: pid.parse().ok()?, event })
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn secs(t: u64) -> String {
+    format!("{}.{:06}", t / 1_000_000_000, (t % 1_000_000_000) / 1000)
+}
+
+/// What the trace says about one daemon.
+#[derive(Default, Debug)]
+struct Daemon {
+    pid: i32,
+    /// When the conductor started it.
+    born: u64,
+    locked: Option<u64>,
+    stopping: Option<(u64, String)>,
+    exit: Option<u64>,
+    /// Killed on purpose by the chaos process.
+    crashed: bool,
+    /// Its worker processes: pid to (name, instance, started).
+    workers: BTreeMap<i32, (String, u32, u64)>,
+    /// Every child it spawned, and when.
+    children: BTreeMap<i32, u64>,
+    /// When its forks or shared memory failed.
+    spawn_faults: Vec<u64>,
+    /// Its client connections: (accepted, closed).
+    conns: Vec<(u64, Option<u64>)>,
+    /// The SIGKILLs it sent to a worker's group: (when, pid).
+    kills: Vec<(u64, i32)>,
+    open_conns: BTreeMap<String, usize>,
+}
+
+impl Daemon {
+    fn stopped_by(&self, t: u64) -> bool {
+        self.stopping.as_ref().is_some_and(|(s, _)| *s <= t) || self.exit.is_some_and(|e| e <= t)
+    }
+
+    fn end(&self) -> u64 {
+        self.exit.unwrap_or(u64::MAX)
+    }
+
+    fn stop_t(&self) -> Option<u64> {
+        self.stopping.as_ref().map(|(t, _)| *t)
+    }
+}
+
+/// What the trace says about the run.
+#[derive(Default, Debug)]
+struct Facts {
+    daemons: Vec<Daemon>,
+    /// Second daemons, started while the first ran.
+    seconds: Vec<i32>,
+    harness: Vec<i32>,
+    stop_requested: Option<u64>,
+    exits: BTreeMap<i32, (u64, String)>,
+    violations: Vec<String>,
+    checks: Vec<(u64, String)>,
+    /// `worker.restart` calls the clients sent: when the daemon could first
+    /// see them (not before their connection was accepted), and for which
+    /// worker.
+    restarts_asked: Vec<(u64, String)>,
+    /// Clients' connections: (when, client pid, connection id).
+    connects: Vec<(u64, i32, u64)>,
+    /// When a daemon accepted each connection.
+    accepts: BTreeMap<u64, u64>,
+    /// Restarts asked on connections not yet accepted: (when, conn, name).
+    pending_restarts: Vec<(u64, u64, String)>,
+    /// Workers that outlived a killed daemon: (when seen, pid).
+    orphans: Vec<(u64, i32)>,
+    /// Each process's last line before its exit.
+    last_line: BTreeMap<i32, u64>,
+}
+
+impl Facts {
+    /// The daemon that was current at `t`: the last started before it.
+    fn current(&self, t: u64) -> Option<&Daemon> {
+        self.daemons.iter().rev().find(|d| d.born <= t)
+    }
+}
+
+fn facts(trace: &[String]) -> Facts {
+    let mut f = Facts::default();
+    for raw in trace {
+        let Some(l) = parse_line(raw) else { continue };
+        let e = l.event;
+        if !e.starts_with("exit ") {
+            f.last_line.insert(l.pid, l.t);
+        }
+        if let Some(rest) = e.strip_prefix("harness ") {
+            let last = rest.rsplit(' ').next().unwrap_or_default();
+            if let Some(pid) = last.strip_prefix("pid=").and_then(|p| p.parse::<i32>().ok()) {
+                if rest.starts_with("daemon") {
+                    f.daemons.push(Daemon { pid, born: l.t, ..Daemon::default() });
+                }
+                if rest.starts_with("second") {
+                    f.seconds.push(pid);
+                }
+                f.harness.push(pid);
+            }
+            if rest.starts_with("stop requested") {
+                f.stop_requested = Some(l.t);
+            }
+            if let Some(pid) = rest.strip_prefix("killed the daemon ").and_then(|p| p.parse::<i32>().ok()) {
+                if let Some(d) = f.daemons.iter_mut().find(|d| d.pid == pid) {
+                    d.crashed = true;
+                }
+            }
+            if let Some(pid) = rest.strip_prefix("orphan ").and_then(|p| p.parse::<i32>().ok()) {
+                f.orphans.push((l.t, pid));
+            }
+            continue;
+        }
+        if let Some(v) = e.strip_prefix("VIOLATION ") {
+            f.violations.push(format!("at {}: {v}", secs(l.t)));
+            continue;
+        }
+        if let Some(c) = e.strip_prefix("CHECK ") {
+            match c.strip_prefix("restart-requested ") {
+                Some(name) => {
+                    // On the connection the client opened last; a request
+                    // waiting in the listen backlog is not seen yet.
+                    let conn = f.connects.iter().rev().find(|(_, pid, _)| *pid == l.pid).map(|(_, _, c)| *c);
+                    if let Some(accepted) = conn.and_then(|c| f.accepts.get(&c)) {
+                        f.restarts_asked.push((l.t.max(*accepted), name.to_string()));
+                    } else if let Some(c) = conn {
+                        f.pending_restarts.push((l.t, c, name.to_string()));
+                    }
+                }
+                None => f.checks.push((l.t, c.to_string())),
+            }
+            continue;
+        }
+        if let Some(conn) = e
+            .strip_prefix("connect ")
+            .and_then(|r| r.rsplit_once("(conn "))
+            .and_then(|(_, c)| c.strip_suffix(')'))
+            .and_then(|c| c.parse::<u64>().ok())
+        {
+            f.connects.push((l.t, l.pid, conn));
+            continue;
+        }
+        if let Some(conn) = e
+            .strip_prefix("accept -> fd ")
+            .and_then(|r| r.rsplit_once("(conn "))
+            .and_then(|(_, c)| c.strip_suffix(')'))
+            .and_then(|c| c.parse::<u64>().ok())
+        {
+            f.accepts.insert(conn, l.t);
+            // Restarts asked on it before it was accepted count from now.
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut f.pending_restarts).into_iter().partition(|(_, c, _)| *c == conn);
+            f.pending_restarts = waiting;
+            f.restarts_asked.extend(ready.into_iter().map(|(_, _, n)| (l.t, n)));
+        }
+        if let Some(status) = e.strip_prefix("exit ") {
+            f.exits.insert(l.pid, (l.t, status.to_string()));
+            if let Some(d) = f.daemons.iter_mut().find(|d| d.pid == l.pid) {
+                d.exit = Some(l.t);
+            }
+            continue;
+        }
+        let Some(d) = f.daemons.iter_mut().find(|d| d.pid == l.pid) else { continue };
+        // A daemon's own lines.
+        if e.starts_with(&format!("lock {PID_FILE} -> fd")) {
+            d.locked.get_or_insert(l.t);
+        } else if let Some(reason) = e.strip_prefix("daemon stopping: ") {
+            d.stopping.get_or_insert((l.t, reason.to_string()));
+        } else if let Some(child) = e.strip_prefix("spawn -> ").and_then(|p| p.parse::<i32>().ok()) {
+            d.children.insert(child, l.t);
+        } else if e == "spawn -> fault EAGAIN" || e == "shm_create -> fault ENOMEM" {
+            d.spawn_faults.push(l.t);
+        } else if let Some(rest) = e.strip_prefix("worker ") {
+            if let Some((who, pid)) = rest.split_once(" started: pid ") {
+                if let (Some((name, inst)), Ok(pid)) = (who.rsplit_once('.'), pid.parse::<i32>()) {
+                    d.workers.insert(pid, (name.to_string(), inst.parse().unwrap_or(0), l.t));
+                }
+            }
+        } else if let Some(rest) = e.strip_prefix("kill Group(Pid(").filter(|r| r.contains(") SIGKILL")) {
+            if let Some(pid) = rest.split(')').next().and_then(|p| p.parse::<i32>().ok()) {
+                d.kills.push((l.t, pid));
+            }
+        } else if let Some(rest) = e.strip_prefix("accept -> fd ") {
+            let fd = rest.split(' ').next().unwrap_or_default().to_string();
+            d.open_conns.insert(fd, d.conns.len());
+            d.conns.push((l.t, None));
+        } else if let Some(fd) = e.strip_prefix("close fd ") {
+            if let Some(i) = d.open_conns.remove(fd) {
+                d.conns[i].1 = Some(l.t);
+            }
+        }
+    }
+    f
+}
+
+/// Judges a finished run; every failure is one line.
+pub fn check(sc: &Scenario, report: &Report, probe: &Probe) -> Vec<String> {
+    let mut out = Vec::new();
+    match &report.outcome {
+        Outcome::Finished => {}
+        Outcome::Deadlock => out.push("the world deadlocked".to_string()),
+        Outcome::Cut(why) => out.push(format!("the run was cut: {why}")),
+    }
+    if report.root_status != Some(ExitStatus::Exited(0)) {
+        out.push(format!("the conductor ended with {:?}", report.root_status));
+    }
+    let f = facts(&report.trace);
+    if f.daemons.is_empty() {
+        out.push("the daemon never started".into());
+        return out;
+    }
+    out.extend(f.violations.iter().cloned());
+    out.extend(probe.violations().into_iter().map(|v| format!("probe: {v}")));
+    let hung = probe.hung();
+
+    // Panics: a daemon never; a worker only by a planned crash.
+    for (pid, msg) in &report.panics {
+        if f.daemons.iter().any(|d| d.pid == pid.0) {
+            out.push(format!("the daemon {pid} panicked: {msg}"));
+        } else if f.harness.contains(&pid.0) || *pid == forkd_os::sim::ROOT_PID {
+            out.push(format!("harness process {pid} panicked: {msg}"));
+        } else if !msg.contains(CRASH_SITE) {
+            out.push(format!("worker process {pid} panicked outside user code: {msg}"));
+        }
+    }
+    // Nothing left behind.
+    for pid in f.daemons.iter().filter(|d| !d.crashed).map(|d| d.pid).chain(f.seconds.iter().copied()) {
+        if let Some(held) = report.held_at_exit.get(&Pid(pid)) {
+            out.push(format!("the daemon {pid} exited still holding {:?} and regions {:?}", held.fds, held.regions));
+        }
+    }
+    if !report.files.is_empty() {
+        out.push(format!("files left behind: {:?}", report.files));
+    }
+    if report.live_regions != 0 {
+        out.push(format!("{} shared regions left", report.live_regions));
+    }
+    // Workers left by a killed daemon must end by themselves, unless they
+    // hang (then nothing of theirs can act on the parent's death).
+    for (t, pid) in &f.orphans {
+        if !hung.contains(pid) {
+            out.push(format!(
+                "worker {pid} was still alive {ORPHAN_BOUND:?} after its daemon was killed (at {})",
+                secs(*t)
+            ));
+        }
+    }
+
+    // Answers: what the clients could not judge alone.
+    for (t, c) in &f.checks {
+        let Some(d) = f.current(*t) else { continue };
+        let stopped = d.stopped_by(*t);
+        let bad = if c.starts_with("eof-unanswered") || c.starts_with("refused") || c.starts_with("gave-up last") {
+            !stopped
+        } else if c.starts_with("gave-up simple") || c.starts_with("gave-up deferred") {
+            sc.strict_liveness && !stopped
+        } else if c.starts_with("pidlock acquired") {
+            let running = d.locked.is_some_and(|l| l <= *t) && *t < d.end();
+            let alive = |(start, stop): (u64, Option<u64>)| start <= *t && !matches!(stop, Some(s) if s <= *t);
+            let workers_alive =
+                d.children.iter().any(|(pid, start)| alive((*start, f.exits.get(pid).map(|(e, _)| *e))));
+            let conns_open = d.conns.iter().any(|c| alive(*c));
+            running && (!stopped || workers_alive || conns_open)
+        } else {
+            false
+        };
+        if bad {
+            out.push(format!("at {}: {c} while the daemon ran", secs(*t)));
+        }
+    }
+
+    for d in &f.daemons {
+        judge_daemon(sc, &f, d, &hung, &mut out);
+    }
+    out
+}
+
+/// The invariants of one daemon's life.
+fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec<String>) {
+    let policy = &sc.daemon.restart;
+    let per_try = policy.backoff_max + policy.backoff_max / 2;
+    let stop_t = d.stop_t();
+    let end = d.end();
+
+    // Workers: restarted within bounds, a non-forever exit stops the daemon.
+    for (pid, (name, inst, _)) in &d.workers {
+        let Some((t_exit, status)) = f.exits.get(pid) else { continue };
+        let t_exit = *t_exit;
+        if d.stopped_by(t_exit) {
+            continue;
+        }
+        let Some(plan) = sc.workers.iter().find(|w| &w.name == name) else { continue };
+        let next_start =
+            d.workers.values().filter(|(n, i, s)| n == name && i == inst && *s >= t_exit).map(|(_, _, s)| *s).min();
+        let who = format!("worker {name}.{inst} (pid {pid}, {status} at {})", secs(t_exit));
+        // A restart asked for brings any worker back, as if it were forever.
+        let restart_asked =
+            f.restarts_asked.iter().any(|(t, n)| n == name && *t <= t_exit && t_exit <= *t + nanos(stop_bound(sc)));
+        if !plan.forever && !restart_asked {
+            let stop_soon = stop_t.is_some_and(|s| s <= t_exit + nanos(SLACK)) || end <= t_exit + nanos(SLACK);
+            if !stop_soon {
+                out.push(format!("{who} is not forever, and the daemon did not stop"));
+            }
+            continue;
+        }
+        let faults = d.spawn_faults.iter().filter(|t| **t >= t_exit).count() as u32;
+        let bound = t_exit + nanos(per_try * (faults + 1) + SLACK);
+        let ok_by = next_start.into_iter().chain(stop_t).chain(d.exit).min().is_some_and(|t| t <= bound);
+        if ok_by {
+            continue;
+        }
+        // Failed by the policy's rule: too many starts within the period.
+        let since = t_exit.saturating_sub(nanos(policy.period));
+        let starts = d.workers.values().filter(|(n, i, s)| n == name && i == inst && *s >= since).count()
+            + d.spawn_faults.iter().filter(|t| **t >= since).count();
+        if starts as u32 >= policy.intensity && policy.on_failure == OnFailure::KeepRunning {
+            continue;
+        }
+        out.push(format!(
+            "{who} is forever, and was not running again within {:?}",
+            Duration::from_nanos(bound - t_exit)
+        ));
+    }
+
+    // Every instance starts at first within the same bounds as a restart.
+    if let Some(ready) = d.locked {
+        for w in &sc.workers {
+            for i in 0..w.instances {
+                let first =
+                    d.workers.values().filter(|(n, inst, _)| *n == w.name && *inst == i).map(|(_, _, s)| *s).min();
+                let faults = d.spawn_faults.len() as u32;
+                let bound = ready + nanos(per_try * (faults + 1) + SLACK);
+                let ok = first.into_iter().chain(stop_t).chain(d.exit).min().is_some_and(|t| t <= bound);
+                if !ok {
+                    out.push(format!(
+                        "worker {}.{i} did not start within {:?}",
+                        w.name,
+                        Duration::from_nanos(bound - ready)
+                    ));
+                }
+            }
+        }
+    }
+
+    // A hung worker is killed once its heartbeat is older than the hang
+    // timeout (a stopping daemon, or a restart, kills it by its stop
+    // escalation instead).
+    let escalation = nanos(policy.stop_timeout * 2 + SLACK);
+    let restart_asked = |pid: &i32, from: u64, to: u64| {
+        let name = d.workers.get(pid).map(|(n, _, _)| n.as_str()).unwrap_or_default();
+        f.restarts_asked.iter().filter(|(t, n)| n == name && from <= *t && *t <= to).map(|(t, _)| *t).max()
+    };
+    if let Some(h) = policy.hang_timeout {
+        for pid in hung.iter().filter(|p| d.children.contains_key(p)) {
+            let last = f.last_line.get(pid).copied();
+            let Some(since) = last else { continue };
+            let mut bound = since + nanos(h + SLACK);
+            if let Some(t) = restart_asked(pid, since, bound) {
+                bound = bound.max(t + escalation);
+            }
+            let ended = f.exits.get(pid).map(|(t, _)| *t);
+            let ok = ended.into_iter().chain(stop_t).chain(d.exit).min().is_some_and(|t| t <= bound);
+            if !ok {
+                out.push(format!("worker process {pid} hung at {} and was not killed within {h:?}", secs(since)));
+            }
+        }
+    }
+    // And only a hung worker is killed so: a running daemon kills nothing
+    // else but a worker that did not obey a restart in time.
+    for (t, pid) in &d.kills {
+        let restarting = restart_asked(pid, t.saturating_sub(escalation), *t).is_some();
+        if !d.stopped_by(*t) && !hung.contains(pid) && !restarting {
+            let name = d.workers.get(pid).map(|(n, i, _)| format!("{n}.{i}")).unwrap_or_default();
+            out.push(format!("at {}: the daemon killed worker {name} (pid {pid}), which did not hang", secs(*t)));
+        }
+    }
+
+    if d.crashed {
+        return;
+    }
+    // The stop: prompt, bounded, and nothing of the daemon outlives it.
+    if let (Some(req), Some(_)) = (f.stop_requested, d.exit) {
+        if req >= d.born && !matches!(stop_t, Some(s) if s <= req + nanos(SLACK)) {
+            out.push(format!("the daemon did not begin to stop within {SLACK:?} of being asked at {}", secs(req)));
+        }
+    }
+    if let (Some(s), Some(e)) = (stop_t, d.exit) {
+        if e - s > nanos(stop_bound(sc)) {
+            out.push(format!("the stop took {:?}, over {:?}", Duration::from_nanos(e - s), stop_bound(sc)));
+        }
+    }
+    match d.exit {
+        Some(end) => {
+            for pid in d.children.keys() {
+                match f.exits.get(pid) {
+                    Some((t, _)) if *t <= end => {}
+                    _ => out.push(format!("worker process {pid} outlived the daemon")),
+                }
+            }
+        }
+        None => out.push(format!("the daemon {} never exited", d.pid)),
+    }
+}

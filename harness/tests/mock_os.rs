@@ -1,0 +1,195 @@
+//! Focused unit tests against a mocked `Os`, where a whole simulated world
+//! would be more than the test needs: each pins down the exact calls a
+//! component makes, and a call it should not make fails the test.
+
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use forkd_core::daemon::{Config, Daemon, NoHooks, StartError};
+use forkd_core::worker::{run_worker, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE};
+use forkd_harness::wire::{self, Short};
+use forkd_os::{
+    Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Ready, Region,
+    Signal, SignalSet, SpawnOptions,
+};
+use mockall::predicate::eq;
+use mockall::{mock, Sequence};
+
+mock! {
+    pub Os {}
+    impl Os for Os {
+        fn pid(&self) -> Pid;
+        fn parent_pid(&self) -> Pid;
+        fn now(&self) -> Instant;
+        fn sleep_until(&mut self, deadline: Instant);
+        fn spawn(&mut self, opts: SpawnOptions, entry: Entry<MockOs>) -> io::Result<Pid>;
+        fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
+        fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
+        fn setsid(&mut self) -> io::Result<()>;
+        fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
+        fn set_parent_death_signal(&mut self, signal: Signal) -> io::Result<()>;
+        fn install_signals(&mut self, signals: &[Signal]) -> io::Result<Fd>;
+        fn take_signals(&mut self) -> io::Result<SignalSet>;
+        fn listen(&mut self, addr: &Address, opts: ListenOptions) -> io::Result<Fd>;
+        fn accept(&mut self, listener: Fd) -> io::Result<Fd>;
+        fn connect(&mut self, addr: &Address) -> io::Result<Fd>;
+        fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
+        fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
+        fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
+        fn close(&mut self, fd: Fd);
+        fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<usize>;
+        fn shm_create(&mut self, len: usize) -> io::Result<Region>;
+        fn shm_unmap(&mut self, region: Region);
+        fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
+        fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
+        fn remove_file(&mut self, path: &Path) -> io::Result<()>;
+        fn file_exists(&self, path: &Path) -> bool;
+    }
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_nanos(ms * 1_000_000)
+}
+
+fn config() -> Config {
+    let mut c = Config::new("mocked");
+    c.address = Address::Unix(PathBuf::from("/run/m.sock"));
+    c.pid_file = PathBuf::from("/run/m.pid");
+    c
+}
+
+#[test]
+fn write_all_goes_on_after_short_writes_and_would_block() {
+    let mut os = MockOs::new();
+    let mut seq = Sequence::new();
+    os.expect_write().times(1).in_sequence(&mut seq).returning(|_, buf| {
+        assert_eq!(buf, b"hello world");
+        Ok(5)
+    });
+    os.expect_write().times(1).in_sequence(&mut seq).returning(|_, _| Err(ErrorKind::WouldBlock.into()));
+    os.expect_now().times(1).in_sequence(&mut seq).return_const(at(1));
+    os.expect_poll().times(1).in_sequence(&mut seq).returning(|fds, deadline| {
+        assert_eq!((fds.len(), fds[0].fd, fds[0].interest), (1, Fd(7), Ready::WRITE));
+        assert_eq!(deadline, Some(at(10)));
+        fds[0].ready = Ready::WRITE;
+        Ok(1)
+    });
+    os.expect_write().times(1).in_sequence(&mut seq).returning(|_, buf| {
+        assert_eq!(buf, b" world", "the rest, not the whole buffer again");
+        Ok(buf.len())
+    });
+    wire::write_all(&mut os, Fd(7), b"hello world", at(10)).unwrap();
+}
+
+#[test]
+fn write_all_gives_up_at_its_deadline_and_says_how_much_went() {
+    let mut os = MockOs::new();
+    let mut seq = Sequence::new();
+    os.expect_write().times(1).in_sequence(&mut seq).returning(|_, _| Ok(2));
+    os.expect_write().times(1).in_sequence(&mut seq).returning(|_, _| Err(ErrorKind::WouldBlock.into()));
+    os.expect_now().times(1).in_sequence(&mut seq).return_const(at(10));
+    match wire::write_all(&mut os, Fd(7), b"abcd", at(10)) {
+        Err((2, Short::Deadline)) => {}
+        other => panic!("expected 2 bytes and the deadline, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_some_takes_a_reset_for_the_end_of_file() {
+    let mut os = MockOs::new();
+    os.expect_read().times(1).returning(|_, _| Err(ErrorKind::ConnectionReset.into()));
+    let mut buf = [0u8; 8];
+    assert_eq!(wire::read_some(&mut os, Fd(3), &mut buf, at(5)).unwrap(), 0);
+}
+
+#[test]
+fn a_daemon_whose_pid_file_is_locked_touches_nothing_else() {
+    let mut os = MockOs::new();
+    let mut seq = Sequence::new();
+    os.expect_now().return_const(at(0));
+    // Its own signal handlers, taken first and given back; no listen, no
+    // remove_file: any other call fails the test.
+    os.expect_install_signals().times(1).in_sequence(&mut seq).returning(|_| Ok(Fd(4)));
+    os.expect_lock_pid_file()
+        .with(eq(PathBuf::from("/run/m.pid")))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(PidFileError::Locked(Some(4242))));
+    os.expect_close().with(eq(Fd(4))).times(1).in_sequence(&mut seq).return_const(());
+    match forkd_core::daemon::run(&mut os, Daemon::new(config()), &mut NoHooks) {
+        Err(StartError::AlreadyRunning(Some(4242))) => {}
+        other => panic!("expected AlreadyRunning(4242), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_daemon_that_cannot_bind_gives_back_its_signals_and_pid_file() {
+    let mut os = MockOs::new();
+    let mut seq = Sequence::new();
+    os.expect_now().return_const(at(0));
+    os.expect_install_signals().times(1).in_sequence(&mut seq).returning(|sigs| {
+        assert!(sigs.contains(&Signal::Term) && sigs.contains(&Signal::Chld));
+        Ok(Fd(4))
+    });
+    os.expect_lock_pid_file().times(1).in_sequence(&mut seq).returning(|_| Ok(Fd(3)));
+    os.expect_listen()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(io::Error::from(ErrorKind::PermissionDenied)));
+    os.expect_close().with(eq(Fd(4))).times(1).in_sequence(&mut seq).return_const(());
+    os.expect_remove_file().with(eq(PathBuf::from("/run/m.pid"))).times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    os.expect_close().with(eq(Fd(3))).times(1).in_sequence(&mut seq).return_const(());
+    match forkd_core::daemon::run(&mut os, Daemon::new(config()), &mut NoHooks) {
+        Err(StartError::Listen(Address::Unix(p), e)) => {
+            assert_eq!(p, PathBuf::from("/run/m.sock"));
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        }
+        other => panic!("expected a listen error, got {other:?}"),
+    }
+}
+
+struct NeverCalled;
+
+impl Worker for NeverCalled {
+    fn spinup(&mut self, _ctx: &mut Context<'_>) -> Result<(), String> {
+        panic!("user code ran in a worker whose daemon was gone");
+    }
+    fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), String> {
+        panic!("user code ran in a worker whose daemon was gone");
+    }
+}
+
+#[test]
+fn a_worker_whose_daemon_died_before_it_started_runs_no_user_code() {
+    let words = REGION_SIZE.div_ceil(8);
+    let buf: Arc<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
+    let region = Region::from_buffer(buf, 9);
+    let channel = Channel::create(region.clone());
+    let daemon_view = channel.clone();
+    let mut os = MockOs::new();
+    let mut seq = Sequence::new();
+    os.expect_close().with(eq(Fd(10))).times(1).in_sequence(&mut seq).return_const(());
+    os.expect_now().return_const(at(3));
+    os.expect_set_parent_death_signal().with(eq(Signal::Term)).times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    // Init adopted it: the daemon is gone.
+    os.expect_parent_pid().times(1).in_sequence(&mut seq).return_const(Pid(1));
+    os.expect_close().with(eq(Fd(11))).times(1).in_sequence(&mut seq).return_const(());
+    os.expect_shm_unmap().times(1).in_sequence(&mut seq).returning(|r| assert_eq!(r.id(), 9));
+    let process = WorkerProcess {
+        name: "w".into(),
+        instance: 0,
+        looptime: Duration::from_millis(5),
+        worker: Box::new(NeverCalled),
+        channel,
+        wake: Fd(11),
+        daemon_pid: Pid(500),
+        close_fds: vec![Fd(10)],
+        reopen_log: None,
+    };
+    assert_eq!(run_worker(&mut os, process), EXIT_OK);
+    assert_eq!(daemon_view.state(), Ok(WorkerState::Exited));
+    assert_eq!(daemon_view.heartbeat(), Ok(at(3).as_nanos()));
+}
