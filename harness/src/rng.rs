@@ -5,13 +5,15 @@
 //! splitmix64, as the simulated world itself uses: small, fast, and good
 //! enough to pick workloads. Never seeded from anything but a seed.
 
+use forkd_os::rng::SplitMix64;
+
 /// A seeded generator.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x6A09_E667_F3BC_C909)
+        Rng(SplitMix64::new(seed ^ 0x6A09_E667_F3BC_C909))
     }
 
     /// A generator for the part of a run called `label`, derived from `seed`.
@@ -20,11 +22,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (0 when `n` is 0).
