@@ -1,0 +1,182 @@
+//! Lifecycle figures: how long a daemon takes to start, a killed worker to
+//! come back, and a worker to pause.
+//!
+//! - Startup: from the bench's `spawn` until the socket answers
+//!   `daemon.info`, with `-f` and with `-d` (whose launcher returns only
+//!   once the daemon is ready). The bench probes from another core without
+//!   pause, so the figure is the daemon's, not the probe's.
+//! - Restart: `kill -9` of a forever worker until `worker.status` shows a
+//!   new pid in state `looping`. The default restart policy restarts an
+//!   instance at once only the first time (later ones back off, and five
+//!   starts in ten seconds mark it failed), so the pool daemon runs one
+//!   single-instance worker per kill and each is killed once.
+//! - Pause: the round trip of `worker.pause`, which answers only once the
+//!   worker has acknowledged, with the worker idle in a 10 s looptime, then
+//!   `worker.resume` (not timed) before the next sample.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::daemon::{wait_until, Dir, Launch, Running, DEADLINE};
+use super::report::{Figure, Of, Peer, Stat, Target};
+use super::stats::{micros, quantiles};
+use super::wire::{count, Framing, Request, Wire};
+use super::{peer, sys, Env};
+
+/// Starts a fixture daemon (`-f`, or `-d` when `detached`) in a temp dir of
+/// its own on the daemon's CPU; returns at once.
+pub fn start_fixture(
+    env: &Env,
+    bin: &str,
+    detached: bool,
+    args: &[&str],
+    vars: &[(&str, String)],
+) -> Result<Running, String> {
+    let dir = Dir::new(bin)?;
+    let (socket, pid_file) = (dir.join("d.sock"), dir.join("d.pid"));
+    let mut cmd = Command::new(env.bins.join(bin));
+    cmd.arg(if detached { "-d" } else { "-f" });
+    cmd.arg("--socket").arg(format!("unix://{}", socket.display())).arg("--pidfile").arg(&pid_file);
+    cmd.args(args);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let probe = Request::ndjson("daemon.info", "");
+    Running::start(&mut cmd, Launch { name: bin.into(), dir, socket, pid_file, detached, probe, cpu: env.cpus.daemon })
+}
+
+/// How many workers `worker.list` shows looping. Counted in the raw answer:
+/// only a state can be the string "looping".
+pub fn looping(w: &mut Wire) -> Result<usize, String> {
+    let body = w.call(&Request::ndjson("worker.list", "").bytes).map_err(|e| format!("worker.list: {e}"))?;
+    Ok(count(body, b"\"looping\""))
+}
+
+/// Waits until `n` workers are looping: first, cheaply, until `n` have a
+/// process (`daemon.info`), then until `worker.list` shows them all
+/// looping. The polls pause between them so as not to load the daemon.
+pub fn wait_looping(d: &Running, n: usize, deadline: Duration) -> Result<(), String> {
+    let mut c = d.client()?;
+    wait_until(&format!("{n} worker processes"), deadline, Duration::from_millis(1), || {
+        let info = c.call("daemon.info", Value::Null).map_err(|e| e.to_string())?;
+        Ok(info["workers"].as_u64().unwrap_or(0) as usize >= n)
+    })?;
+    let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    wait_until(&format!("{n} workers looping"), deadline, Duration::from_millis(2), || Ok(looping(&mut w)? >= n))?;
+    Ok(())
+}
+
+fn peer_or_skip(env: &Env, f: impl FnOnce(&std::path::Path) -> Result<Stat, String>) -> Peer {
+    match &env.peer {
+        Ok(sd) => match f(sd) {
+            Ok(s) => Peer::Measured(s),
+            Err(e) => Peer::Skipped(format!("failed: {e}")),
+        },
+        Err(why) => Peer::Skipped(why.clone()),
+    }
+}
+
+pub fn startup(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
+    for (detached, flag) in [(false, "foreground"), (true, "daemonized")] {
+        super::progress(&format!("startup: {flag}"));
+        let mut v = Vec::new();
+        for _ in 0..env.plan.startup_runs {
+            let t = Instant::now();
+            let mut d = start_fixture(env, "echo-daemon", detached, &[], &[])?;
+            d.wait_answering(DEADLINE)?;
+            v.push(micros(t.elapsed()));
+            d.terminate(DEADLINE)?;
+        }
+        super::progress(&format!("startup: {flag}, supervisord"));
+        let peer = peer_or_skip(env, |sd| peer::startup(env, sd, detached, env.plan.peer_startup_runs));
+        out.push(
+            Figure::new(format!("startup.{flag}"), env.cpus.watched(), "µs", Stat::Q(quantiles(v)))
+                .target(Target::below(Of::P50, 5000.0, "p50 < 5000"))
+                .peer(peer)
+                .note(if detached {
+                    "echo-daemon -d; peer: supervisord daemonizing"
+                } else {
+                    "echo-daemon -f; peer: supervisord -n"
+                }),
+        );
+    }
+    Ok(())
+}
+
+pub fn restart(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
+    let kills = env.plan.restart_kills;
+    super::progress(&format!("restart: {kills} kills"));
+    let vars = [("POOL_SIZE", "0".to_string()), ("POOL_WORKERS", kills.to_string())];
+    let mut d = start_fixture(env, "pool-daemon", false, &[], &vars)?;
+    d.wait_answering(DEADLINE)?;
+    sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
+    wait_looping(&d, kills, DEADLINE)?;
+    let mut c = d.client()?;
+    let mut v = Vec::new();
+    for i in 0..kills {
+        let name = format!("w{i}");
+        let status = |c: &mut forkd::Client| {
+            let s = c.call("worker.status", json!({ "name": name })).map_err(|e| format!("worker.status: {e}"))?;
+            Ok::<_, String>((s["pid"].as_i64().unwrap_or(0) as i32, s["state"].as_str().unwrap_or("").to_string()))
+        };
+        let (old, _) = status(&mut c)?;
+        let t = Instant::now();
+        sys::signal(old, libc::SIGKILL);
+        wait_until(&format!("{name} to loop again"), Duration::from_secs(10), Duration::ZERO, || {
+            let (pid, state) = status(&mut c)?;
+            Ok(pid != old && pid != 0 && state == "looping")
+        })?;
+        v.push(micros(t.elapsed()));
+    }
+    d.terminate(DEADLINE)?;
+    super::progress("restart: supervisord");
+    let peer = peer_or_skip(env, |sd| peer::restart(env, sd, kills));
+    out.push(
+        Figure::new("restart.kill9", env.cpus.watched(), "µs", Stat::Q(quantiles(v)))
+            .target(Target::below(Of::P50, 1000.0, "p50 < 1000"))
+            .peer(peer)
+            .note(format!("{kills} single-instance workers, each killed once; polled with worker.status")),
+    );
+    Ok(())
+}
+
+pub fn pause(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
+    super::progress("control: worker.pause");
+    let vars = [("COPY_LOOPTIME_MS", "10000".to_string())];
+    let mut d = start_fixture(env, "copy-daemon", false, &[], &vars)?;
+    d.wait_answering(DEADLINE)?;
+    wait_looping(&d, 1, DEADLINE)?;
+    sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
+    let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    let pause = Request::ndjson("worker.pause", r#"{"name":"handyman"}"#);
+    let resume = Request::ndjson("worker.resume", r#"{"name":"handyman"}"#);
+    let mut call = |r: &Request| -> Result<(), String> {
+        let body = w.call(&r.bytes).map_err(|e| e.to_string())?;
+        if body.windows(13).any(|x| x == b"\"result\":true") {
+            Ok(())
+        } else {
+            Err(format!("unexpected answer: {}", String::from_utf8_lossy(body)))
+        }
+    };
+    for _ in 0..10 {
+        call(&pause)?;
+        call(&resume)?;
+    }
+    let mut v = Vec::new();
+    for _ in 0..env.plan.pause_samples {
+        let t = Instant::now();
+        call(&pause)?;
+        v.push(micros(t.elapsed()));
+        call(&resume)?;
+    }
+    sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
+    d.terminate(DEADLINE)?;
+    out.push(
+        Figure::new("control.pause", env.cpus.same(), "µs", Stat::Q(quantiles(v)))
+            .target(Target::below(Of::P99, 1000.0, "p99 < 1000"))
+            .note("worker.pause answers once the worker acknowledged; looptime 10 s; supervisord has no pause"),
+    );
+    Ok(())
+}

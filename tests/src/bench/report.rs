@@ -1,0 +1,247 @@
+//! Figures, their targets, and the two outputs: a table for people and
+//! `report.json` for tools.
+//!
+//! A figure is either quantiles of samples (p50, p99) or one value (a
+//! throughput, a memory size). A peer figure is the same measurement of
+//! supervisord in the same run; the ratio is forkd's over the peer's, of
+//! the p50 or of the value, so below 1 means forkd is smaller (faster, for
+//! times; leaner, for memory) and above 1 means forkd does more (for
+//! throughputs).
+
+use serde_json::{json, Value};
+
+use super::stats::Quantiles;
+
+/// What was measured.
+#[derive(Clone, Copy, Debug)]
+pub enum Stat {
+    Q(Quantiles),
+    Value { value: f64, runs: usize },
+}
+
+impl Stat {
+    /// The p50, or the value: what the ratio compares.
+    pub fn main(&self) -> f64 {
+        match self {
+            Stat::Q(q) => q.p50,
+            Stat::Value { value, .. } => *value,
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Stat::Q(q) => json!({ "p50": round(q.p50), "p99": round(q.p99), "runs": q.n }),
+            Stat::Value { value, runs } => json!({ "value": round(*value), "runs": runs }),
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Which number of a figure a target bounds.
+#[derive(Clone, Copy, Debug)]
+pub enum Of {
+    P50,
+    P99,
+    Value,
+}
+
+/// A goal for a figure: an upper bound (`below`) or a lower one.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub of: Of,
+    pub below: bool,
+    pub limit: f64,
+    /// How the goal reads, e.g. `p99 < 50 µs`.
+    pub text: String,
+}
+
+impl Target {
+    pub fn below(of: Of, limit: f64, text: impl Into<String>) -> Target {
+        Target { of, below: true, limit, text: text.into() }
+    }
+
+    pub fn at_least(of: Of, limit: f64, text: impl Into<String>) -> Target {
+        Target { of, below: false, limit, text: text.into() }
+    }
+
+    fn met(&self, stat: &Stat) -> bool {
+        let x = match (self.of, stat) {
+            (Of::P50, Stat::Q(q)) => q.p50,
+            (Of::P99, Stat::Q(q)) => q.p99,
+            (Of::Value, Stat::Value { value, .. }) => *value,
+            // A target on a number the figure does not have: a bug here.
+            (_, s) => s.main(),
+        };
+        if self.below {
+            x < self.limit
+        } else {
+            x >= self.limit
+        }
+    }
+}
+
+/// supervisord's side of a figure.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    /// The figure has no counterpart.
+    None,
+    /// The peer was not measured, and why.
+    Skipped(String),
+    Measured(Stat),
+}
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// Dotted, e.g. `rpc.latency.ndjson`.
+    pub name: String,
+    /// Where the processes ran, e.g. `daemon+client cpu0`.
+    pub placement: String,
+    pub unit: &'static str,
+    pub stat: Stat,
+    pub peer: Peer,
+    pub targets: Vec<Target>,
+    /// What a reader should know to read the number.
+    pub note: Option<String>,
+}
+
+impl Figure {
+    pub fn new(name: impl Into<String>, placement: impl Into<String>, unit: &'static str, stat: Stat) -> Figure {
+        Figure {
+            name: name.into(),
+            placement: placement.into(),
+            unit,
+            stat,
+            peer: Peer::None,
+            targets: Vec::new(),
+            note: None,
+        }
+    }
+
+    pub fn target(mut self, t: Target) -> Figure {
+        self.targets.push(t);
+        self
+    }
+
+    pub fn peer(mut self, peer: Peer) -> Figure {
+        self.peer = peer;
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Figure {
+        self.note = Some(note.into());
+        self
+    }
+
+    pub fn ratio(&self) -> Option<f64> {
+        match &self.peer {
+            Peer::Measured(p) if p.main() != 0.0 => Some(self.stat.main() / p.main()),
+            _ => None,
+        }
+    }
+
+    /// `None` without targets.
+    pub fn met(&self) -> Option<bool> {
+        (!self.targets.is_empty()).then(|| self.targets.iter().all(|t| t.met(&self.stat)))
+    }
+
+    pub fn json(&self) -> Value {
+        let mut o = json!({ "name": self.name, "unit": self.unit, "placement": self.placement });
+        for (k, v) in self.stat.json().as_object().into_iter().flatten() {
+            o[k] = v.clone();
+        }
+        match &self.peer {
+            Peer::None => {}
+            Peer::Skipped(why) => o["peer"] = json!({ "skipped": why }),
+            Peer::Measured(p) => {
+                let mut peer = p.json();
+                peer["name"] = json!("supervisord");
+                o["peer"] = peer;
+                o["ratio"] = json!(self.ratio().map(|r| (r * 1000.0).round() / 1000.0));
+            }
+        }
+        if !self.targets.is_empty() {
+            o["targets"] = Value::Array(
+                self.targets.iter().map(|t| json!({ "target": t.text, "met": t.met(&self.stat) })).collect(),
+            );
+            o["met"] = json!(self.met());
+        }
+        if let Some(n) = &self.note {
+            o["note"] = json!(n);
+        }
+        o
+    }
+}
+
+/// A number in its unit's precision: µs and ms with one decimal (ms with
+/// two below 10), counts and sizes whole.
+pub fn fmt(x: f64, unit: &str) -> String {
+    match unit {
+        "µs" => format!("{x:.1}"),
+        "ms" if x < 10.0 => format!("{x:.2}"),
+        "ms" => format!("{x:.1}"),
+        "x" => format!("{x:.2}"),
+        _ => format!("{x:.0}"),
+    }
+}
+
+/// The human table.
+pub fn table(figures: &[Figure]) -> String {
+    let header = ["FIGURE", "PLACEMENT", "P50", "P99/VALUE", "UNIT", "PEER P50/P99|VALUE", "RATIO", "TARGET", "MET"];
+    let rows: Vec<[String; 9]> = figures
+        .iter()
+        .map(|f| {
+            let (p50, p99) = match f.stat {
+                Stat::Q(q) => (fmt(q.p50, f.unit), fmt(q.p99, f.unit)),
+                Stat::Value { value, .. } => ("-".into(), fmt(value, f.unit)),
+            };
+            let peer = match &f.peer {
+                Peer::None => "-".to_string(),
+                Peer::Skipped(_) => "skipped".to_string(),
+                Peer::Measured(Stat::Q(q)) => format!("{}/{}", fmt(q.p50, f.unit), fmt(q.p99, f.unit)),
+                Peer::Measured(Stat::Value { value, .. }) => fmt(*value, f.unit),
+            };
+            let ratio = f.ratio().map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into());
+            let target = if f.targets.is_empty() {
+                "-".to_string()
+            } else {
+                f.targets.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join("; ")
+            };
+            let met = match f.met() {
+                None => "-",
+                Some(true) => "met",
+                Some(false) => "MISSED",
+            };
+            [f.name.clone(), f.placement.clone(), p50, p99, f.unit.to_string(), peer, ratio, target, met.to_string()]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(String::from);
+    for r in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i] - c.chars().count();
+                // Numbers right-aligned, words left-aligned.
+                if (2..=3).contains(&i) || i == 6 {
+                    format!("{}{c}", " ".repeat(pad))
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
