@@ -24,12 +24,18 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
+        TempDir::with_prefix("forkd-e2e", name).expect("create the test directory")
+    }
+
+    /// `TMP/PREFIX-PID-N-NAME`: the pid first, so that a sweep can tell the
+    /// directories of processes that died before they cleaned up.
+    pub fn with_prefix(prefix: &str, name: &str) -> std::io::Result<TempDir> {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("forkd-e2e-{name}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        TempDir(dir)
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
     }
 
     pub fn path(&self) -> &Path {

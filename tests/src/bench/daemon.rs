@@ -11,7 +11,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::sys;
@@ -20,32 +19,12 @@ use super::wire::{Request, Wire};
 /// The longest any daemon gets to start or stop before the bench gives up.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A directory of the bench's own, removed when dropped.
-pub struct Dir(PathBuf);
+/// A bench's own directory, removed when dropped.
+pub use forkd_tests::TempDir as Dir;
 
-impl Dir {
-    pub fn new(name: &str) -> Result<Dir, String> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("forkd-bench-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        Ok(Dir(dir))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Makes a bench directory, `TMP/forkd-bench-PID-N-NAME`.
+pub fn bench_dir(name: &str) -> Result<Dir, String> {
+    Dir::with_prefix("forkd-bench", name).map_err(|e| format!("create a directory for {name}: {e}"))
 }
 
 /// Removes the directories of benches that were killed before they could

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::daemon::{wait_until, Dir, Launch, Running, DEADLINE};
+use super::daemon::{bench_dir, wait_until, Launch, Running, DEADLINE};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{micros, quantiles};
 use super::wire::{count, Framing, Request, Wire};
@@ -34,7 +34,7 @@ pub fn start_fixture(
     args: &[&str],
     vars: &[(&str, String)],
 ) -> Result<Running, String> {
-    let dir = Dir::new(bin)?;
+    let dir = bench_dir(bin)?;
     let (socket, pid_file) = (dir.join("d.sock"), dir.join("d.pid"));
     let mut cmd = Command::new(env.bins.join(bin));
     cmd.arg(if detached { "-d" } else { "-f" });

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::daemon::{wait_until, Dir, Launch, Running, DEADLINE};
+use super::daemon::{bench_dir, wait_until, Dir, Launch, Running, DEADLINE};
 use super::report::Stat;
 use super::stats::{micros, millis, quantiles};
 use super::sys::{self, Mem};
@@ -70,7 +70,7 @@ fn get_state() -> Request {
 /// Starts supervisord with `programs` idle processes on `cpu`, in the
 /// foreground (`-n`) or daemonizing; returns at once.
 pub fn start(env: &Env, sd: &Path, programs: usize, detached: bool) -> Result<Running, String> {
-    let dir = Dir::new("supervisord")?;
+    let dir = bench_dir("supervisord")?;
     let conf_path = dir.join("supervisord.conf");
     std::fs::write(&conf_path, conf(&dir, programs)).map_err(|e| format!("write the config: {e}"))?;
     let mut cmd = Command::new(sd);

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use super::daemon::{Dir, Launch, Running, DEADLINE};
+use super::daemon::{bench_dir, Launch, Running, DEADLINE};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{median, micros, quantiles, Quantiles};
 use super::wire::{is_success, Framing, Proto, Request, Wire};
@@ -248,7 +248,7 @@ pub fn floor_server(path: &str) -> ExitCode {
 /// The floor: a bare unix-socket round trip of an echo request's size
 /// between two processes on the daemon's core.
 fn floor(env: &Env) -> Result<Quantiles, String> {
-    let dir = Dir::new("floor")?;
+    let dir = bench_dir("floor")?;
     let socket = dir.join("floor.sock");
     let mut cmd = Command::new(&env.bench_exe);
     cmd.arg("--floor-server").arg(&socket);
@@ -293,7 +293,7 @@ pub fn run(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         Err(e) => Peer::Skipped(e.clone()),
     };
 
-    let dir = Dir::new("rpc")?;
+    let dir = bench_dir("rpc")?;
     let (socket, pid_file) = (dir.join("d.sock"), dir.join("d.pid"));
     let mut cmd = Command::new(env.bins.join("echo-daemon"));
     cmd.arg("-f").arg("--socket").arg(format!("unix://{}", socket.display())).arg("--pidfile").arg(&pid_file);
