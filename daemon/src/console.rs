@@ -189,7 +189,9 @@ fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
     if let Some(n) = m.get_one::<i32>("niceness") {
         c.niceness = Some(*n);
     }
-    c.hard_start = m.get_flag("hardstart");
+    // `-s` (the seed's hard start) asks for what every start does anyway:
+    // a stale socket file or pid file never blocks a start, and a live one
+    // is never displaced.
     Ok(())
 }
 

@@ -32,10 +32,6 @@ pub struct Config {
     /// Niceness to apply at start (seed: `niceness`); `None` leaves it.
     pub niceness: Option<i32>,
     pub restart: RestartPolicy,
-    /// Remove a stale socket file even if something answers there? No: a
-    /// hard start (`-s`) removes stale socket and pid files before starting;
-    /// a live daemon is never displaced.
-    pub hard_start: bool,
     /// A listening socket handed over by a service manager (systemd's
     /// socket activation): served instead of binding `address`, and its
     /// socket file is left alone on stop.
@@ -56,7 +52,6 @@ impl Config {
             max_request: 1 << 20,
             niceness: None,
             restart: RestartPolicy::default(),
-            hard_start: false,
             listen_fd: None,
         }
     }

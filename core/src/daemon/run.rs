@@ -208,13 +208,6 @@ fn bind<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
     if let Some(fd) = config.listen_fd {
         return Ok(fd);
     }
-    if config.hard_start {
-        if let Address::Unix(path) = &config.address {
-            if os.file_exists(path) && os.connect(&config.address).map(|fd| os.close(fd)).is_err() {
-                let _ = os.remove_file(path);
-            }
-        }
-    }
     let opts = ListenOptions { backlog: 128, unix_mode: config.socket_mode };
     match os.listen(&config.address, opts) {
         Ok(fd) => return Ok(fd),
