@@ -163,6 +163,49 @@ pub trait Os: Sized + 'static {
     /// Whether something exists at `path`.
     fn file_exists(&self, path: &Path) -> bool;
 
+    /// What is at `path`, without following a symbolic link; `None` when
+    /// nothing is.
+    fn file_kind(&self, _path: &Path) -> Option<FileKind> {
+        None
+    }
+
+    /// Reads a small file that must be private to the caller: `Ok(None)` when
+    /// nothing is at `path`; an error (`PermissionDenied`, with a message
+    /// saying why) when it is a symbolic link, not a regular file, owned by
+    /// another user than [`Os::uid`], or readable or writable by group or
+    /// others. At most `limit` bytes are read (`InvalidData` past it).
+    fn read_private_file(&mut self, _path: &Path, _limit: usize) -> io::Result<Option<Vec<u8>>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Creates a new file of mode 0600 holding `data` (`O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`): `AlreadyExists` when anything is at `path`, a dangling
+    /// symbolic link included. A file that could not be written whole is
+    /// removed again.
+    fn write_private_file(&mut self, _path: &Path, _data: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    // --- identity of peers -------------------------------------------------
+
+    /// The calling process's effective user id.
+    fn uid(&self) -> u32 {
+        0
+    }
+
+    /// Who is at the other end of an accepted or connected stream: the
+    /// credentials the kernel recorded at connect time (`SO_PEERCRED`) for a
+    /// unix socket, the peer's address for tcp.
+    fn peer(&mut self, _fd: Fd) -> io::Result<Peer> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Fills `buf` with random bytes fit for secrets (`getrandom(2)` on the
+    /// real kernel; drawn from the world's seed in the simulation).
+    fn random_bytes(&mut self, _buf: &mut [u8]) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     // --- observation -------------------------------------------------------
 
     /// Records an event of the daemon's in the world's trace. The simulation
@@ -176,6 +219,13 @@ pub trait Os: Sized + 'static {
 pub enum PidFileError {
     /// Another live process holds the lock; its pid, if the file said.
     Locked(Option<i32>),
+    /// The lock is held, but the pid the file names is not running: some
+    /// other process (not a daemon) holds it.
+    LockedByOther(Option<i32>),
+    /// What is at the path is not a pid file this daemon may use: a
+    /// symbolic link, not a regular file, another user's, or hard-linked.
+    /// The message says which; the file is left untouched.
+    Unsafe(String),
     /// Opening, locking or writing failed.
     Io(io::Error),
 }
@@ -185,6 +235,11 @@ impl std::fmt::Display for PidFileError {
         match self {
             PidFileError::Locked(Some(pid)) => write!(f, "already running (pid {pid})"),
             PidFileError::Locked(None) => f.write_str("already running"),
+            PidFileError::LockedByOther(Some(pid)) => {
+                write!(f, "locked by another process (the pid it names, {pid}, is not running)")
+            }
+            PidFileError::LockedByOther(None) => f.write_str("locked by another process"),
+            PidFileError::Unsafe(why) => f.write_str(why),
             PidFileError::Io(e) => e.fmt(f),
         }
     }

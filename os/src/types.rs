@@ -336,3 +336,31 @@ impl Default for ListenOptions {
         ListenOptions { backlog: 128, unix_mode: 0o600 }
     }
 }
+
+/// What a path names, as `lstat` tells it (a symbolic link is not followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Socket,
+    Symlink,
+    Other,
+}
+
+/// Who is at the other end of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A unix socket's peer, as the kernel recorded it when it connected.
+    Unix { pid: Pid, uid: u32, gid: u32 },
+    /// A tcp peer's address.
+    Tcp(std::net::SocketAddr),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Unix { pid, uid, gid } => write!(f, "pid {pid} uid {uid} gid {gid}"),
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
