@@ -100,6 +100,19 @@ pub enum StartError {
     AlreadyRunning(Option<i32>),
     /// The pid file could not be opened, locked or written.
     PidFile(PathBuf, io::Error),
+    /// The pid file is locked, but not by the daemon it names.
+    PidFileLockedByOther(PathBuf, Option<i32>),
+    /// What is at the pid file's path is not a file this daemon may use
+    /// (a symbolic link, another user's file, ...); it was left untouched.
+    PidFileUnsafe(PathBuf, String),
+    /// The tcp token could not be read or made.
+    Token(PathBuf, io::Error),
+    /// The configuration would open the control plane wider than allowed:
+    /// tcp on a non-loopback address without a token.
+    Insecure(String),
+    /// Something that is not a stale socket is at the unix socket's path;
+    /// it was left untouched.
+    SocketPathTaken(PathBuf),
     /// The signal handlers could not be installed.
     Signals(io::Error),
     /// A live daemon answers on the unix socket.
@@ -114,6 +127,20 @@ impl fmt::Display for StartError {
             StartError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
             StartError::AlreadyRunning(None) => write!(f, "already running"),
             StartError::PidFile(path, e) => write!(f, "pid file {}: {}", path.display(), short_io(e)),
+            StartError::PidFileLockedByOther(path, Some(pid)) => write!(
+                f,
+                "pid file {}: locked by another process (the pid it names, {pid}, is not running)",
+                path.display()
+            ),
+            StartError::PidFileLockedByOther(path, None) => {
+                write!(f, "pid file {}: locked by another process", path.display())
+            }
+            StartError::PidFileUnsafe(path, why) => write!(f, "pid file {}: {why}", path.display()),
+            StartError::Token(path, e) => write!(f, "token file {}: {}", path.display(), short_io(e)),
+            StartError::Insecure(why) => f.write_str(why),
+            StartError::SocketPathTaken(path) => {
+                write!(f, "bind unix://{}: something that is not a socket is in the way", path.display())
+            }
             StartError::Signals(e) => write!(f, "install signal handlers: {}", short_io(e)),
             StartError::AddressAnswers(a) => write!(f, "bind {a}: another daemon answers there"),
             StartError::Listen(a, e) => write!(f, "bind {a}: {}", short_io(e)),

@@ -134,6 +134,8 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
             os.close(signal_fd);
             return Err(match e {
                 PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
+                PidFileError::LockedByOther(pid) => StartError::PidFileLockedByOther(config.pid_file.clone(), pid),
+                PidFileError::Unsafe(why) => StartError::PidFileUnsafe(config.pid_file.clone(), why),
                 PidFileError::Io(e) => StartError::PidFile(config.pid_file.clone(), e),
             });
         }
