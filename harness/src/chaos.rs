@@ -108,6 +108,8 @@ pub fn probe_pid_lock(os: &mut SimOs, daemon: Pid, who: &str) {
         Err(PidFileError::Locked(other)) => os.note(format_args!(
             "VIOLATION {who}: the pid file is locked, and names {other:?}, not the daemon {daemon}"
         )),
-        Err(PidFileError::Io(e)) => os.note(format_args!("VIOLATION {who}: pid file: {e}")),
+        Err(e @ (PidFileError::Io(_) | PidFileError::LockedByOther(_) | PidFileError::Unsafe(_))) => {
+            os.note(format_args!("VIOLATION {who}: pid file: {e}"))
+        }
     }
 }
