@@ -32,6 +32,33 @@ pub struct Config {
     /// Niceness to apply at start (seed: `niceness`); `None` leaves it.
     pub niceness: Option<i32>,
     pub restart: RestartPolicy,
+    /// tcp only: the file holding the token clients must present; `None`
+    /// means the pid file's path with the extension `token`. See
+    /// [`Config::token_path`].
+    pub token_file: Option<PathBuf>,
+    /// tcp only: serve without a token. An explicit opt-out, logged as a
+    /// warning at every start, and refused on a non-loopback address.
+    pub tcp_without_token: bool,
+    /// Names accepted in an HTTP `Host` header besides loopback names and
+    /// literal IP addresses (lowercase, without a port).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) whose requests are served;
+    /// a request with any other `Origin` header is refused. None by default.
+    pub allowed_origins: Vec<String>,
+    /// unix only: user ids that may connect besides the daemon's own and
+    /// root.
+    pub allowed_uids: Vec<u32>,
+    /// unix only: group ids whose members (by their primary group) may
+    /// connect.
+    pub allowed_gids: Vec<u32>,
+    /// The most entries a JSON-RPC batch or a `system.multicall` may have.
+    pub max_batch: usize,
+    /// A request's head and body must arrive within this time from its
+    /// first byte, however slowly its bytes trickle in.
+    pub request_timeout: Duration,
+    /// The most worker processes at once, instances still stopping
+    /// included; `worker.scale` cannot pass it.
+    pub max_workers: usize,
     /// A listening socket handed over by a service manager (systemd's
     /// socket activation): served instead of binding `address`, and its
     /// socket file is left alone on stop.
@@ -53,6 +80,21 @@ impl Config {
             niceness: None,
             restart: RestartPolicy::default(),
             listen_fd: None,
+            token_file: None,
+            tcp_without_token: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            max_batch: 1000,
+            request_timeout: Duration::from_secs(10),
+            max_workers: 1024,
         }
+    }
+
+    /// Where the tcp token is: [`Config::token_file`], or the pid file's
+    /// path with the extension `token` (`daemon.pid` → `daemon.token`).
+    pub fn token_path(&self) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| self.pid_file.with_extension("token"))
     }
 }

@@ -29,6 +29,14 @@ pub mod codes {
     pub const WORKER_ERROR: i64 = -32003;
     /// The daemon is stopping and takes no new work.
     pub const STOPPING: i64 = -32004;
+    /// A request or its answer is over one of the daemon's bounds (a batch
+    /// or multicall with too many entries, an answer too large to send).
+    pub const LIMIT: i64 = crate::rpc::codes::LIMIT;
+    /// The connection has not authenticated (tcp), or presented a wrong
+    /// token.
+    pub const UNAUTHORIZED: i64 = crate::rpc::codes::UNAUTHORIZED;
+    /// The global cap on worker processes would be passed.
+    pub const TOO_MANY_WORKERS: i64 = -32007;
 }
 
 /// What the daemon tells about itself.

@@ -54,6 +54,8 @@ pub mod xmlrpc;
 mod tests;
 
 pub use conn::{Conn, Framing, Limits};
+/// The numeric error codes, standard and forkd's own.
+pub use error as codes;
 pub use error::RpcError;
 pub use http::MAX_HEAD;
 pub use registry::{AddError, Args, DeferId, Handler, Method, ParamType, Params, Registry, Reply, Signature};
