@@ -223,11 +223,8 @@ fn arb_http() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn arb_limits() -> impl Strategy<Value = Limits> {
-    (8usize..400, 1usize..600, 1usize..6).prop_map(|(max_request, max_output, max_pending)| Limits {
-        max_request,
-        max_output,
-        read_buffer: 1024,
-        max_pending,
+    (8usize..400, 1usize..600, 1usize..6, 1usize..4).prop_map(|(max_request, max_output, max_pending, max_batch)| {
+        Limits { max_request, max_output, read_buffer: 1024, max_pending, max_batch }
     })
 }
 

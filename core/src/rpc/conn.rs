@@ -36,6 +36,18 @@
 //! taking requests ([`Conn::wants_read`] is false): the client's own
 //! slowness is its backpressure.
 //!
+//! # Who may call
+//!
+//! A connection is made with an [`Access`] policy. On tcp it carries a
+//! token: an HTTP request must present it in `Authorization` (Bearer, or
+//! Basic with the token as the password), and a newline-delimited JSON
+//! connection must first call `rpc.authenticate` with it. Until then every
+//! call is answered [`codes::UNAUTHORIZED`](super::codes::UNAUTHORIZED) (HTTP
+//! 401) without running, each refusal is logged with the peer's address,
+//! and after [`MAX_AUTH_FAILURES`] refusals the connection is closed.
+//! Tokens are compared in constant time. Every HTTP request, on any
+//! transport, passes the browser checks of [`http`](super::http) first.
+//!
 //! # Driving it
 //!
 //! The loop, for each connection:
@@ -51,7 +63,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::error::RpcError;
+use super::error::{self as codes, RpcError};
 use super::http::{self, BodyKind, Status};
 use super::jsonrpc::{self, Entry, Message};
 use super::registry::{DeferId, Params, Reply};
@@ -71,16 +83,50 @@ pub struct Limits {
     /// `socketbuffer`); the connection itself does not depend on it.
     /// Default 1024.
     pub read_buffer: usize,
-    /// Past this many answers owed (deferred, or ready but behind a
-    /// deferred one) the connection takes no more requests. Default 1024.
+    /// Past this many answers owed plus deferred calls waiting (each call
+    /// of a batch counts) the connection takes no more requests. Default
+    /// 1024.
     pub max_pending: usize,
+    /// The most entries a batch may have; a larger one is answered with one
+    /// error and runs nothing. Default 1000.
+    pub max_batch: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request: 1 << 20, max_output: 1 << 20, read_buffer: 1024, max_pending: 1024 }
+        Limits { max_request: 1 << 20, max_output: 1 << 20, read_buffer: 1024, max_pending: 1024, max_batch: 1000 }
     }
 }
+
+/// Who may use a connection: shared by all the connections of one
+/// transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The token a client must present; `None` when none is needed (a unix
+    /// socket, whose peers the daemon checks by their credentials, or tcp
+    /// explicitly opened).
+    pub token: Option<String>,
+    /// Names accepted in `Host` besides loopback names and literal IPs.
+    pub allowed_hosts: Vec<String>,
+    /// Origins accepted in `Origin`; a request with any other is refused.
+    pub allowed_origins: Vec<String>,
+}
+
+/// A connection's [`Policy`] and who is at its other end, for the log.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub policy: std::rc::Rc<Policy>,
+    /// The peer as the log names it (`127.0.0.1:51234`, `pid 7 uid 0`).
+    pub peer: String,
+}
+
+/// After this many refused calls for want of a token (or for a wrong one)
+/// a connection is closed.
+pub const MAX_AUTH_FAILURES: u32 = 3;
+
+/// The method a newline-delimited JSON connection authenticates with. The
+/// `rpc.` prefix is JSON-RPC's own, so no user method can take the name.
+pub const AUTHENTICATE: &str = "rpc.authenticate";
 
 /// How a connection frames its requests, decided from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +141,7 @@ pub enum Framing {
 const HTTP_METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH "];
 
 const JSON: &str = "application/json";
+
 const XML: &str = "text/xml";
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -119,7 +166,9 @@ struct Part {
 #[derive(Debug)]
 enum Body {
     /// JSON-RPC answers; no parts means nothing to answer (notifications).
-    Json { batch: bool, parts: Vec<Part> },
+    /// `waiting` counts the parts still deferred, and `size` the bytes of
+    /// the answers so far, which `max_output` bounds.
+    Json { batch: bool, parts: Vec<Part>, waiting: usize, size: usize },
     /// An XML-RPC response; `None` while deferred.
     Xml(Option<String>),
     /// An HTTP answer that is not RPC (health, errors).
@@ -136,7 +185,7 @@ struct Pending {
 impl Pending {
     fn is_ready(&self) -> bool {
         match &self.body {
-            Body::Json { parts, .. } => parts.iter().all(|p| p.answer.is_some()),
+            Body::Json { waiting, .. } => *waiting == 0,
             Body::Xml(answer) => answer.is_some(),
             Body::Plain { .. } => true,
         }
@@ -144,19 +193,19 @@ impl Pending {
 
     /// Appends the wire form of a ready answer to `out`.
     fn render(self, out: &mut Vec<u8>) {
-        let answers =
-            |parts: &[Part]| -> Vec<String> { parts.iter().map(|p| p.answer.clone().unwrap_or_default()).collect() };
-        let json = |batch: bool, parts: &[Part]| -> Option<String> {
-            let answers = answers(parts);
-            match (batch, answers.as_slice()) {
-                (_, []) => None,
-                (false, [one, ..]) => Some(one.clone()),
-                (true, all) => Some(jsonrpc::encode_batch(all.iter().map(String::as_str))),
+        let json = |batch: bool, parts: Vec<Part>| -> Option<String> {
+            let mut answers = parts.into_iter().map(|p| p.answer.unwrap_or_default());
+            match batch {
+                false => answers.next(),
+                true => {
+                    let all: Vec<String> = answers.collect();
+                    (!all.is_empty()).then(|| jsonrpc::encode_batch(all.iter().map(String::as_str)))
+                }
             }
         };
         match (self.envelope, self.body) {
-            (Envelope::Line, Body::Json { batch, parts }) => {
-                if let Some(text) = json(batch, &parts) {
+            (Envelope::Line, Body::Json { batch, parts, .. }) => {
+                if let Some(text) = json(batch, parts) {
                     out.extend_from_slice(text.as_bytes());
                     out.push(b'\n');
                 }
@@ -166,7 +215,7 @@ impl Pending {
                 out.push(b'\n');
             }
             (Envelope::Line, Body::Plain { text, .. }) => out.extend_from_slice(text.as_bytes()),
-            (Envelope::Http { keep_alive }, Body::Json { batch, parts }) => match json(batch, &parts) {
+            (Envelope::Http { keep_alive }, Body::Json { batch, parts, .. }) => match json(batch, parts) {
                 Some(text) => http::write_response(out, Status::Ok, JSON, text.as_bytes(), keep_alive),
                 None => http::write_response(out, Status::NoContent, JSON, b"", keep_alive),
             },
@@ -208,6 +257,10 @@ pub struct Conn {
     stopped: bool,
     /// The peer closed its write half.
     eof: bool,
+    access: Access,
+    /// The token was presented (or none is needed).
+    authenticated: bool,
+    auth_failures: u32,
 }
 
 impl Conn {
@@ -217,9 +270,22 @@ impl Conn {
     /// If `max_output` or `max_pending` is 0: such a connection could never
     /// take a request.
     pub fn new(limits: Limits) -> Self {
+        Conn::with_access(limits, Access::default())
+    }
+
+    /// A fresh connection under `access`: with a token in its policy, no
+    /// call runs until the client has presented it.
+    ///
+    /// # Panics
+    /// As [`Conn::new`].
+    pub fn with_access(limits: Limits, access: Access) -> Self {
         assert!(limits.max_output > 0, "max_output must be positive");
         assert!(limits.max_pending > 0, "max_pending must be positive");
+        let authenticated = access.policy.token.is_none();
         Conn {
+            access,
+            authenticated,
+            auth_failures: 0,
             limits,
             framing: None,
             input: Vec::new(),
@@ -285,12 +351,16 @@ impl Conn {
         };
         // A deferred answer keeps its entry at or behind the queue's front.
         let index = usize::try_from(seq - self.first_seq).expect("queue index fits usize");
+        let max = self.limits.max_output;
         match &mut self.queue[index].body {
-            Body::Json { parts, .. } => {
+            Body::Json { parts, waiting, size, .. } => {
                 let part = &mut parts[part];
-                part.answer = Some(jsonrpc::encode(&part.id, &result));
+                let answer = bounded_json(&part.id, jsonrpc::encode(&part.id, &result), *size, max);
+                *size += answer.len();
+                part.answer = Some(answer);
+                *waiting -= 1;
             }
-            Body::Xml(answer) => *answer = Some(xmlrpc::encode(&result)),
+            Body::Xml(answer) => *answer = Some(bounded_xml(xmlrpc::encode(&result), max)),
             Body::Plain { .. } => unreachable!("plain answers are never deferred"),
         }
         self.flush();
@@ -340,8 +410,40 @@ impl Conn {
         self.deferred.len()
     }
 
+    /// Whether a request has begun to arrive and is not complete yet: the
+    /// loop bounds how long that may last (a client sending one byte at a
+    /// time must not hold its slot forever). Requests held back while the
+    /// connection is full wait for the client's own reading, not for it.
+    pub fn in_request(&self) -> bool {
+        !self.is_closing() && !self.backlog && self.start < self.input.len()
+    }
+
+    /// The request that began to arrive took too long: answer an error
+    /// (HTTP 408) and close.
+    pub fn handle_request_timeout(&mut self) {
+        log::warn!("refused {}: request not received in time", self.access.peer);
+        match self.framing {
+            Some(Framing::Http) => {
+                self.refuse(Status::RequestTimeout);
+            }
+            Some(Framing::Ndjson) | None => {
+                self.fatal_line(RpcError::invalid_request("request not received in time"));
+            }
+        }
+        self.discard_input();
+        self.flush();
+    }
+
+    /// Whether the client has presented the token (or needs none).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     fn has_room(&self) -> bool {
-        self.queue.len() < self.limits.max_pending && self.output().len() < self.limits.max_output
+        // Answers owed, with each deferred call of a batch counted: a batch
+        // of deferred calls is one entry of the queue but many calls.
+        self.queue.len().max(self.deferred.len()) < self.limits.max_pending
+            && self.output().len() < self.limits.max_output
     }
 
     fn discard_input(&mut self) {
@@ -436,7 +538,12 @@ impl Conn {
         let answer = jsonrpc::encode_error(&Value::Null, &error);
         self.queue.push_back(Pending {
             envelope: Envelope::Line,
-            body: Body::Json { batch: false, parts: vec![Part { id: Value::Null, answer: Some(answer) }] },
+            body: Body::Json {
+                batch: false,
+                size: answer.len(),
+                parts: vec![Part { id: Value::Null, answer: Some(answer) }],
+                waiting: 0,
+            },
         });
         self.stopped = true;
     }
@@ -466,7 +573,21 @@ impl Conn {
         if body_len > self.limits.max_request {
             return self.refuse(Status::ContentTooLarge);
         }
-        if buf.len() - head.len < body_len {
+        let avail = buf.len();
+        let verdict = self.check_http(&head, is_post);
+        let complete = avail - head.len >= body_len;
+        if let Some(status) = verdict {
+            // The refusal waits for the body, so that closing does not
+            // reset a connection whose client is still sending (and would
+            // then never read the answer) — unless the client waits for a
+            // 100 before it sends, in which case it is told at once.
+            if complete || (head.expect_continue && !self.continue_sent) {
+                self.start += if complete { head.len + body_len } else { avail };
+                return self.refuse(status);
+            }
+            return false;
+        }
+        if !complete {
             // Only when no earlier answer is owed, or the 100 would
             // overtake it.
             if head.expect_continue && !self.continue_sent && self.queue.is_empty() {
@@ -475,7 +596,8 @@ impl Conn {
             }
             return false;
         }
-        let body = buf[head.len..head.len + body_len].to_vec();
+        let from = self.start + head.len;
+        let body = self.input[from..from + body_len].to_vec();
         self.start += head.len + body_len;
         self.continue_sent = false;
         let envelope = Envelope::Http { keep_alive: head.keep_alive };
@@ -489,8 +611,8 @@ impl Conn {
             });
             return true;
         }
-        match http::body_kind(head.content_type.as_deref(), &body) {
-            BodyKind::Json => match jsonrpc::decode(&body) {
+        match http::body_kind(head.content_type.as_deref()) {
+            Some(BodyKind::Json) => match jsonrpc::decode(&body) {
                 Ok(message) => self.run_json(message, envelope, dispatch),
                 // The body was delimited by its length, so the framing
                 // holds: answer the parse error and keep the connection.
@@ -498,9 +620,91 @@ impl Conn {
                     self.run_json(Message::Single(Entry::Invalid { id: Value::Null, error }), envelope, dispatch)
                 }
             },
-            BodyKind::Xml => self.run_xml(&body, envelope, dispatch),
+            Some(BodyKind::Xml) => self.run_xml(&body, envelope, dispatch),
+            None => unreachable!("check_http refuses other content types"),
         }
         true
+    }
+
+    /// The checks every HTTP request passes before anything runs: the
+    /// browser defences (see [`http`](super::http)), the RPC path and
+    /// content type, then the token. `None` when it may go on.
+    fn check_http(&mut self, head: &http::Head, is_post: bool) -> Option<Status> {
+        let policy = std::rc::Rc::clone(&self.access.policy);
+        let host_ok = match &head.host {
+            Some(host) => http::host_allowed(host, &policy.allowed_hosts),
+            // HTTP/1.1 requires a Host; an HTTP/1.0 client may omit it, and
+            // no browser does.
+            None if head.version == 0 => true,
+            None => return Some(Status::BadRequest),
+        };
+        if !host_ok {
+            log::warn!("refused {}: host {:?} not allowed", self.access.peer, head.host.as_deref().unwrap_or(""));
+            return Some(Status::MisdirectedRequest);
+        }
+        if let Some(origin) = &head.origin {
+            if !policy.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+                log::warn!("refused {}: origin {origin:?} not allowed", self.access.peer);
+                return Some(Status::Forbidden);
+            }
+        }
+        if !is_post {
+            return None;
+        }
+        if head.path != "/" {
+            return Some(Status::NotFound);
+        }
+        if http::body_kind(head.content_type.as_deref()).is_none() {
+            log::debug!("refused {}: content type {:?}", self.access.peer, head.content_type);
+            return Some(Status::UnsupportedMediaType);
+        }
+        match (&policy.token, &head.authorization) {
+            (None, _) => None,
+            (Some(token), Some(auth)) if http::bearer_token(auth).is_some_and(|t| tokens_equal(&t, token)) => None,
+            (Some(_), presented) => {
+                let why = if presented.is_some() { "wrong token" } else { "no token" };
+                self.auth_failed(why);
+                Some(Status::Unauthorized)
+            }
+        }
+    }
+
+    /// Logs a refused call; past [`MAX_AUTH_FAILURES`] the connection
+    /// takes nothing more.
+    fn auth_failed(&mut self, why: &str) {
+        self.auth_failures += 1;
+        log::warn!("refused {}: {why}", self.access.peer);
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            log::warn!("closing connection of {}: {} refused calls", self.access.peer, self.auth_failures);
+            self.stopped = true;
+        }
+    }
+
+    /// `rpc.authenticate(token)`: `true`, or the error that refuses it.
+    fn authenticate(&mut self, params: &Params) -> Result<Value, RpcError> {
+        let presented = match params {
+            Params::Named(map) => map.get("token"),
+            Params::Positional(values) if values.len() == 1 => values.first(),
+            _ => None,
+        };
+        let Some(token) = self.access.policy.token.clone() else {
+            self.authenticated = true;
+            return Ok(Value::Bool(true));
+        };
+        match presented.and_then(Value::as_str) {
+            Some(t) if tokens_equal(t.as_bytes(), &token) => {
+                self.authenticated = true;
+                Ok(Value::Bool(true))
+            }
+            Some(_) => {
+                self.auth_failed("wrong token");
+                Err(RpcError::new(codes::UNAUTHORIZED, "unauthorized: wrong token"))
+            }
+            None => {
+                self.auth_failed("rpc.authenticate without a token");
+                Err(RpcError::invalid_params("rpc.authenticate takes one param: token (a string)"))
+            }
+        }
     }
 
     /// HTTP: answers `status` and closes.
@@ -530,49 +734,94 @@ impl Conn {
         true
     }
 
+    /// Runs one call of a JSON-RPC message, or refuses it: a connection
+    /// that must authenticate runs nothing but `rpc.authenticate` until it
+    /// has.
+    fn call(&mut self, method: &str, params: Params, dispatch: &mut dyn FnMut(&str, Params) -> Reply) -> Reply {
+        if method == AUTHENTICATE {
+            return self.authenticate(&params).into();
+        }
+        // Over HTTP every request carries its own credentials, checked with
+        // its head (`check_http`).
+        if !self.authenticated && self.framing != Some(Framing::Http) {
+            self.auth_failed("call before authenticating");
+            return Reply::Error(RpcError::new(
+                codes::UNAUTHORIZED,
+                format!("unauthorized: call {AUTHENTICATE} with the daemon's token first"),
+            ));
+        }
+        dispatch(method, params)
+    }
+
     fn run_json(&mut self, message: Message, envelope: Envelope, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
         let seq = self.next_seq();
         let (batch, entries) = match message {
             Message::Single(entry) => (false, vec![entry]),
+            Message::Batch(entries) if entries.len() > self.limits.max_batch => {
+                let error = RpcError::new(
+                    codes::LIMIT,
+                    format!("batch of {} entries: at most {}", entries.len(), self.limits.max_batch),
+                );
+                log::debug!("refused {}: {}", self.access.peer, error.message);
+                (false, vec![Entry::Invalid { id: Value::Null, error }])
+            }
             Message::Batch(entries) => (true, entries),
         };
-        let mut parts = Vec::new();
+        let max = self.limits.max_output;
+        let (mut parts, mut waiting, mut size) = (Vec::new(), 0, 0);
         for entry in entries {
-            match entry {
+            let (id, answer) = match entry {
                 Entry::Invalid { id, error } => {
-                    let answer = Some(jsonrpc::encode_error(&id, &error));
-                    parts.push(Part { id, answer });
+                    let answer = jsonrpc::encode_error(&id, &error);
+                    (id, Some(answer))
                 }
+                // A notification is never answered, not even a deferred
+                // one: its completion is ignored.
                 Entry::Call { id: None, method, params } => {
-                    // A notification is never answered, not even a
-                    // deferred one: its completion is ignored.
-                    let _ = dispatch(&method, params);
+                    if !self.is_closing() && size <= max {
+                        let _ = self.call(&method, params, dispatch);
+                    }
+                    continue;
                 }
-                Entry::Call { id: Some(id), method, params } => {
-                    let answer = match dispatch(&method, params) {
-                        Reply::Value(value) => Some(jsonrpc::encode_result(&id, &value)),
-                        Reply::Error(error) => Some(jsonrpc::encode_error(&id, &error)),
-                        Reply::Deferred(defer) => {
-                            if self.defer(defer, seq, parts.len()) {
-                                None
-                            } else {
-                                Some(jsonrpc::encode_error(&id, &duplicate_defer(defer)))
-                            }
-                        }
-                    };
-                    parts.push(Part { id, answer });
+                // Past the output bound, or once the connection was closed
+                // for refused calls, the rest of a batch does not run.
+                Entry::Call { id: Some(id), .. } if size > max || self.stopped => {
+                    let answer = jsonrpc::encode_error(&id, &not_run(max));
+                    (id, Some(answer))
                 }
-            }
+                Entry::Call { id: Some(id), method, params } => match self.call(&method, params, dispatch) {
+                    Reply::Value(value) => {
+                        let answer = jsonrpc::encode_result(&id, &value);
+                        (id, Some(answer))
+                    }
+                    Reply::Error(error) => {
+                        let answer = jsonrpc::encode_error(&id, &error);
+                        (id, Some(answer))
+                    }
+                    Reply::Deferred(defer) if self.defer(defer, seq, parts.len()) => {
+                        waiting += 1;
+                        (id, None)
+                    }
+                    Reply::Deferred(defer) => {
+                        let answer = jsonrpc::encode_error(&id, &duplicate_defer(defer));
+                        (id, Some(answer))
+                    }
+                },
+            };
+            let answer = answer.map(|a| bounded_json(&id, a, size, max));
+            size += answer.as_ref().map_or(0, String::len);
+            parts.push(Part { id, answer });
         }
-        self.queue.push_back(Pending { envelope, body: Body::Json { batch, parts } });
+        self.queue.push_back(Pending { envelope, body: Body::Json { batch, parts, waiting, size } });
     }
 
     fn run_xml(&mut self, body: &[u8], envelope: Envelope, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
         let seq = self.next_seq();
+        let max = self.limits.max_output;
         let answer = match xmlrpc::decode_call(body) {
             Err(error) => Some(xmlrpc::encode_fault(&error)),
-            Ok(call) => match dispatch(&call.method, Params::Positional(call.params)) {
-                Reply::Value(value) => Some(xmlrpc::encode_response(&value)),
+            Ok(call) => match self.call(&call.method, Params::Positional(call.params), dispatch) {
+                Reply::Value(value) => Some(bounded_xml(xmlrpc::encode_response(&value), max)),
                 Reply::Error(error) => Some(xmlrpc::encode_fault(&error)),
                 Reply::Deferred(defer) => {
                     if self.defer(defer, seq, 0) {
@@ -602,6 +851,43 @@ impl Conn {
             pending.render(&mut self.output);
         }
     }
+}
+
+/// Compares a presented token with the daemon's in time that depends on
+/// the length alone, so that a client cannot learn the token byte by byte
+/// from how long a refusal takes. (The length is no secret: every token is
+/// 64 hex digits.)
+fn tokens_equal(presented: &[u8], token: &str) -> bool {
+    let token = token.as_bytes();
+    if presented.len() != token.len() {
+        return false;
+    }
+    let diff = presented.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
+fn too_large(len: usize, max: usize) -> RpcError {
+    RpcError::new(codes::LIMIT, format!("answer too large: {len} bytes, at most {max}"))
+}
+
+fn not_run(max: usize) -> RpcError {
+    RpcError::new(codes::LIMIT, format!("not run: the batch's answer passed {max} bytes"))
+}
+
+/// `answer`, or an error in its place when it would take the answers of
+/// its request (`so_far` bytes already) past `max`.
+fn bounded_json(id: &Value, answer: String, so_far: usize, max: usize) -> String {
+    if so_far + answer.len() <= max {
+        return answer;
+    }
+    jsonrpc::encode_error(id, &too_large(so_far + answer.len(), max))
+}
+
+fn bounded_xml(answer: String, max: usize) -> String {
+    if answer.len() <= max {
+        return answer;
+    }
+    xmlrpc::encode_fault(&too_large(answer.len(), max))
 }
 
 fn duplicate_defer(id: DeferId) -> RpcError {

@@ -1,12 +1,31 @@
 //! The little HTTP/1.1 a daemon's RPC endpoint needs, without I/O.
 //!
-//! Just enough to serve `POST` with a `Content-Length` body (JSON-RPC or
+//! Just enough to serve `POST /` with a `Content-Length` body (JSON-RPC or
 //! XML-RPC) and `GET /health`, with keep-alive and pipelining: httparse
 //! reads the request head, this module decides what it means and writes
 //! responses. No chunked bodies (a client gets 411 and sends a length), no
 //! `Date` header (the core has no clock), and every error answer closes the
 //! connection, because after a bad head the framing can no longer be
 //! trusted.
+//!
+//! # What a browser must not be able to do
+//!
+//! Any web page the operator opens can make the browser send requests to a
+//! loopback address. Those a page may send without the browser asking the
+//! server first ("simple" requests: a form, a `text/plain` POST) must never
+//! run a call, and a page on an attacker's name that resolves to 127.0.0.1
+//! (DNS rebinding) must not read an answer. So, as Transmission, geth and
+//! Jupyter learned to do:
+//! - RPC is only a `POST` whose `Content-Type` names JSON or XML (415
+//!   otherwise): a browser sends those types cross-origin only after a
+//!   CORS preflight, which this endpoint never grants (it sends no CORS
+//!   header at all, and `OPTIONS` is 405);
+//! - the `Host` header must be a loopback name, a literal IP address, or a
+//!   name on the allow-list (421 otherwise): a rebinding page's `Host` is
+//!   the attacker's name;
+//! - a request carrying an `Origin` that is not on the allow-list is 403:
+//!   browsers add it to every cross-origin POST, and command-line clients
+//!   never send it.
 
 use super::value::Value;
 
@@ -32,6 +51,11 @@ pub(super) enum Status {
     LengthRequired,
     ContentTooLarge,
     HeaderFieldsTooLarge,
+    Unauthorized,
+    Forbidden,
+    RequestTimeout,
+    UnsupportedMediaType,
+    MisdirectedRequest,
 }
 
 impl Status {
@@ -45,6 +69,11 @@ impl Status {
             Status::LengthRequired => "411 Length Required",
             Status::ContentTooLarge => "413 Content Too Large",
             Status::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
+            Status::Unauthorized => "401 Unauthorized",
+            Status::Forbidden => "403 Forbidden",
+            Status::RequestTimeout => "408 Request Timeout",
+            Status::UnsupportedMediaType => "415 Unsupported Media Type",
+            Status::MisdirectedRequest => "421 Misdirected Request",
         }
     }
 
@@ -58,6 +87,11 @@ impl Status {
             Status::LengthRequired => "content-length required\n",
             Status::ContentTooLarge => "request too large\n",
             Status::HeaderFieldsTooLarge => "request head too large\n",
+            Status::Unauthorized => "a token is required: Authorization: Bearer TOKEN\n",
+            Status::Forbidden => "origin not allowed\n",
+            Status::RequestTimeout => "request not received in time\n",
+            Status::UnsupportedMediaType => "content type must be application/json or text/xml\n",
+            Status::MisdirectedRequest => "host not allowed\n",
         }
     }
 }
@@ -77,6 +111,14 @@ pub(super) struct Head {
     /// Lowercased.
     pub content_type: Option<String>,
     pub expect_continue: bool,
+    /// Lowercased, as sent (with its port, if any).
+    pub host: Option<String>,
+    /// Lowercased, as sent.
+    pub origin: Option<String>,
+    /// As sent (tokens are case-sensitive).
+    pub authorization: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
 }
 
 /// Parses a request head at the start of `buf`: `Ok(None)` while it is
@@ -106,10 +148,22 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
     let mut chunked = false;
     let mut content_type = None;
     let mut expect_continue = false;
+    let mut host = None;
+    let mut origin = None;
+    let mut authorization = None;
     for header in request.headers.iter() {
-        let value = String::from_utf8_lossy(header.value).trim().to_ascii_lowercase();
+        let raw = String::from_utf8_lossy(header.value);
+        let value = raw.trim().to_ascii_lowercase();
         let name = header.name.to_ascii_lowercase();
         match name.as_str() {
+            // Two of these would let a check read one and a proxy the
+            // other: refuse.
+            "host" if host.is_some() => return Err(Status::BadRequest),
+            "host" => host = Some(value),
+            "origin" if origin.is_some() => return Err(Status::BadRequest),
+            "origin" => origin = Some(value),
+            "authorization" if authorization.is_some() => return Err(Status::BadRequest),
+            "authorization" => authorization = Some(raw.trim().to_string()),
             "connection" => {
                 for token in value.split(',').map(str::trim) {
                     close |= token == "close";
@@ -142,7 +196,20 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
         0 => keep_alive && !close,
         _ => !close,
     };
-    Ok(Some(Head { len, method, path, keep_alive, content_length, chunked, content_type, expect_continue }))
+    Ok(Some(Head {
+        len,
+        method,
+        path,
+        keep_alive,
+        content_length,
+        chunked,
+        content_type,
+        expect_continue,
+        host,
+        origin,
+        authorization,
+        version,
+    }))
 }
 
 /// Which protocol a `POST` body speaks.
@@ -152,18 +219,94 @@ pub(super) enum BodyKind {
     Xml,
 }
 
-/// The protocol of a body: from its Content-Type when that names JSON or
-/// XML, else from its first byte (`<` is XML, anything else JSON, which
-/// then answers a parse error if it is not).
-pub(super) fn body_kind(content_type: Option<&str>, body: &[u8]) -> BodyKind {
-    match content_type {
-        Some(ct) if ct.contains("json") => BodyKind::Json,
-        Some(ct) if ct.contains("xml") => BodyKind::Xml,
-        _ => match body.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'<') => BodyKind::Xml,
-            _ => BodyKind::Json,
-        },
+/// The protocol a `Content-Type` names, parameters (`; charset=utf-8`)
+/// aside: `None` for anything but the JSON and XML types, which a browser
+/// cannot send cross-origin without a preflight.
+pub(super) fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
+    let media = content_type?.split(';').next().unwrap_or_default().trim();
+    match media {
+        "application/json" | "application/json-rpc" | "application/jsonrequest" => Some(BodyKind::Json),
+        "text/xml" | "application/xml" => Some(BodyKind::Xml),
+        _ => None,
     }
+}
+
+/// Whether a `Host` header (lowercased, maybe with a port) names this
+/// machine by loopback name or literal address, or a name on `allowed`.
+pub(super) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    // "[::1]:8080", "[::1]", "127.0.0.1:80", "localhost", "name:80".
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The token an `Authorization` header carries: `Bearer TOKEN`, or
+/// `Basic` with the token as the password (any user name), which is what
+/// a URL such as `http://forkd:TOKEN@127.0.0.1:PORT/` makes clients send.
+pub(super) fn bearer_token(authorization: &str) -> Option<Vec<u8>> {
+    let (scheme, rest) = authorization.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.as_bytes().to_vec());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64_decode(rest)?;
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        return Some(decoded[colon + 1..].to_vec());
+    }
+    None
+}
+
+/// Standard base64 with padding, as Basic credentials use it.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = text.trim_end_matches('=').as_bytes();
+    if text.len() & 3 != 0 || text.len() - bytes.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | sextet(c)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&acc.to_be_bytes()[1..]),
+            3 => out.extend_from_slice(&(acc << 6).to_be_bytes()[1..3]),
+            2 => out.push((acc >> 4) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The body of `GET /health`.
@@ -185,6 +328,9 @@ pub(super) fn write_response(out: &mut Vec<u8>, status: Status, content_type: &s
     }
     if status == Status::MethodNotAllowed {
         out.extend_from_slice(b"Allow: GET, POST\r\n");
+    }
+    if status == Status::Unauthorized {
+        out.extend_from_slice(b"WWW-Authenticate: Bearer realm=\"forkd\", Basic realm=\"forkd\"\r\n");
     }
     let connection = if keep_alive { "keep-alive" } else { "close" };
     out.extend_from_slice(format!("Connection: {connection}\r\n\r\n").as_bytes());

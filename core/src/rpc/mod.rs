@@ -51,9 +51,11 @@ pub mod value;
 pub mod xmlrpc;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod tests;
 
-pub use conn::{Conn, Framing, Limits};
+pub use conn::{Access, Conn, Framing, Limits, Policy, AUTHENTICATE, MAX_AUTH_FAILURES};
 /// The numeric error codes, standard and forkd's own.
 pub use error as codes;
 pub use error::RpcError;

@@ -125,8 +125,8 @@ fn registry() -> Registry<Ctx> {
 }
 
 /// A connection wired to the test registry.
-struct Harness {
-    conn: Conn,
+pub(super) struct Harness {
+    pub(super) conn: Conn,
     registry: Registry<Ctx>,
     ctx: Ctx,
 }
@@ -137,10 +137,14 @@ impl Harness {
     }
 
     fn with_limits(limits: Limits) -> Self {
-        Harness { conn: Conn::new(limits), registry: registry(), ctx: Ctx::default() }
+        Self::with_access(limits, Access::default())
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
+    pub(super) fn with_access(limits: Limits, access: Access) -> Self {
+        Harness { conn: Conn::with_access(limits, access), registry: registry(), ctx: Ctx::default() }
+    }
+
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
         let Harness { conn, registry, ctx } = self;
         conn.handle_bytes(bytes, &mut |method, params| registry.dispatch(ctx, method, params));
     }
@@ -164,7 +168,7 @@ impl Harness {
     }
 
     /// The rest of the transcript: output and state.
-    fn transcript(&mut self) -> String {
+    pub(super) fn transcript(&mut self) -> String {
         let out = self.take();
         let mut text = String::new();
         if !out.is_empty() {
@@ -195,7 +199,7 @@ impl Harness {
 
 /// Makes bytes readable in a snapshot: `\r` and `\n` are shown, and each
 /// line carries `prefix`.
-fn prefixed(prefix: &str, bytes: &[u8]) -> String {
+pub(super) fn prefixed(prefix: &str, bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes).replace('\r', "\\r").replace('\n', "\\n\n");
     let mut out = String::new();
     for line in text.lines() {
@@ -208,9 +212,14 @@ fn prefixed(prefix: &str, bytes: &[u8]) -> String {
 
 /// Runs each case on a fresh connection and returns the transcripts.
 fn check(cases: &[(&str, &[u8])]) -> String {
+    check_with(&|| Harness::new(), cases)
+}
+
+/// As [`check`], each case on a connection `make` makes.
+pub(super) fn check_with(make: &dyn Fn() -> Harness, cases: &[(&str, &[u8])]) -> String {
     let mut out = String::new();
     for (name, input) in cases {
-        let mut h = Harness::new();
+        let mut h = make();
         h.feed(input);
         out.push_str(&format!("### {name}\n"));
         if input.len() > 1000 {
@@ -231,9 +240,9 @@ fn check_owned(cases: &[(&str, Vec<u8>)]) -> String {
 }
 
 /// An HTTP POST with the given content type and body.
-fn post(content_type: &str, body: &str) -> Vec<u8> {
+pub(super) fn post(content_type: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST /rpc HTTP/1.1\r\nHost: forkd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -495,7 +504,7 @@ fn xmlrpc_over_http() {
         ("bare value is a string", post("text/xml", &bare)),
         ("every value type round-trips", post("text/xml", &types)),
         ("int params", post("text/xml", &add)),
-        ("sniffed from the body", post("application/octet-stream", &xml_call("get_data", &[]))),
+        ("415: no XML or JSON type runs nothing", post("application/octet-stream", &xml_call("get_data", &[]))),
         ("no params element", post("text/xml", "<methodCall><methodName>get_data</methodName></methodCall>")),
         ("fault: method not found", post("text/xml", &xml_call("no.such", &[]))),
         ("fault: invalid params", post("text/xml", &xml_call("my.echo", &["<value><int>1</int></value>"]))),
@@ -567,7 +576,7 @@ fn introspection_over_xmlrpc() {
 
 #[test]
 fn http() {
-    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: forkd\r\n\r\n").into_bytes();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes();
     let call = r#"{"jsonrpc":"2.0","method":"my.echo","params":{"message":"hi"},"id":1}"#;
     let pipelined = [
         post("application/json", call),
@@ -576,15 +585,16 @@ fn http() {
         post("application/json", r#"{"jsonrpc":"2.0","method":"test.notify","params":["x"]}"#),
     ]
     .concat();
-    let too_large = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", Limits::default().max_request + 1);
-    let mut big_head = b"GET /health HTTP/1.1\r\n".to_vec();
+    let too_large =
+        format!("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", Limits::default().max_request + 1);
+    let mut big_head = b"GET /health HTTP/1.1\r\nHost: localhost\r\n".to_vec();
     while big_head.len() <= MAX_HEAD {
         big_head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
     let many_headers: String = (0..40).map(|i| format!("X-{i}: a\r\n")).collect();
     let transcript = check_owned(&[
         ("JSON-RPC call", post("application/json", call)),
-        ("JSON-RPC sniffed from the body", post("text/plain", call)),
+        ("415: text/plain, as a browser form may send, runs nothing", post("text/plain", call)),
         (
             "the spec's batch with invalid JSON, as written there",
             post(
@@ -599,22 +609,22 @@ fn http() {
         ("health", get("/health")),
         ("health with a query", get("/health?verbose=1")),
         ("pipelined, answered in order", pipelined),
-        ("client asks to close", b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n".to_vec()),
+        ("client asks to close", b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
         ("HTTP/1.0 closes", b"GET /health HTTP/1.0\r\n\r\n".to_vec()),
         ("HTTP/1.0 keep-alive", b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
-        ("400 bad head", b"POST /rpc HTTP/1.1\r\nBad Header\r\n\r\n".to_vec()),
-        ("400 bad content-length", b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n".to_vec()),
-        ("400 conflicting content-lengths", b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec()),
-        ("400 both framings", b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+        ("400 bad head", b"POST / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n".to_vec()),
+        ("400 bad content-length", b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1x\r\n\r\n".to_vec()),
+        ("400 conflicting content-lengths", b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec()),
+        ("400 both framings", b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
         ("404 unknown path", get("/nope")),
-        ("405 other method", b"DELETE /rpc HTTP/1.1\r\n\r\n".to_vec()),
-        ("405 HEAD", b"HEAD /health HTTP/1.1\r\n\r\n".to_vec()),
-        ("411 no content-length", b"POST /rpc HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{}".to_vec()),
-        ("411 chunked", b"POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec()),
+        ("405 other method", b"DELETE /rpc HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        ("405 HEAD", b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        ("411 no content-length", b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\r\n{}".to_vec()),
+        ("411 chunked", b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec()),
         ("413 body too large", too_large.into_bytes()),
         ("431 head too large", big_head),
-        ("431 too many headers", format!("GET /health HTTP/1.1\r\n{many_headers}\r\n").into_bytes()),
-        ("incomplete body waits", b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"a\"".to_vec()),
+        ("431 too many headers", format!("GET /health HTTP/1.1\r\nHost: localhost\r\n{many_headers}\r\n").into_bytes()),
+        ("incomplete body waits", b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n{\"a\"".to_vec()),
     ]);
     insta::assert_snapshot!(transcript);
 }
@@ -623,7 +633,7 @@ fn http() {
 fn http_expect_continue() {
     let mut h = Harness::new();
     let body = r#"{"jsonrpc":"2.0","method":"get_data","id":1}"#;
-    let head = format!("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len());
     h.feed(head.as_bytes());
     let interim = h.transcript();
     h.feed(&body.as_bytes()[..5]);
@@ -665,7 +675,7 @@ fn deferred_over_http() {
         &[
             post("text/xml", &xml_call("test.defer", &[])),
             post("application/json", r#"{"jsonrpc":"2.0","method":"test.defer","id":7}"#),
-            b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
         ]
         .concat(),
     );
@@ -732,7 +742,7 @@ fn eof() {
     let mut h = Harness::new();
     h.feed(b"GET /hea");
     h.conn.handle_eof();
-    h.feed(b"lth HTTP/1.1\r\n\r\n");
+    h.feed(b"lth HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(h.conn.should_close());
     assert!(h.conn.output().is_empty());
 }
@@ -782,9 +792,9 @@ fn split_inputs() -> Vec<Vec<u8>> {
         b"{\"jsonrpc\":\"2.0\",\"method\":\"test.add\",\"params\":[1,2],\"id\":1}\r\n\n[{\"jsonrpc\":\"2.0\",\"method\":\"get_data\",\"id\":2},{\"jsonrpc\":\"2.0\",\"method\":\"test.notify\",\"params\":[\"n\"]},3]\n{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"id\":4}\n{\"jsonrpc\"\n".to_vec(),
         [
             post("application/json", r#"{"jsonrpc":"2.0","method":"my.echo","params":["a"],"id":1}"#),
-            b"GET /health HTTP/1.1\r\n\r\n".to_vec(),
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
             post("text/xml", &xml_call("test.add", &["<value><int>1</int></value>", "<value><int>2</int></value>"])),
-            b"PUT / HTTP/1.1\r\n\r\n".to_vec(),
+            b"PUT / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
         ]
         .concat(),
         b"POST".to_vec(),
