@@ -152,8 +152,13 @@ impl<C> Bus<C> {
     /// Calls every listener of the event's topic.
     pub fn publish(&mut self, ctx: &mut C, event: &Event) {
         if let Some(list) = self.listeners.get_mut(&event.topic()) {
-            for (_, l) in list.iter_mut() {
-                l(ctx, event);
+            for (id, l) in list.iter_mut() {
+                // A listener that panics is the user's bug: it is logged,
+                // and the daemon and the other listeners run on.
+                let run = std::panic::AssertUnwindSafe(|| l(ctx, event));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    log::error!("listener {id:?} panicked: {}", crate::rpc::registry::panic_message(&*panic));
+                }
             }
         }
     }

@@ -224,6 +224,15 @@ impl Supervisor {
     }
 
     /// Whether some instance still has a process.
+    /// How many worker processes there could be at once once worker `w` is
+    /// scaled to `n` instances: those of the other workers that run or will,
+    /// the `n`, and every retired instance whose process is still stopping.
+    pub fn processes_after_scale(&self, w: usize, n: u32) -> usize {
+        let others = self.instances.iter().filter(|i| i.worker != w && !i.retiring && i.state != InstanceState::Failed);
+        let stopping = self.instances.iter().filter(|i| i.retiring && i.state.pid().is_some());
+        others.count() + stopping.count() + n as usize
+    }
+
     pub fn has_processes(&self) -> bool {
         self.instances.iter().any(|i| i.state.pid().is_some())
     }

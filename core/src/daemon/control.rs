@@ -89,6 +89,8 @@ pub struct Ctl {
     /// The connection whose request is being dispatched.
     pub(crate) current_conn: u64,
     pub(crate) routes: BTreeMap<DeferId, u64>,
+    /// The global cap on worker processes (`Config::max_workers`).
+    pub(crate) max_workers: usize,
 }
 
 /// What the daemon knows of an instance's process from its channel.
@@ -118,6 +120,7 @@ impl Ctl {
             events: Vec::new(),
             current_conn: 0,
             routes: BTreeMap::new(),
+            max_workers: usize::MAX,
         }
     }
 
@@ -423,6 +426,17 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
                 return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
             }
             match ctl.worker(&name) {
+                Ok(w) if ctl.sup.processes_after_scale(w, n as u32) > ctl.max_workers => {
+                    let total = ctl.sup.processes_after_scale(w, n as u32);
+                    Reply::Error(RpcError::new(
+                        codes::TOO_MANY_WORKERS,
+                        format!(
+                            "scaling {name} to {n} would make {total} worker processes (stopping ones included): \
+                             at most {}",
+                            ctl.max_workers
+                        ),
+                    ))
+                }
                 Ok(w) => {
                     let now = ctl.now;
                     ctl.sup.scale(w, n as u32, now);
@@ -441,6 +455,7 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
             let message = args.get("message").cloned().unwrap_or(Value::Null);
             ctl.message_worker(&name, message)
         })
+        .defers()
         .description("Send a custom message to a worker and answer with its reply.")
         .param(ParamType::String, "name")
         .param(ParamType::Any, "message")
@@ -460,6 +475,7 @@ fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Met
             Err(e) => Reply::Error(e),
         }
     })
+    .defers()
     .description(help)
     .returns(ParamType::Struct)
     .signature()

@@ -24,14 +24,17 @@ use std::collections::BTreeMap;
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
+use std::rc::Rc;
+
 use forkd_os::{
-    Address, Fd, Instant, KillTarget, ListenOptions, Os, PidFileError, PollFd, Ready, Region, Signal, SpawnOptions,
+    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, PidFileError, PollFd, Ready, Region, Signal,
+    SpawnOptions,
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
 use crate::daemon::{Config, Daemon, Hooks, StartError, Stopped};
 use crate::event::{defaults, Event, Topic, WorkerEventKind};
-use crate::rpc::{Conn, Limits, Registry};
+use crate::rpc::{Access, Conn, Limits, Policy, Registry};
 use crate::supervisor::{Action, InstanceState, Supervisor};
 use crate::worker::{run_worker, Channel, Command, WorkerProcess, WorkerState, REGION_SIZE};
 
@@ -62,6 +65,17 @@ const READS_PER_TURN: usize = 16;
 /// descriptors or memory, unless a connection closes first.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// At most this many reads of a worker's wake-up socket in one turn: a
+/// worker that floods it costs the loop a bounded amount per turn.
+const WAKE_READS_PER_TURN: usize = 16;
+
+/// A worker's warnings (a broken channel, say) are logged at most once in
+/// this period; the ones held back are counted in the next.
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+/// The token: 32 random bytes, kept as 64 lowercase hex digits.
+const TOKEN_BYTES: usize = 32;
+
 /// How long a worker has to answer a command before its caller gets an
 /// error (a stopped or frozen worker must not hold a client forever).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +89,21 @@ struct Client {
     conn: Conn,
     last_active: Instant,
     eof: bool,
+    /// When the request now arriving was first seen, and how many requests
+    /// the connection had taken whole then.
+    request_since: Option<(Instant, u64)>,
+}
+
+impl Client {
+    /// Notes whether a request is arriving, and since when.
+    fn track_request(&mut self, now: Instant) {
+        let taken = self.conn.requests_taken();
+        self.request_since = match (self.conn.in_request(), self.request_since) {
+            (false, _) => None,
+            (true, Some((since, at))) if at == taken => Some((since, at)),
+            (true, _) => Some((now, taken)),
+        };
+    }
 }
 
 /// A running worker instance's link: its region and its wake-up socket.
@@ -90,6 +119,53 @@ struct Link {
     /// The command in the mailbox: its sequence number, the answer it is
     /// owed to (0 once answered by a timeout), and when it was sent.
     in_flight: Option<(u64, u64, Instant)>,
+    /// The heartbeat word as last read, and when the daemon's own clock
+    /// says it last moved: hang detection trusts the worker's word only as
+    /// far as its moving, so a forged far-future beat cannot turn it off.
+    beat: (u64, Instant),
+    /// The worker broke its channel and is being killed.
+    broken: bool,
+    warned: WarnLimit,
+}
+
+/// Holds back repeated warnings: one per [`WARN_PERIOD`], with a count of
+/// those held back.
+#[derive(Default)]
+struct WarnLimit {
+    last: Option<Instant>,
+    held: u32,
+}
+
+impl WarnLimit {
+    fn warn(&mut self, now: Instant, message: std::fmt::Arguments<'_>) {
+        if self.last.is_some_and(|at| now < at + WARN_PERIOD) {
+            self.held += 1;
+            return;
+        }
+        match std::mem::take(&mut self.held) {
+            0 => log::warn!("{message}"),
+            held => log::warn!("{message} ({held} similar warnings held back)"),
+        }
+        self.last = Some(now);
+    }
+}
+
+impl Link {
+    /// When the worker counts as hung: `hang` after its heartbeat last
+    /// moved.
+    fn hang_deadline(&self, hang: Duration) -> Instant {
+        self.beat.1 + hang
+    }
+
+    /// Reads the heartbeat; a beat that moved is dated by the worker's own
+    /// word when that lies between the previous one and `now`, else `now`.
+    fn refresh_beat(&mut self, now: Instant) {
+        let Ok(value) = self.channel.heartbeat() else { return };
+        if value != self.beat.0 {
+            let at = Instant(value);
+            self.beat = (value, if at >= self.beat.1 && at <= now { at } else { now });
+        }
+    }
 }
 
 struct Loop<'d> {
@@ -114,6 +190,11 @@ struct Loop<'d> {
     reopen_log: Option<fn()>,
     /// Why the daemon stops as a failure (a worker restarted too often).
     failure: Option<String>,
+    /// Who may use connections on tcp (with the token) and on unix.
+    tcp_policy: Rc<Policy>,
+    unix_policy: Rc<Policy>,
+    /// The token file, when this daemon made it (it is removed at stop).
+    token_made: Option<std::path::PathBuf>,
 }
 
 /// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
@@ -149,10 +230,21 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
             log::warn!("cannot set niceness {n}: {e}");
         }
     }
+    let (token, token_made) = match start_checks(os, &config, &workers) {
+        Ok(t) => t,
+        Err(e) => {
+            os.close(signal_fd);
+            cleanup_pid(os);
+            return Err(e);
+        }
+    };
     let listener = match bind(os, &config) {
         Ok(fd) => fd,
         Err(e) => {
             os.close(signal_fd);
+            if let Some(path) = &token_made {
+                let _ = os.remove_file(path);
+            }
             cleanup_pid(os);
             return Err(e);
         }
@@ -166,7 +258,16 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         address: config.address.to_string(),
         started: now,
     };
-    let ctl = Ctl::new(info, sup, now);
+    let mut ctl = Ctl::new(info, sup, now);
+    ctl.max_workers = config.max_workers;
+    let mut registry = registry;
+    registry.set_max_multicall(config.max_batch);
+    let unix_policy = Policy {
+        token: None,
+        allowed_hosts: config.allowed_hosts.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    let tcp_policy = Policy { token, ..unix_policy.clone() };
     let mut lp = Loop {
         config: &config,
         registry,
@@ -185,6 +286,9 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         private_fds: hooks.private_fds(),
         reopen_log,
         failure: None,
+        tcp_policy: Rc::new(tcp_policy),
+        unix_policy: Rc::new(unix_policy),
+        token_made,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
@@ -204,6 +308,59 @@ pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
     bus.subscribe_named(Topic::Signal(Signal::Usr1), defaults::REOPEN_LOG, |ctl, _| ctl.reopen_log());
 }
 
+/// What is checked and made before the socket is bound: the cap on worker
+/// processes, and on tcp the token (or the explicit opt-out, which is
+/// refused on a non-loopback address). Returns the token, and its file if
+/// this start made it.
+fn start_checks<O: Os>(
+    os: &mut O,
+    config: &Config,
+    workers: &[(crate::supervisor::WorkerSpec, crate::daemon::WorkerFactory)],
+) -> Result<(Option<String>, Option<std::path::PathBuf>), StartError> {
+    let instances: usize = workers.iter().map(|(spec, _)| spec.instances as usize).sum();
+    if instances > config.max_workers {
+        return Err(StartError::Insecure(format!(
+            "{instances} worker processes configured: at most {} (max workers)",
+            config.max_workers
+        )));
+    }
+    let Address::Tcp(addr) = &config.address else { return Ok((None, None)) };
+    if config.tcp_without_token {
+        if !addr.ip().is_loopback() {
+            return Err(StartError::Insecure(format!(
+                "refusing to serve tcp://{addr} without a token: it is not a loopback address"
+            )));
+        }
+        log::warn!("serving tcp://{addr} without a token: every local user can control this daemon");
+        return Ok((None, None));
+    }
+    if !addr.ip().is_loopback() {
+        log::warn!("tcp://{addr} is reachable from other machines; calls need the token");
+    }
+    let path = config.token_path();
+    let (token, made) = load_or_make_token(os, &path).map_err(|e| StartError::Token(path.clone(), e))?;
+    log::info!("token for tcp clients in {}", path.display());
+    Ok((Some(token), made.then_some(path)))
+}
+
+/// The token in `path` if a private file of this user's holds one, or a new
+/// random one written there (mode 0600); `true` when it was made now.
+fn load_or_make_token<O: Os>(os: &mut O, path: &std::path::Path) -> io::Result<(String, bool)> {
+    if let Some(bytes) = os.read_private_file(path, 1024)? {
+        let text = String::from_utf8(bytes).map_err(|_| io::Error::new(ErrorKind::InvalidData, "not text"))?;
+        let token = text.trim();
+        if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(io::Error::new(ErrorKind::InvalidData, "holds no token (32 or more printable characters)"));
+        }
+        return Ok((token.to_string(), false));
+    }
+    let mut bytes = [0u8; TOKEN_BYTES];
+    os.random_bytes(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    os.write_private_file(path, format!("{token}\n").as_bytes())?;
+    Ok((token, true))
+}
+
 /// Binds the control socket. A unix socket file nobody answers on is stale
 /// and removed; one that answers belongs to a live daemon and is an error.
 fn bind<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
@@ -215,15 +372,22 @@ fn bind<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
         Ok(fd) => return Ok(fd),
         Err(e) if e.kind() == ErrorKind::AddrInUse => {
             if let Address::Unix(path) = &config.address {
+                // Only a socket file is ever removed, and only once its
+                // connect was refused: anything else at the path is not
+                // ours to touch.
+                if os.file_kind(path) != Some(FileKind::Socket) {
+                    return Err(StartError::SocketPathTaken(path.clone()));
+                }
                 match os.connect(&config.address) {
                     Ok(fd) => {
                         os.close(fd);
                         return Err(StartError::AddressAnswers(config.address.clone()));
                     }
-                    Err(_) => {
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                         log::info!("removing stale socket {}", path.display());
                         let _ = os.remove_file(path);
                     }
+                    Err(e) => return Err(StartError::Listen(config.address.clone(), e)),
                 }
             } else {
                 return Err(StartError::Listen(config.address.clone(), e));
@@ -357,11 +521,10 @@ impl Loop<'_> {
         let clients =
             self.clients.values().filter(|c| c.conn.pending_deferred() == 0).map(|c| c.last_active + idle).min();
         let hang = self.config.restart.hang_timeout;
-        let sup = self.ctl.sup.poll_timeout(|id| {
-            let link = self.links.get(&id)?;
-            let beat = link.channel.heartbeat().ok()?;
-            Some(Instant(beat) + hang?)
-        });
+        let sup = self.ctl.sup.poll_timeout(|id| Some(self.links.get(&id)?.hang_deadline(hang?)));
+        // A request that began to arrive must be whole by its deadline.
+        let timeout = self.config.request_timeout;
+        let requests = self.clients.values().filter_map(|c| c.request_since).map(|(t, _)| t + timeout).min();
         let commands = self
             .links
             .values()
@@ -372,7 +535,7 @@ impl Loop<'_> {
             })
             .min();
         let accept = self.accept_paused.filter(|_| self.listener.is_some());
-        [clients, sup, commands, self.stop_deadline, keepalive_at, accept].into_iter().flatten().min()
+        [clients, sup, commands, self.stop_deadline, keepalive_at, accept, requests].into_iter().flatten().min()
     }
 
     fn publish(&mut self, event: Event) {
@@ -458,7 +621,7 @@ impl Loop<'_> {
     fn drain_link<O: Os>(&mut self, os: &mut O, id: usize) {
         let Some(link) = self.links.get_mut(&id) else { return };
         let mut buf = [0u8; 64];
-        loop {
+        for _ in 0..WAKE_READS_PER_TURN {
             match os.read(link.wake, &mut buf) {
                 Ok(0) => {
                     link.eof = true;
@@ -488,9 +651,35 @@ impl Loop<'_> {
                 }
             }
             Ok(None) => {}
-            Err(e) => log::warn!("worker channel: {e}"),
+            Err(e) => {
+                // The mailbox can no longer be trusted, and nothing else
+                // frees it: the worker is broken. Its caller is answered
+                // now, and the process is killed, to be restarted as a
+                // crashed one would be.
+                let name = self.ctl.sup.specs()[self.ctl.sup.instance(id).worker].name.clone();
+                let now = self.ctl.now;
+                link.warned.warn(now, format_args!("worker {name}: {e}: killing it"));
+                if let Some((seq, join, sent)) = link.in_flight {
+                    link.in_flight = Some((seq, 0, sent));
+                    acks.push((join, Err(format!("worker {name} broke its channel"))));
+                }
+                if !std::mem::replace(&mut link.broken, true) {
+                    if let Some(pid) = self.ctl.sup.instance(id).state.pid() {
+                        if let Err(e) = os.kill(KillTarget::Group(pid), Signal::Kill) {
+                            log::debug!("kill {pid}: {e}");
+                        }
+                    }
+                }
+            }
         }
-        let events = link.channel.take_events().unwrap_or_default();
+        let events = match link.channel.take_events() {
+            Ok(events) => events,
+            Err(e) => {
+                let name = self.ctl.sup.specs()[self.ctl.sup.instance(id).worker].name.clone();
+                link.warned.warn(self.ctl.now, format_args!("worker {name}: event ring: {e}"));
+                Vec::new()
+            }
+        };
         self.send_queued(os, id);
         let name = self.worker_name(id);
         let instance = self.ctl.sup.instance(id).index;
@@ -567,15 +756,22 @@ impl Loop<'_> {
             }
             match os.accept(listener) {
                 Ok(fd) => {
+                    let Some(access) = self.admit(os, fd) else {
+                        os.close(fd);
+                        continue;
+                    };
                     let id = self.next_client;
                     self.next_client += 1;
                     let limits = Limits {
                         max_request: self.config.max_request,
                         read_buffer: self.config.read_buffer,
+                        max_batch: self.config.max_batch,
                         ..Limits::default()
                     };
                     let now = os.now();
-                    self.clients.insert(id, Client { fd, conn: Conn::new(limits), last_active: now, eof: false });
+                    let conn = Conn::with_access(limits, access);
+                    let client = Client { fd, conn, last_active: now, eof: false, request_since: None };
+                    self.clients.insert(id, client);
                     self.publish(Event::ClientConnect { conn: id });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -594,6 +790,38 @@ impl Loop<'_> {
                     break;
                 }
             }
+        }
+    }
+
+    /// Who a new connection's peer is and what it may do: a unix peer must
+    /// be the daemon's own user, root, or an allowed uid or gid (anyone
+    /// else is refused and logged); a tcp peer must present the token.
+    fn admit<O: Os>(&mut self, os: &mut O, fd: Fd) -> Option<Access> {
+        let config = self.config;
+        match os.peer(fd) {
+            Ok(Peer::Unix { pid, uid, gid }) => {
+                let allowed = uid == 0
+                    || uid == os.uid()
+                    || config.allowed_uids.contains(&uid)
+                    || config.allowed_gids.contains(&gid);
+                if !allowed {
+                    log::warn!("refused unix peer pid {pid} uid {uid} gid {gid}: not an allowed user or group");
+                    return None;
+                }
+                Some(Access { policy: Rc::clone(&self.unix_policy), peer: format!("pid {pid} uid {uid}") })
+            }
+            Ok(Peer::Tcp(addr)) => Some(Access { policy: Rc::clone(&self.tcp_policy), peer: addr.to_string() }),
+            Err(e) => match config.address {
+                // Without credentials a unix peer cannot be told from a
+                // stranger: refused, as the check would.
+                Address::Unix(_) => {
+                    log::warn!("refused unix peer: its credentials cannot be read: {e}");
+                    None
+                }
+                Address::Tcp(_) => {
+                    Some(Access { policy: Rc::clone(&self.tcp_policy), peer: "an unknown tcp peer".into() })
+                }
+            },
         }
     }
 
@@ -663,6 +891,7 @@ impl Loop<'_> {
                 break;
             }
         }
+        client.track_request(now);
         if broken || client.conn.should_close() {
             self.close_client(os, id);
         }
@@ -693,9 +922,27 @@ impl Loop<'_> {
         }
     }
 
+    /// Closes connections idle past the idle timeout, and times out
+    /// requests that began to arrive longer than the request timeout ago:
+    /// a client that sends a byte now and then keeps its connection from
+    /// going idle, but not its request from being late.
     fn expire_idle<O: Os>(&mut self, os: &mut O) {
         let now = os.now();
         let idle = self.config.idle_timeout;
+        let timeout = self.config.request_timeout;
+        let late: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.request_since.is_some_and(|(since, _)| now >= since + timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.conn.handle_request_timeout();
+                client.request_since = None;
+            }
+            self.pump(os, id);
+        }
         let expired: Vec<u64> = self
             .clients
             .iter()
@@ -713,9 +960,14 @@ impl Loop<'_> {
     fn supervise<O: Os>(&mut self, os: &mut O) {
         let now = os.now();
         let hang = self.config.restart.hang_timeout;
+        if hang.is_some() {
+            for link in self.links.values_mut() {
+                link.refresh_beat(now);
+            }
+        }
         let links = &self.links;
         self.ctl.sup.handle_timeout(now, |id| match (hang, links.get(&id)) {
-            (Some(h), Some(link)) => link.channel.heartbeat().is_ok_and(|beat| now >= Instant(beat) + h),
+            (Some(h), Some(link)) => now >= link.hang_deadline(h),
             _ => false,
         });
         for (&id, link) in self.links.iter_mut() {
@@ -828,7 +1080,17 @@ impl Loop<'_> {
                 log::debug!("worker {} instance {} started as pid {pid}", spec.name, inst.index);
                 self.links.insert(
                     id,
-                    Link { region, channel, wake: ours, eof: false, queue: Default::default(), in_flight: None },
+                    Link {
+                        region,
+                        channel,
+                        wake: ours,
+                        eof: false,
+                        queue: Default::default(),
+                        in_flight: None,
+                        beat: (now.as_nanos(), now),
+                        broken: false,
+                        warned: WarnLimit::default(),
+                    },
                 );
                 if self.ctl.views.len() <= id {
                     self.ctl.views.resize(id + 1, InstanceView::default());
@@ -939,6 +1201,9 @@ impl Loop<'_> {
         self.publish(Event::DaemonStop);
         self.close_listener(os);
         os.close(self.signal_fd);
+        if let Some(path) = self.token_made.take() {
+            let _ = os.remove_file(&path);
+        }
         if let Some(fd) = self.pid_lock.take() {
             let _ = os.remove_file(&self.config.pid_file);
             os.close(fd);

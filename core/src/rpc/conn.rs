@@ -258,6 +258,8 @@ pub struct Conn {
     /// The peer closed its write half.
     eof: bool,
     access: Access,
+    /// How many requests were taken whole so far.
+    taken: u64,
     /// The token was presented (or none is needed).
     authenticated: bool,
     auth_failures: u32,
@@ -284,6 +286,7 @@ impl Conn {
         let authenticated = access.policy.token.is_none();
         Conn {
             access,
+            taken: 0,
             authenticated,
             auth_failures: 0,
             limits,
@@ -418,6 +421,12 @@ impl Conn {
         !self.is_closing() && !self.backlog && self.start < self.input.len()
     }
 
+    /// How many requests were taken whole so far: with [`Conn::in_request`]
+    /// the loop tells a request that is still arriving from a new one.
+    pub fn requests_taken(&self) -> u64 {
+        self.taken
+    }
+
     /// The request that began to arrive took too long: answer an error
     /// (HTTP 408) and close.
     pub fn handle_request_timeout(&mut self) {
@@ -520,6 +529,7 @@ impl Conn {
         let decoded = if line.iter().all(u8::is_ascii_whitespace) { None } else { Some(jsonrpc::decode(line)) };
         let pipelined = self.start > 0;
         self.start += end + 1;
+        self.taken += 1;
         self.scanned = 0;
         if crate::planted::active(crate::planted::Bug::DropPipelined) && pipelined && decoded.is_some() {
             return true;
@@ -599,6 +609,7 @@ impl Conn {
         let from = self.start + head.len;
         let body = self.input[from..from + body_len].to_vec();
         self.start += head.len + body_len;
+        self.taken += 1;
         self.continue_sent = false;
         let envelope = Envelope::Http { keep_alive: head.keep_alive };
         if !head.keep_alive {

@@ -8,9 +8,12 @@
 //! they read it, which a handler closure over the context cannot.
 //!
 //! A multicall runs its entries synchronously, one after the other, so an
-//! entry whose method answers `Deferred` cannot be waited for: it becomes a
-//! fault (-32603). The context has already allocated that `DeferId`; its
-//! later completion finds no connection waiting and is ignored.
+//! entry whose method answers `Deferred` cannot be waited for. A method
+//! marked [`Method::defers`] is refused before it runs (-32600), so that
+//! nothing is done whose answer would be lost; one that defers without the
+//! mark becomes a fault (-32603) after it ran, and its later completion
+//! finds no connection waiting and is ignored. A multicall has at most as
+//! many entries as the registry allows (`set_max_multicall`).
 
 use super::error::RpcError;
 use super::registry::{Args, Method, ParamType, Params, Registry, Reply};
@@ -118,6 +121,12 @@ impl<C> Registry<C> {
                     // The signature guarantees one array param.
                     _ => Vec::new(),
                 };
+                if calls.len() > self.max_multicall {
+                    return Reply::Error(RpcError::new(
+                        super::error::LIMIT,
+                        format!("system.multicall of {} entries: at most {}", calls.len(), self.max_multicall),
+                    ));
+                }
                 let answers = calls.into_iter().map(|call| self.multicall_one(ctx, call)).collect();
                 Reply::Value(Value::Array(answers))
             }
@@ -138,6 +147,11 @@ impl<C> Registry<C> {
                     (None, _) => Err(RpcError::invalid_request("multicall entry needs a string methodName")),
                     (Some(_), Err(error)) => Err(error),
                     (Some(MULTICALL), Ok(_)) => Err(RpcError::invalid_request("system.multicall cannot be nested")),
+                    (Some(name), Ok(_)) if self.get(name).is_some_and(Method::is_deferred) => {
+                        Err(RpcError::invalid_request(format!(
+                            "method '{name}' answers later, which system.multicall cannot wait for"
+                        )))
+                    }
                     (Some(name), Ok(params)) => match self.dispatch(ctx, name, params) {
                         Reply::Value(value) => Ok(value),
                         Reply::Error(error) => Err(error),

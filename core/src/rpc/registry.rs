@@ -327,6 +327,7 @@ pub struct Method<C> {
     help: String,
     signatures: Vec<Signature>,
     body: Body<C>,
+    defers: bool,
 }
 
 impl<C> Method<C> {
@@ -337,6 +338,7 @@ impl<C> Method<C> {
             help: String::new(),
             signatures: vec![Signature::default()],
             body: Body::User(Box::new(handler)),
+            defers: false,
         }
     }
 
@@ -346,7 +348,21 @@ impl<C> Method<C> {
             help: String::new(),
             signatures: vec![Signature::default()],
             body: Body::Builtin(builtin),
+            defers: false,
         }
+    }
+
+    /// Marks the method as one that answers [`Reply::Deferred`] (it waits
+    /// for a worker, say): `system.multicall`, which cannot wait, refuses
+    /// it before it runs, so that nothing is done whose answer is lost.
+    pub fn defers(mut self) -> Self {
+        self.defers = true;
+        self
+    }
+
+    /// Whether the method was marked with [`Method::defers`].
+    pub fn is_deferred(&self) -> bool {
+        self.defers
     }
 
     /// Sets the help text (`system.methodHelp`).
@@ -466,6 +482,8 @@ impl std::error::Error for AddError {}
 /// `system.getCapabilities`, `system.multicall`) always present.
 pub struct Registry<C> {
     pub(super) methods: BTreeMap<String, Method<C>>,
+    /// The most entries one `system.multicall` may run.
+    pub(super) max_multicall: usize,
 }
 
 impl<C> Default for Registry<C> {
@@ -483,7 +501,7 @@ impl<C> fmt::Debug for Registry<C> {
 impl<C> Registry<C> {
     /// A registry holding only the introspection methods.
     pub fn new() -> Self {
-        let mut registry = Registry { methods: BTreeMap::new() };
+        let mut registry = Registry { methods: BTreeMap::new(), max_multicall: 1000 };
         for method in introspection::methods() {
             registry.add(method).expect("built-in method names are unique");
         }
@@ -512,6 +530,12 @@ impl<C> Registry<C> {
         Ok(())
     }
 
+    /// Sets the most entries one `system.multicall` may run (default
+    /// 1000); a larger one is refused whole.
+    pub fn set_max_multicall(&mut self, n: usize) {
+        self.max_multicall = n;
+    }
+
     /// The method called `name`.
     pub fn get(&self, name: &str) -> Option<&Method<C>> {
         self.methods.get(name)
@@ -524,7 +548,9 @@ impl<C> Registry<C> {
 
     /// Calls `method` with `params`: checks them against its signatures,
     /// then runs the handler. Unknown methods and params that fit no
-    /// signature answer an error without running anything.
+    /// signature answer an error without running anything. A handler that
+    /// panics answers an internal error (-32603): the panic is logged, and
+    /// the daemon that dispatched the call runs on.
     pub fn dispatch(&mut self, ctx: &mut C, method: &str, params: Params) -> Reply {
         let Some(found) = self.methods.get_mut(method) else {
             return Reply::Error(RpcError::method_not_found(method));
@@ -534,9 +560,30 @@ impl<C> Registry<C> {
             Err(error) => return Reply::Error(error),
         };
         let builtin = match &mut found.body {
-            Body::User(handler) => return handler(ctx, &args),
+            Body::User(handler) => {
+                // The handler's state may be half-updated after a panic;
+                // it is the user's, and only a daemon that runs on can
+                // report it.
+                let run = std::panic::AssertUnwindSafe(|| handler(ctx, &args));
+                return match std::panic::catch_unwind(run) {
+                    Ok(reply) => reply,
+                    Err(panic) => {
+                        log::error!("method {method} panicked: {}", panic_message(&*panic));
+                        Reply::Error(RpcError::internal_error(format!("method {method} panicked")))
+                    }
+                };
+            }
             Body::Builtin(builtin) => *builtin,
         };
         self.run_builtin(builtin, ctx, args)
     }
+}
+
+/// The message a panic carried, if it was a string.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
