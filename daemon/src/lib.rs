@@ -33,9 +33,11 @@ mod console;
 mod daemonize;
 mod logger;
 mod systemd;
+#[cfg(test)]
+mod testdir;
 
 pub use builder::Builder;
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
 
 pub use forkd_core::daemon::{codes, Config, Ctl, Info, StartError};
