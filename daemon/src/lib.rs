@@ -35,6 +35,7 @@ mod logger;
 mod systemd;
 #[cfg(test)]
 mod testdir;
+mod validate;
 
 pub use builder::Builder;
 pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
