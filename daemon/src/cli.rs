@@ -109,8 +109,21 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         }
         _ => {}
     }
+    // Before anything is created, in the foreground as under -d: nothing
+    // the daemon creates is for others.
+    daemonize::restrict_umask();
+    let target = match (daemon, log_file) {
+        (true, Some(path)) => Target::File(path),
+        (true, None) => Target::Nowhere,
+        (false, _) => Target::Stderr,
+    };
+    // Before the fork, so that a refused log file is said on the terminal
+    // and the launcher exits 1.
+    if let Err(e) = logger::init(target, verbose) {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let readiness = if daemon {
-        logger::init(log_file.map(Target::File).unwrap_or(Target::Nowhere), verbose);
         match daemonize::daemonize() {
             Ok(Side::Launcher(code)) => return code,
             Ok(Side::Daemon(r)) => Some(r),
@@ -120,7 +133,6 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
             }
         }
     } else {
-        logger::init(Target::Stderr, verbose);
         None
     };
     builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
