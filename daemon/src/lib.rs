@@ -22,7 +22,9 @@
 //! ```
 //!
 //! `run` parses the console arguments (`-d`, `-f`, `-v`, `-s`, `status`,
-//! `stop`, `call`, ...) and acts on them. This crate is the facade: the
+//! `stop`, `call`, ...) and acts on them. On tcp the control commands, and
+//! [`Client`], present the daemon's token by themselves: `--token`, else
+//! `FORKD_TOKEN`, else the token file the daemon wrote beside its pid file. This crate is the facade: the
 //! daemon's logic lives in `forkd-core`, generic over the operating system,
 //! and runs here on the real one.
 
