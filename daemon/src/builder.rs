@@ -107,6 +107,94 @@ impl Builder {
         self
     }
 
+    /// tcp only: the file the daemon writes its token to at start (mode
+    /// 0600), and where the console's `status`, `stop` and `call` read it.
+    /// Default: the pid file's path with the extension `token`
+    /// (`daemon.pid` → `daemon.token`).
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Builder {
+        let path = path.into();
+        if path.as_os_str().is_empty() {
+            self.errors.push("invalid token file: empty path".into());
+        }
+        self.config().token_file = Some(path);
+        self
+    }
+
+    /// tcp only: serve without a token, so that anyone who can reach the
+    /// port controls the daemon. An explicit opt-out: it is logged as a
+    /// warning at every start, and the daemon refuses to start with it on
+    /// an address other than loopback.
+    pub fn without_token(mut self) -> Builder {
+        self.config().tcp_without_token = true;
+        self
+    }
+
+    /// Accepts this name in an HTTP `Host` header, besides loopback names
+    /// and literal IP addresses (which are always accepted): a name without
+    /// a port, compared case-insensitively. Other names are refused, so
+    /// that a web page cannot reach the daemon through DNS rebinding.
+    pub fn allow_host(mut self, name: &str) -> Builder {
+        match crate::validate::host(name) {
+            Ok(h) => self.config().allowed_hosts.push(h),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Serves browser requests from this origin, `scheme://host[:port]`
+    /// (e.g. `https://admin.example.com`). A request with any other
+    /// `Origin` header is refused; none is allowed by default.
+    pub fn allow_origin(mut self, origin: &str) -> Builder {
+        match crate::validate::origin(origin) {
+            Ok(o) => self.config().allowed_origins.push(o),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// unix only: lets this user id connect, besides the daemon's own user
+    /// and root (the daemon checks the peer's credentials).
+    pub fn allow_uid(mut self, uid: u32) -> Builder {
+        self.config().allowed_uids.push(uid);
+        self
+    }
+
+    /// unix only: lets users whose primary group is this one connect.
+    pub fn allow_gid(mut self, gid: u32) -> Builder {
+        self.config().allowed_gids.push(gid);
+        self
+    }
+
+    /// The most entries in a JSON-RPC batch or a `system.multicall`
+    /// (default 1000; at least 1).
+    pub fn max_batch(mut self, n: usize) -> Builder {
+        if n == 0 {
+            self.errors.push("invalid max batch: 0".into());
+        }
+        self.config().max_batch = n;
+        self
+    }
+
+    /// A request must arrive whole within this time from its first byte,
+    /// however slowly it trickles in (default 10 s; more than 0).
+    pub fn request_timeout(mut self, timeout: Duration) -> Builder {
+        if timeout.is_zero() {
+            self.errors.push("invalid request timeout: 0".into());
+        }
+        self.config().request_timeout = timeout;
+        self
+    }
+
+    /// The most worker processes at once, stopping ones included;
+    /// `worker.scale` cannot pass it (default 1024; at least 1).
+    pub fn max_workers(mut self, n: usize) -> Builder {
+        if n == 0 {
+            self.errors.push("invalid max workers: 0".into());
+        }
+        self.config().max_workers = n;
+        self
+    }
+
     /// How workers are restarted, and how long a stopping worker gets.
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Builder {
         self.config().restart = policy;
@@ -187,5 +275,41 @@ impl Builder {
     pub fn run(self) -> ExitCode {
         let args: Vec<String> = std::env::args().collect();
         ExitCode::from(crate::cli::main(self, &args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_setters_fill_the_config_and_refuse_invalid_values() {
+        let b = Builder::new("d")
+            .token_file("/run/d.token")
+            .without_token()
+            .allow_host("Box.Example")
+            .allow_origin("https://admin.example:8443")
+            .allow_uid(1001)
+            .allow_gid(100)
+            .max_batch(10)
+            .request_timeout(Duration::from_secs(3))
+            .max_workers(8);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        let c = &b.daemon.config;
+        assert_eq!(c.token_file, Some(PathBuf::from("/run/d.token")));
+        assert!(c.tcp_without_token);
+        assert_eq!(c.allowed_hosts, ["box.example"]);
+        assert_eq!(c.allowed_origins, ["https://admin.example:8443"]);
+        assert_eq!((&c.allowed_uids[..], &c.allowed_gids[..]), (&[1001][..], &[100][..]));
+        assert_eq!((c.max_batch, c.request_timeout, c.max_workers), (10, Duration::from_secs(3), 8));
+
+        let b = Builder::new("d")
+            .token_file("")
+            .allow_host("a:80")
+            .allow_origin("https://x/")
+            .max_batch(0)
+            .request_timeout(Duration::ZERO)
+            .max_workers(0);
+        assert_eq!(b.errors.len(), 6, "{:?}", b.errors);
     }
 }

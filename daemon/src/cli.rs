@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use forkd_core::daemon::{Hooks, StartError};
+use forkd_core::daemon::{Config, Hooks, StartError};
 use forkd_os::real::RealOs;
 use forkd_os::{Address, Fd, Os};
 use serde_json::{Map, Value};
 
 use crate::builder::Builder;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ConnectOptions};
 use crate::console::{self, Action};
 use crate::daemonize::{self, Readiness, Side};
 use crate::logger::{self, Target};
@@ -34,21 +34,22 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
             return 2;
         }
     };
-    let (action, config, log_flag) = match console::parse(&builder.daemon.config, args, &cwd) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            eprint!("{message}");
-            return 2;
-        }
-    };
+    let console::Parsed { action, config, log_file: log_flag, token } =
+        match console::parse(&builder.daemon.config, args, &cwd) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                eprint!("{message}");
+                return 2;
+            }
+        };
     match action {
         Action::Help => {
             print!("{}", console::usage(&builder.daemon.config));
             0
         }
-        Action::Status => status(&config.address),
-        Action::Stop => stop(&config.address),
-        Action::Call { method, params } => call(&config.address, &method, &params),
+        Action::Status => status(&config.address, &connect_options(&config, token)),
+        Action::Stop => stop(&config.address, &connect_options(&config, token)),
+        Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
         Action::Run { daemon, verbose } => {
             let log_file = log_flag.or_else(|| builder.log_file.as_ref().map(|p| cwd.join(p)));
             let mut builder = builder;
@@ -108,8 +109,21 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         }
         _ => {}
     }
+    // Before anything is created, in the foreground as under -d: nothing
+    // the daemon creates is for others.
+    daemonize::restrict_umask();
+    let target = match (daemon, log_file) {
+        (true, Some(path)) => Target::File(path),
+        (true, None) => Target::Nowhere,
+        (false, _) => Target::Stderr,
+    };
+    // Before the fork, so that a refused log file is said on the terminal
+    // and the launcher exits 1.
+    if let Err(e) = logger::init(target, verbose) {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let readiness = if daemon {
-        logger::init(log_file.map(Target::File).unwrap_or(Target::Nowhere), verbose);
         match daemonize::daemonize() {
             Ok(Side::Launcher(code)) => return code,
             Ok(Side::Daemon(r)) => Some(r),
@@ -119,7 +133,6 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
             }
         }
     } else {
-        logger::init(Target::Stderr, verbose);
         None
     };
     builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
@@ -166,15 +179,32 @@ fn fail(hooks: &mut FacadeHooks, message: &str) -> u8 {
     1
 }
 
-fn connect(address: &Address) -> Result<Client, u8> {
-    Client::connect(address, CALL_TIMEOUT).map_err(|e| {
-        eprintln!("error: not running: {e}");
-        3
+/// How the control subcommands connect: with `--token`, else
+/// `FORKD_TOKEN`, else the token file the daemon wrote (`--token-file`, or
+/// the one next to the pid file).
+fn connect_options(config: &Config, token: Option<String>) -> ConnectOptions {
+    let options = ConnectOptions::new(CALL_TIMEOUT).token_file(config.token_path());
+    match token {
+        Some(t) => options.token(t),
+        None => options,
+    }
+}
+
+fn connect(address: &Address, options: &ConnectOptions) -> Result<Client, u8> {
+    Client::connect_with(address, options).map_err(|e| match e {
+        ClientError::Io(..) | ClientError::Closed(_) => {
+            eprintln!("error: not running: {e}");
+            3
+        }
+        e => {
+            eprintln!("error: {e}");
+            1
+        }
     })
 }
 
-fn status(address: &Address) -> u8 {
-    let mut client = match connect(address) {
+fn status(address: &Address, options: &ConnectOptions) -> u8 {
+    let mut client = match connect(address, options) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -245,8 +275,8 @@ pub(crate) fn render_status(info: &Value, workers: &Value) -> String {
     out
 }
 
-fn stop(address: &Address) -> u8 {
-    let mut client = match connect(address) {
+fn stop(address: &Address, options: &ConnectOptions) -> u8 {
+    let mut client = match connect(address, options) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -291,7 +321,7 @@ fn process_exists(pid: i32) -> bool {
     }
 }
 
-fn call(address: &Address, method: &str, args: &[String]) -> u8 {
+fn call(address: &Address, options: &ConnectOptions, method: &str, args: &[String]) -> u8 {
     let params = match parse_params(args) {
         Ok(p) => p,
         Err(e) => {
@@ -299,7 +329,7 @@ fn call(address: &Address, method: &str, args: &[String]) -> u8 {
             return 2;
         }
     };
-    let mut client = match connect(address) {
+    let mut client = match connect(address, options) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -1,13 +1,29 @@
 //! A blocking client for a forkd daemon's control socket, on std alone. It
 //! speaks newline-delimited JSON-RPC 2.0: one request a line, one answer a
 //! line. The console's `status`, `stop` and `call` use it, and so do tests.
+//!
+//! On tcp the daemon wants a token before anything else, and the client
+//! finds and presents it by itself, once, right after connecting: the token
+//! given in [`ConnectOptions::token`], else `FORKD_TOKEN` from the
+//! environment, else the content of [`ConnectOptions::token_file`]. The
+//! file is read only if it is a regular file that neither group nor others
+//! may access, and never through a symbolic link: the client sends what it
+//! reads over the network, so a planted link or a file anyone could have
+//! written would make it send someone else's secret, or a token that is no
+//! secret. On a unix socket the daemon checks the peer's credentials
+//! instead, and the client sends no token.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use forkd_core::rpc::codes::{METHOD_NOT_FOUND, UNAUTHORIZED};
 use forkd_os::Address;
 use serde_json::{json, Value};
 
@@ -41,15 +57,151 @@ impl Write for Stream {
     }
 }
 
+/// The environment variable a client takes the tcp token from when none is
+/// given explicitly.
+pub const TOKEN_ENV: &str = "FORKD_TOKEN";
+
+/// The largest token file read; a token is 65 bytes.
+const MAX_TOKEN_FILE: u64 = 4096;
+
 /// A connection to a daemon.
 pub struct Client {
     reader: BufReader<Stream>,
     next_id: u64,
     address: Address,
+    /// On tcp without a token: where the client looked for one (the token
+    /// file, if any), to explain the daemon's refusal.
+    no_token: Option<Option<PathBuf>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("address", &self.address).field("next_id", &self.next_id).finish()
+    }
+}
+
+/// How [`Client::connect_with`] connects: a timeout for connecting and for
+/// each answer, and on tcp where the token comes from.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use forkd::{Address, Client, ConnectOptions};
+///
+/// let address: Address = "tcp://127.0.0.1:10042".parse()?;
+/// let options = ConnectOptions::new(Duration::from_secs(5)).token_file("/srv/echo/daemon.token");
+/// let mut client = Client::connect_with(&address, &options)?;
+/// println!("{}", client.call("daemon.info", forkd::Value::Null)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ConnectOptions {
+    timeout: Duration,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl ConnectOptions {
+    /// No token given: on tcp, `FORKD_TOKEN` if set, else none.
+    pub fn new(timeout: Duration) -> ConnectOptions {
+        ConnectOptions { timeout, token: None, token_file: None }
+    }
+
+    /// The token to present on tcp, before `FORKD_TOKEN` and the token
+    /// file (which is then not read).
+    pub fn token(mut self, token: impl Into<String>) -> ConnectOptions {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The file to read the token from on tcp when neither [`token`]
+    /// nor `FORKD_TOKEN` gives one, e.g. [`Config::token_path`].
+    ///
+    /// [`token`]: ConnectOptions::token
+    /// [`Config::token_path`]: crate::Config::token_path
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> ConnectOptions {
+        self.token_file = Some(path.into());
+        self
+    }
+}
+
+/// The token itself is left out: a `Debug` print may end up in a log.
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+/// Where the token a client presented came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// [`ConnectOptions::token`] (the console's `--token`).
+    Given,
+    /// The `FORKD_TOKEN` environment variable.
+    Env,
+    /// A token file.
+    File(PathBuf),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Given => f.write_str("the given token"),
+            TokenSource::Env => write!(f, "the token in {TOKEN_ENV}"),
+            TokenSource::File(p) => write!(f, "the token in {}", p.display()),
+        }
+    }
+}
+
+/// Why a token file was not used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TokenFileError {
+    /// The path is a symbolic link, which is never followed.
+    Symlink,
+    /// The path is not a regular file.
+    NotRegular,
+    /// Group or others may access the file (its permission bits).
+    Exposed(u32),
+    /// The file is larger than a token file can be.
+    TooLarge,
+    /// The file holds no token, or bytes that are not text.
+    Malformed,
+    /// Opening or reading the file failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for TokenFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenFileError::Symlink => f.write_str("is a symbolic link"),
+            TokenFileError::NotRegular => f.write_str("is not a regular file"),
+            TokenFileError::Exposed(mode) => {
+                write!(f, "may be read by group or others (mode {:04o}): chmod 600 it", mode & 0o7777)
+            }
+            TokenFileError::TooLarge => write!(f, "is larger than {MAX_TOKEN_FILE} bytes"),
+            TokenFileError::Malformed => f.write_str("holds no token"),
+            TokenFileError::Io(e) => f.write_str(&forkd_core::daemon::short_io(e)),
+        }
+    }
+}
+
+impl std::error::Error for TokenFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TokenFileError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Why a call failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
     /// Connecting, writing or reading failed.
     Io(Address, io::Error),
@@ -59,6 +211,15 @@ pub enum ClientError {
     BadAnswer(String),
     /// The daemon answered with an error.
     Rpc { code: i64, message: String, data: Option<Value> },
+    /// The token file exists but was refused; nothing was sent. An
+    /// explicit token or `FORKD_TOKEN` would have been used instead.
+    TokenFile { path: PathBuf, error: TokenFileError },
+    /// The daemon wants a token and the client found none: no explicit
+    /// token, no `FORKD_TOKEN`, and no token file it could read (`token_file`
+    /// is where it looked, if anywhere).
+    NoToken { address: Address, token_file: Option<PathBuf> },
+    /// The daemon refused the token the client presented.
+    TokenRefused { address: Address, from: TokenSource },
 }
 
 impl fmt::Display for ClientError {
@@ -68,15 +229,116 @@ impl fmt::Display for ClientError {
             ClientError::Closed(a) => write!(f, "{a}: the daemon closed the connection"),
             ClientError::BadAnswer(s) => write!(f, "bad answer: {s}"),
             ClientError::Rpc { code, message, .. } => write!(f, "{message} ({code})"),
+            ClientError::TokenFile { path, error } => write!(f, "token file {}: {error}", path.display()),
+            ClientError::NoToken { address, token_file: Some(p) } => {
+                write!(f, "{address}: no token: pass --token, set {TOKEN_ENV}, or read access to {}", p.display())
+            }
+            ClientError::NoToken { address, token_file: None } => {
+                write!(f, "{address}: no token: pass --token or set {TOKEN_ENV}")
+            }
+            ClientError::TokenRefused { address, from } => write!(f, "{address}: {from} is refused"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(_, e) => Some(e),
+            ClientError::TokenFile { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What the token lookup found.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Found(String, TokenSource),
+    /// None; where the client looked for a file, if anywhere.
+    Missing(Option<PathBuf>),
+}
+
+/// Finds the token: `given`, else `env` (the value of `FORKD_TOKEN`, taken
+/// as an argument so that tests need not touch the process's environment),
+/// else the file. A missing or unreadable file is no token, not an error:
+/// the daemon may serve without one, and if it does not, its refusal is
+/// explained then.
+fn find_token(given: Option<&str>, env: Option<OsString>, file: Option<&Path>) -> Result<Lookup, ClientError> {
+    if let Some(t) = given {
+        return Ok(Lookup::Found(t.to_string(), TokenSource::Given));
+    }
+    if let Some(t) = env.map(|v| v.to_string_lossy().trim().to_string()).filter(|t| !t.is_empty()) {
+        return Ok(Lookup::Found(t, TokenSource::Env));
+    }
+    let Some(path) = file else { return Ok(Lookup::Missing(None)) };
+    match read_token_file(path) {
+        Ok(Some(t)) => Ok(Lookup::Found(t, TokenSource::File(path.to_path_buf()))),
+        Ok(None) => Ok(Lookup::Missing(Some(path.to_path_buf()))),
+        Err(error) => Err(ClientError::TokenFile { path: path.to_path_buf(), error }),
+    }
+}
+
+/// The trimmed content of a token file; `None` if it does not exist or may
+/// not be read. It is opened without following a final symbolic link, and
+/// without blocking on a FIFO, then checked on the open descriptor, so that
+/// it cannot be swapped between the check and the read.
+fn read_token_file(path: &Path) -> Result<Option<String>, TokenFileError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(TokenFileError::Symlink),
+        Err(e) => return Err(TokenFileError::Io(e)),
+    };
+    let meta = file.metadata().map_err(TokenFileError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(TokenFileError::NotRegular);
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(TokenFileError::Exposed(meta.mode()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes).map_err(TokenFileError::Io)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(TokenFileError::TooLarge);
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        _ => Err(TokenFileError::Malformed),
+    }
+}
 
 impl Client {
-    /// Connects to `address`; calls time out after `timeout`.
+    /// Connects to `address`; calls time out after `timeout`. On tcp it
+    /// presents the token in `FORKD_TOKEN`, if set; see
+    /// [`Client::connect_with`] to give a token or a token file.
     pub fn connect(address: &Address, timeout: Duration) -> Result<Client, ClientError> {
+        Client::connect_with(address, &ConnectOptions::new(timeout))
+    }
+
+    /// Connects to `address` with these options. On tcp it then
+    /// authenticates with the first token found: [`ConnectOptions::token`],
+    /// `FORKD_TOKEN`, the content of [`ConnectOptions::token_file`]. With
+    /// none it connects anyway, for a daemon that serves tcp without a
+    /// token; if the daemon wants one, calls fail with
+    /// [`ClientError::NoToken`].
+    pub fn connect_with(address: &Address, options: &ConnectOptions) -> Result<Client, ClientError> {
+        Client::connect_env(address, options, std::env::var_os(TOKEN_ENV))
+    }
+
+    /// [`Client::connect_with`], given the value of `FORKD_TOKEN`.
+    fn connect_env(address: &Address, options: &ConnectOptions, env: Option<OsString>) -> Result<Client, ClientError> {
+        // Looked up before connecting: a refused token file is the user's to
+        // fix, whether or not a daemon runs.
+        let lookup = match address {
+            Address::Unix(_) => None,
+            Address::Tcp(_) => Some(find_token(options.token.as_deref(), env, options.token_file.as_deref())?),
+        };
+        let timeout = options.timeout;
         let err = |e| ClientError::Io(address.clone(), e);
         let stream = match address {
             Address::Unix(p) => {
@@ -91,7 +353,40 @@ impl Client {
                 Stream::Tcp(s)
             }
         };
-        Ok(Client { reader: BufReader::new(stream), next_id: 1, address: address.clone() })
+        let mut client =
+            Client { reader: BufReader::new(stream), next_id: 1, address: address.clone(), no_token: None };
+        match lookup {
+            None => {}
+            Some(Lookup::Missing(file)) => client.no_token = Some(file),
+            Some(Lookup::Found(token, source)) => client.authenticate(&token, source)?,
+        }
+        Ok(client)
+    }
+
+    /// Presents the token. A daemon that does not know `rpc.authenticate`
+    /// predates tokens and checks none, so its "method not found" is no
+    /// failure.
+    fn authenticate(&mut self, token: &str, source: TokenSource) -> Result<(), ClientError> {
+        match self.call("rpc.authenticate", json!({ "token": token })) {
+            Ok(Value::Bool(true)) => Ok(()),
+            Ok(other) => Err(ClientError::BadAnswer(format!("rpc.authenticate answered {other}"))),
+            Err(ClientError::Rpc { code: UNAUTHORIZED, .. }) => {
+                Err(ClientError::TokenRefused { address: self.address.clone(), from: source })
+            }
+            Err(ClientError::Rpc { code: METHOD_NOT_FOUND, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A refusal for want of a token, told as one, with where the client
+    /// looked.
+    fn explain(&self, e: ClientError) -> ClientError {
+        match (e, &self.no_token) {
+            (ClientError::Rpc { code: UNAUTHORIZED, .. }, Some(file)) => {
+                ClientError::NoToken { address: self.address.clone(), token_file: file.clone() }
+            }
+            (e, _) => e,
+        }
     }
 
     /// Calls `method` with `params` (an array, an object, or null for none)
@@ -104,7 +399,7 @@ impl Client {
             request["params"] = params;
         }
         let answer = self.round_trip(&request)?;
-        decode(answer, id)
+        decode(answer, id).map_err(|e| self.explain(e))
     }
 
     /// Sends several calls as one batch; the results in the calls' order.
@@ -123,12 +418,17 @@ impl Client {
             .collect();
         self.next_id += calls.len() as u64;
         let answer = self.round_trip(&Value::Array(batch))?;
-        let Value::Array(items) = answer else { return Err(ClientError::BadAnswer(answer.to_string())) };
+        let items = match answer {
+            Value::Array(items) => items,
+            // A batch refused as a whole gets one error, without an id.
+            Value::Object(ref o) if o.contains_key("error") => return Err(self.explain(error_of(&answer))),
+            _ => return Err(ClientError::BadAnswer(answer.to_string())),
+        };
         let mut by_id: std::collections::BTreeMap<u64, Value> =
             items.into_iter().filter_map(|a| Some((a.get("id")?.as_u64()?, a))).collect();
         Ok((0..calls.len() as u64)
             .map(|i| match by_id.remove(&(first + i)) {
-                Some(a) => decode(a, first + i),
+                Some(a) => decode(a, first + i).map_err(|e| self.explain(e)),
                 None => Err(ClientError::BadAnswer(format!("no answer for id {}", first + i))),
             })
             .collect())
@@ -153,12 +453,175 @@ fn decode(answer: Value, id: u64) -> Result<Value, ClientError> {
     if answer.get("id").and_then(Value::as_u64) != Some(id) {
         return Err(ClientError::BadAnswer(format!("expected id {id}: {answer}")));
     }
-    if let Some(e) = answer.get("error") {
-        return Err(ClientError::Rpc {
-            code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
-            message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-            data: e.get("data").cloned(),
-        });
+    if answer.get("error").is_some() {
+        return Err(error_of(&answer));
     }
     answer.get("result").cloned().ok_or_else(|| ClientError::BadAnswer(answer.to_string()))
+}
+
+/// The error of an answer that has one.
+fn error_of(answer: &Value) -> ClientError {
+    let e = &answer["error"];
+    ClientError::Rpc {
+        code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
+        message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+        data: e.get("data").cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdir::TestDir;
+    use std::os::unix::fs::PermissionsExt;
+
+    const T: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn token_file(dir: &TestDir, content: &str, mode: u32) -> PathBuf {
+        let path = dir.join("daemon.token");
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn found(t: &str, source: TokenSource) -> Lookup {
+        Lookup::Found(t.to_string(), source)
+    }
+
+    #[test]
+    fn token_lookup_prefers_given_then_env_then_file() {
+        let dir = TestDir::new("token-order");
+        let file = token_file(&dir, &format!("{T}\n"), 0o600);
+        let env = || Some(OsString::from("from-env"));
+        assert_eq!(find_token(Some("given"), env(), Some(&file)).unwrap(), found("given", TokenSource::Given));
+        assert_eq!(find_token(None, env(), Some(&file)).unwrap(), found("from-env", TokenSource::Env));
+        assert_eq!(find_token(None, None, Some(&file)).unwrap(), found(T, TokenSource::File(file.clone())));
+        assert_eq!(
+            find_token(None, Some(OsString::new()), Some(&file)).unwrap(),
+            found(T, TokenSource::File(file.clone())),
+            "an empty FORKD_TOKEN is unset"
+        );
+        assert_eq!(find_token(None, None, None).unwrap(), Lookup::Missing(None));
+    }
+
+    #[test]
+    fn a_missing_token_file_is_no_token_and_says_where_it_was_looked_for() {
+        let dir = TestDir::new("token-missing");
+        let file = dir.join("daemon.token");
+        assert_eq!(find_token(None, None, Some(&file)).unwrap(), Lookup::Missing(Some(file.clone())));
+        let e = ClientError::NoToken { address: "tcp://127.0.0.1:1".parse().unwrap(), token_file: Some(file.clone()) };
+        assert_eq!(
+            e.to_string(),
+            format!("tcp://127.0.0.1:1: no token: pass --token, set FORKD_TOKEN, or read access to {}", file.display())
+        );
+    }
+
+    #[test]
+    fn a_token_file_readable_by_others_is_refused_but_a_given_token_still_goes() {
+        let dir = TestDir::new("token-exposed");
+        let file = token_file(&dir, T, 0o644);
+        let e = find_token(None, None, Some(&file)).unwrap_err();
+        assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::Exposed(_), .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("token file {}: may be read by group or others (mode 0644): chmod 600 it", file.display())
+        );
+        assert_eq!(find_token(Some("given"), None, Some(&file)).unwrap(), found("given", TokenSource::Given));
+        assert_eq!(find_token(None, Some("e".into()), Some(&file)).unwrap(), found("e", TokenSource::Env));
+    }
+
+    #[test]
+    fn a_symlinked_token_file_is_refused() {
+        let dir = TestDir::new("token-symlink");
+        let target = token_file(&dir, T, 0o600);
+        let link = dir.join("link.token");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = find_token(None, None, Some(&link)).unwrap_err();
+        assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::Symlink, .. }), "{e:?}");
+        assert_eq!(find_token(Some("given"), None, Some(&link)).unwrap(), found("given", TokenSource::Given));
+    }
+
+    #[test]
+    fn a_token_file_that_is_no_file_or_holds_no_token_is_refused() {
+        let dir = TestDir::new("token-bad");
+        let e = find_token(None, None, Some(dir.path())).unwrap_err();
+        assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::NotRegular, .. }), "{e:?}");
+        let empty = token_file(&dir, " \n", 0o600);
+        let e = find_token(None, None, Some(&empty)).unwrap_err();
+        assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::Malformed, .. }), "{e:?}");
+        let big = token_file(&dir, &"a".repeat(5000), 0o600);
+        let e = find_token(None, None, Some(&big)).unwrap_err();
+        assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::TooLarge, .. }), "{e:?}");
+    }
+
+    /// A daemon stand-in on loopback tcp that answers each line with the
+    /// next of `answers` (`$ID` replaced by the request's id), and returns
+    /// the lines it got.
+    fn fake_daemon(answers: &'static [&'static str]) -> (Address, std::thread::JoinHandle<Vec<Value>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = Address::Tcp(listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut got = Vec::new();
+            for answer in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                let request: Value = serde_json::from_str(&line).unwrap();
+                let answer = answer.replace("$ID", &request["id"].to_string());
+                got.push(request);
+                writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
+            }
+            got
+        });
+        (address, server)
+    }
+
+    const OK: &str = r#"{"jsonrpc":"2.0","result":true,"id":$ID}"#;
+    const REFUSED: &str = r#"{"jsonrpc":"2.0","error":{"code":-32006,"message":"unauthorized"},"id":$ID}"#;
+
+    #[test]
+    fn on_tcp_the_token_goes_first_and_once() {
+        let (address, server) = fake_daemon(&[OK, OK, OK]);
+        let options = ConnectOptions::new(Duration::from_secs(30)).token(T);
+        let mut c = Client::connect_env(&address, &options, None).unwrap();
+        c.call("a", Value::Null).unwrap();
+        c.call("b", Value::Null).unwrap();
+        drop(c);
+        let got = server.join().unwrap();
+        assert_eq!(got[0]["method"], "rpc.authenticate");
+        assert_eq!(got[0]["params"], json!({ "token": T }));
+        assert_eq!((&got[1]["method"], &got[2]["method"]), (&json!("a"), &json!("b")));
+    }
+
+    #[test]
+    fn a_refused_token_says_where_it_came_from() {
+        let (address, server) = fake_daemon(&[REFUSED]);
+        let options = ConnectOptions::new(Duration::from_secs(30));
+        let e = Client::connect_env(&address, &options, Some("wrong".into())).unwrap_err();
+        assert!(matches!(e, ClientError::TokenRefused { from: TokenSource::Env, .. }), "{e:?}");
+        assert!(e.to_string().ends_with("the token in FORKD_TOKEN is refused"), "{e}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn without_a_token_a_refusal_tells_where_the_client_looked() {
+        let dir = TestDir::new("token-none");
+        let file = dir.join("daemon.token");
+        let (address, server) = fake_daemon(&[REFUSED]);
+        let options = ConnectOptions::new(Duration::from_secs(30)).token_file(&file);
+        let mut c = Client::connect_env(&address, &options, None).unwrap();
+        let e = c.call("daemon.info", Value::Null).unwrap_err();
+        assert!(matches!(&e, ClientError::NoToken { token_file: Some(p), .. } if *p == file), "{e:?}");
+        assert_eq!(server.join().unwrap()[0]["method"], "daemon.info", "nothing is sent before the call");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let o = ConnectOptions::new(Duration::from_secs(1)).token(T);
+        assert!(!format!("{o:?}").contains(T));
+    }
 }

@@ -68,6 +68,7 @@ fn command(config: &Config) -> Command {
         .arg(
             Arg::new("pidfile")
                 .long("pidfile")
+                .global(true)
                 .value_name("PATH")
                 .help(format!("Pid file [default: {}]", d.pid_file.display())),
         )
@@ -110,6 +111,82 @@ fn command(config: &Config) -> Command {
                     d.niceness.map(|n| n.to_string()).unwrap_or_else(|| "unchanged".into())
                 )),
         )
+        .arg(Arg::new("token").long("token").global(true).value_name("TOKEN").help(format!(
+            "status/stop/call on tcp: the token (visible in ps: prefer {} or --token-file)",
+            crate::client::TOKEN_ENV
+        )))
+        .arg(Arg::new("token-file").long("token-file").global(true).value_name("PATH").help(format!(
+            "tcp: where the daemon writes its token and status/stop/call read it [default: {}]",
+            d.token_path().display()
+        )))
+        .arg(
+            Arg::new("no-token")
+                .long("no-token")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("tcp: serve without a token (loopback only; logged as a warning)"),
+        )
+        .arg(
+            Arg::new("allow-host")
+                .long("allow-host")
+                .global(true)
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .help("Accept this HTTP Host name besides loopback names and IP addresses (repeatable)"),
+        )
+        .arg(
+            Arg::new("allow-origin")
+                .long("allow-origin")
+                .global(true)
+                .value_name("ORIGIN")
+                .action(ArgAction::Append)
+                .help("Serve browser requests from scheme://host[:port] (repeatable) [default: none]"),
+        )
+        .arg(
+            Arg::new("allow-uid")
+                .long("allow-uid")
+                .global(true)
+                .value_name("UID")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
+                .help("unix socket: let this user connect besides the daemon's own and root (repeatable)"),
+        )
+        .arg(
+            Arg::new("allow-gid")
+                .long("allow-gid")
+                .global(true)
+                .value_name("GID")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
+                .help("unix socket: let users of this primary group connect (repeatable)"),
+        )
+        .arg(
+            Arg::new("max-batch")
+                .long("max-batch")
+                .global(true)
+                .value_name("N")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help(format!("Most calls in a batch or system.multicall [default: {}]", d.max_batch)),
+        )
+        .arg(
+            Arg::new("request-timeout")
+                .long("request-timeout")
+                .global(true)
+                .value_name("SECONDS")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help(format!(
+                    "A request must arrive whole this soon after its first byte [default: {}]",
+                    d.request_timeout.as_secs()
+                )),
+        )
+        .arg(
+            Arg::new("max-workers")
+                .long("max-workers")
+                .global(true)
+                .value_name("N")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help(format!("Most worker processes at once [default: {}]", d.max_workers)),
+        )
         .arg(
             Arg::new("log-file")
                 .long("log-file")
@@ -131,19 +208,35 @@ pub fn usage(config: &Config) -> String {
     command(config).render_help().to_string()
 }
 
+/// The parsed command line.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) action: Action,
+    /// The configuration with the flags applied.
+    pub(crate) config: Config,
+    /// `--log-file`.
+    pub(crate) log_file: Option<PathBuf>,
+    /// `--token`, for the control subcommands.
+    pub(crate) token: Option<String>,
+}
+
 /// The parsed command line: the action, and the config with its flags
 /// applied. Relative paths are resolved against `cwd`.
-pub(crate) fn parse(
-    config: &Config,
-    args: &[String],
-    cwd: &std::path::Path,
-) -> Result<(Action, Config, Option<PathBuf>), String> {
+pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> Result<Parsed, String> {
     let matches = command(config).try_get_matches_from(args).map_err(|e| e.render().to_string())?;
     let mut config = config.clone();
-    apply(&matches, &mut config)?;
+    // Shaped like clap's own errors, which the caller prints as they are.
+    apply(&matches, &mut config).map_err(|e| format!("error: {e}\n"))?;
     config.address = config.address.resolve(cwd);
     config.pid_file = cwd.join(&config.pid_file);
+    config.token_file = config.token_file.map(|p| cwd.join(p));
     let log_file = matches.get_one::<String>("log-file").map(|p| cwd.join(p));
+    let token = match matches.get_one::<String>("token") {
+        Some(t) if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err("error: invalid token: expected the content of the token file, without spaces\n".into())
+        }
+        t => t.cloned(),
+    };
     let action = match matches.subcommand() {
         Some(("status", _)) => Action::Status,
         Some(("stop", _)) => Action::Stop,
@@ -161,7 +254,7 @@ pub(crate) fn parse(
             }
         }
     };
-    Ok((action, config, log_file))
+    Ok(Parsed { action, config, log_file, token })
 }
 
 fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
@@ -189,6 +282,32 @@ fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
     if let Some(n) = m.get_one::<i32>("niceness") {
         c.niceness = Some(*n);
     }
+    if let Some(p) = m.get_one::<String>("token-file") {
+        if p.is_empty() {
+            return Err("invalid token file: empty path".into());
+        }
+        c.token_file = Some(PathBuf::from(p));
+    }
+    if m.get_flag("no-token") {
+        c.tcp_without_token = true;
+    }
+    for h in m.get_many::<String>("allow-host").into_iter().flatten() {
+        c.allowed_hosts.push(crate::validate::host(h)?);
+    }
+    for o in m.get_many::<String>("allow-origin").into_iter().flatten() {
+        c.allowed_origins.push(crate::validate::origin(o)?);
+    }
+    c.allowed_uids.extend(m.get_many::<u32>("allow-uid").into_iter().flatten());
+    c.allowed_gids.extend(m.get_many::<u32>("allow-gid").into_iter().flatten());
+    if let Some(n) = m.get_one::<u32>("max-batch") {
+        c.max_batch = *n as usize;
+    }
+    if let Some(n) = m.get_one::<u32>("request-timeout") {
+        c.request_timeout = Duration::from_secs(u64::from(*n));
+    }
+    if let Some(n) = m.get_one::<u32>("max-workers") {
+        c.max_workers = *n as usize;
+    }
     // `-s` (the seed's hard start) asks for what every start does anyway:
     // a stale socket file or pid file never blocks a start, and a live one
     // is never displaced.
@@ -204,6 +323,10 @@ mod tests {
     }
 
     fn run(a: &[&str]) -> Result<(Action, Config, Option<PathBuf>), String> {
+        parsed(a).map(|p| (p.action, p.config, p.log_file))
+    }
+
+    fn parsed(a: &[&str]) -> Result<Parsed, String> {
         parse(&Config::new("Echo Daemon"), &args(a), std::path::Path::new("/srv"))
     }
 
@@ -259,5 +382,80 @@ mod tests {
             run(&["--socket", "tcp://127.0.0.1:1", "call", "my.echo", "message=hi"]).unwrap().0,
             Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] }
         );
+    }
+
+    #[test]
+    fn security_flags_fill_the_config() {
+        let (_, c, _) = run(&[
+            "-f",
+            "--token-file",
+            "t.token",
+            "--no-token",
+            "--allow-host",
+            "Box.Example",
+            "--allow-host",
+            "other",
+            "--allow-origin",
+            "https://admin.example:8443",
+            "--allow-uid",
+            "1001",
+            "--allow-uid",
+            "0",
+            "--allow-gid",
+            "100",
+            "--max-batch",
+            "10",
+            "--request-timeout",
+            "3",
+            "--max-workers",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.token_file, Some(PathBuf::from("/srv/t.token")), "resolved like the pid file");
+        assert!(c.tcp_without_token);
+        assert_eq!(c.allowed_hosts, ["box.example", "other"]);
+        assert_eq!(c.allowed_origins, ["https://admin.example:8443"]);
+        assert_eq!((&c.allowed_uids[..], &c.allowed_gids[..]), (&[1001, 0][..], &[100][..]));
+        assert_eq!((c.max_batch, c.request_timeout, c.max_workers), (10, Duration::from_secs(3), 8));
+        let (_, d, _) = run(&["-f"]).unwrap();
+        assert_eq!(
+            d,
+            Config { address: d.address.clone(), pid_file: d.pid_file.clone(), ..Config::new("Echo Daemon") }
+        );
+        assert!(!d.tcp_without_token, "a token by default");
+    }
+
+    #[test]
+    fn invalid_security_flags_are_clear_errors() {
+        for (a, expect) in [
+            (&["-f", "--token-file", ""][..], "invalid token file: empty path"),
+            (&["-f", "--allow-host", "box:80"], "invalid allowed host \"box:80\""),
+            (&["-f", "--allow-origin", "https://x/"], "invalid allowed origin \"https://x/\""),
+            (&["-f", "--allow-uid", "-1"], "'-1'"),
+            (&["-f", "--allow-uid", "4294967295"], "--allow-uid"),
+            (&["-f", "--allow-gid", "staff"], "--allow-gid"),
+            (&["-f", "--max-batch", "0"], "--max-batch"),
+            (&["-f", "--request-timeout", "0"], "--request-timeout"),
+            (&["-f", "--max-workers", "0"], "--max-workers"),
+            (&["-f", "--no-token=yes"], "--no-token"),
+            (&["status", "--token", ""], "invalid token"),
+            (&["status", "--token", "a b"], "invalid token"),
+        ] {
+            let e = run(a).unwrap_err();
+            assert!(e.contains(expect), "{a:?}: {e}");
+            assert!(e.starts_with("error: ") && e.ends_with('\n'), "{a:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn token_options_are_global_and_the_token_file_defaults_beside_the_pid_file() {
+        let p = parsed(&["call", "my.echo", "--token", "abc", "message=hi"]).unwrap();
+        assert_eq!(p.token.as_deref(), Some("abc"));
+        assert_eq!(p.action, Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] });
+        assert_eq!(p.config.token_path(), PathBuf::from("/srv/daemon.token"));
+        let p = parsed(&["--token-file", "x.token", "status"]).unwrap();
+        assert_eq!((p.action, p.config.token_path(), p.token), (Action::Status, PathBuf::from("/srv/x.token"), None));
+        let p = parsed(&["stop", "--pidfile", "run/e.pid"]).unwrap();
+        assert_eq!(p.config.token_path(), PathBuf::from("/srv/run/e.token"));
     }
 }

@@ -79,13 +79,23 @@ pub(crate) fn daemonize() -> io::Result<Side> {
                 Ok(ForkResult::Child) => {}
                 Err(_) => unsafe { libc::_exit(1) },
             }
-            nix::sys::stat::umask(Mode::from_bits_truncate(0o027));
+            restrict_umask();
             chdir("/").map_err(io::Error::from)?;
             detach_stdio()?;
             Ok(Side::Daemon(Readiness { pipe: Some(File::from(write_end)) }))
         }
     }
 }
+
+/// The daemon's umask, in the foreground as under `-d`: 027, so that what
+/// it creates (pid file, socket, token, logs, workers' files) is never
+/// writable by its group nor accessible to others. Set before the daemon
+/// creates anything.
+pub(crate) fn restrict_umask() {
+    nix::sys::stat::umask(Mode::from_bits_truncate(UMASK));
+}
+
+const UMASK: u32 = 0o027;
 
 fn wait_ready(read_end: OwnedFd) -> u8 {
     let mut line = String::new();

@@ -22,7 +22,9 @@
 //! ```
 //!
 //! `run` parses the console arguments (`-d`, `-f`, `-v`, `-s`, `status`,
-//! `stop`, `call`, ...) and acts on them. This crate is the facade: the
+//! `stop`, `call`, ...) and acts on them. On tcp the control commands, and
+//! [`Client`], present the daemon's token by themselves: `--token`, else
+//! `FORKD_TOKEN`, else the token file the daemon wrote beside its pid file. This crate is the facade: the
 //! daemon's logic lives in `forkd-core`, generic over the operating system,
 //! and runs here on the real one.
 
@@ -33,9 +35,12 @@ mod console;
 mod daemonize;
 mod logger;
 mod systemd;
+#[cfg(test)]
+mod testdir;
+mod validate;
 
 pub use builder::Builder;
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
 
 pub use forkd_core::daemon::{codes, Config, Ctl, Info, StartError};
