@@ -126,9 +126,12 @@ pub trait Os: Sized + 'static {
     /// whose peer has closed is `BrokenPipe` (never a `SIGPIPE`).
     fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
 
-    /// Closes a descriptor. Closing one that is not open is a programmer
-    /// error in the caller and is ignored here. Closing the signal
-    /// descriptor uninstalls the handlers `install_signals` installed.
+    /// Closes a descriptor. Only descriptors this `Os` handed out (or, for
+    /// the real one, was given with `RealOs::adopt`) are closed: closing
+    /// any other, or one already closed, is a programmer error in the caller
+    /// and is ignored here, so that it cannot close a descriptor something
+    /// else holds. Closing the signal descriptor uninstalls the handlers
+    /// `install_signals` installed.
     fn close(&mut self, fd: Fd);
 
     /// Waits until one of `fds` is ready or `deadline` passes (`None`: no

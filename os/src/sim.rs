@@ -1151,6 +1151,8 @@ impl Os for SimOs {
         Ok(n)
     }
 
+    /// A simulated process only has the descriptors the world gave it, so a
+    /// number it was not given names nothing and its close does nothing.
     fn close(&mut self, fd: Fd) {
         let me = self.pid.0;
         let mut st = self.enter();

@@ -352,6 +352,8 @@ fn a_write_to_a_closed_peer_is_broken_pipe_not_sigpipe() {
         let mut ends = [0; 2];
         // Safety: `ends` has room for two descriptors.
         assert_eq!(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        os.adopt(Fd(ends[0]));
+        os.adopt(Fd(ends[1]));
         os.close(Fd(ends[0]));
         let err = os.write(Fd(ends[1]), b"x").expect_err("write to a pipe");
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
