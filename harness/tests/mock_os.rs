@@ -42,7 +42,7 @@ mock! {
         fn close(&mut self, fd: Fd);
         fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<usize>;
         fn shm_create(&mut self, len: usize) -> io::Result<Region>;
-        fn shm_unmap(&mut self, region: Region);
+        unsafe fn shm_unmap(&mut self, region: Region);
         fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
         fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
         fn remove_file(&mut self, path: &Path) -> io::Result<()>;

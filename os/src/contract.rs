@@ -237,7 +237,8 @@ pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
         Box::new(move |os: &mut O| {
             child_view.store(3, 0xfeed, Release);
             child_view.write_bytes(64, b"from the child");
-            os.shm_unmap(child_view);
+            // Safety: the child's only handle, not used after.
+            unsafe { os.shm_unmap(child_view) };
             0
         }),
     )
@@ -248,7 +249,8 @@ pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
     let mut buf = [0u8; 14];
     region.read_bytes(64, &mut buf);
     assert_eq!(&buf, b"from the child");
-    os.shm_unmap(region);
+    // Safety: the child's clone went with the child; nothing is used after.
+    unsafe { os.shm_unmap(region) };
 }
 
 pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
@@ -279,7 +281,8 @@ pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     let reaped = reap_n(os, sig, 1);
     assert_eq!(reaped, vec![(child, ExitStatus::Exited(0))], "the child saw the parent's write");
     assert_eq!(region.load(1, Acquire), 43, "and the parent sees the child's");
-    os.shm_unmap(region);
+    // Safety: the child's clone went with the child; nothing is used after.
+    unsafe { os.shm_unmap(region) };
 }
 
 pub fn pid_file_lock_is_exclusive<O: Os>(os: &mut O, dir: &Path) {

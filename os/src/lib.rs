@@ -146,7 +146,13 @@ pub trait Os: Sized + 'static {
     fn shm_create(&mut self, len: usize) -> io::Result<Region>;
 
     /// Unmaps a region from the calling process.
-    fn shm_unmap(&mut self, region: Region);
+    ///
+    /// # Safety
+    /// No other handle to the region may be used afterwards in this process:
+    /// not a clone of `region`, not a structure that keeps one (a channel
+    /// laid out on it). With a real mapping such a handle would read and
+    /// write unmapped memory, or whatever the kernel maps there next.
+    unsafe fn shm_unmap(&mut self, region: Region);
 
     /// Keeps a region out of the children spawned from now on
     /// (`MADV_DONTFORK`): a daemon shares each worker's region with that

@@ -206,8 +206,9 @@ impl Os for RealOs {
         memory::create(len)
     }
 
-    fn shm_unmap(&mut self, region: Region) {
-        memory::unmap(region)
+    unsafe fn shm_unmap(&mut self, region: Region) {
+        // Safety: the caller uses no other handle to the region afterwards.
+        unsafe { memory::unmap(region) }
     }
 
     fn shm_keep_from_children(&mut self, region: &Region) -> std::io::Result<()> {

@@ -1226,7 +1226,7 @@ impl Os for SimOs {
         Ok(())
     }
 
-    fn shm_unmap(&mut self, region: Region) {
+    unsafe fn shm_unmap(&mut self, region: Region) {
         let me = self.pid.0;
         let mut st = self.enter();
         if st.proc(me).regions.remove(&region.id()) {

@@ -478,7 +478,8 @@ fn a_shared_region_is_zeroed_and_whole_words() {
     for i in 0..region.len() / 8 {
         assert_eq!(region.load(i, Ordering::Relaxed), 0);
     }
-    os.shm_unmap(region);
+    // Safety: the only handle, not used after.
+    unsafe { os.shm_unmap(region) };
 }
 
 #[test]
@@ -497,7 +498,8 @@ fn a_shared_region_written_by_a_child_is_read_by_its_parent() {
         let mut bytes = [0u8; 5];
         region.read_bytes(0, &mut bytes);
         assert_eq!(&bytes, b"child");
-        os.shm_unmap(region);
+        // Safety: the child's clone went with the child; nothing is used after.
+        unsafe { os.shm_unmap(region) };
     });
 }
 
