@@ -11,7 +11,8 @@
 //! - `signals`: handlers that only record a signal and wake a self-pipe;
 //! - `net`, `io`: sockets, reads, writes and `poll`;
 //! - `memory`: anonymous shared mappings;
-//! - `files`: the pid file;
+//! - `files`: the pid file, private files and what a path names;
+//! - `random`: bytes for secrets from `getrandom(2)`;
 //! - `time`: the monotonic clock.
 //!
 //! Descriptors are plain numbers (`Fd`) that the caller closes through
@@ -34,6 +35,7 @@ mod isolated;
 mod memory;
 mod net;
 mod process;
+mod random;
 mod signals;
 mod time;
 
@@ -44,8 +46,8 @@ pub use isolated::isolated;
 pub use process::thread_count;
 
 use crate::{
-    Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Region, Signal,
-    SignalSet, SpawnOptions,
+    Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
+    Region, Signal, SignalSet, SpawnOptions,
 };
 use signals::SignalPipe;
 
@@ -225,5 +227,29 @@ impl Os for RealOs {
 
     fn file_exists(&self, path: &Path) -> bool {
         files::file_exists(path)
+    }
+
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        files::file_kind(path)
+    }
+
+    fn read_private_file(&mut self, path: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+        files::read_private_file(path, limit)
+    }
+
+    fn write_private_file(&mut self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        files::write_private_file(path, data)
+    }
+
+    fn uid(&self) -> u32 {
+        files::euid()
+    }
+
+    fn peer(&mut self, fd: Fd) -> std::io::Result<Peer> {
+        net::peer(fd)
+    }
+
+    fn random_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        random::fill(buf)
     }
 }

@@ -23,7 +23,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr};
 
 use crate::real::sys::retry;
-use crate::{Address, Fd, ListenOptions};
+use crate::{Address, Fd, ListenOptions, Peer, Pid};
 
 /// An `Address` as the kernel takes it.
 enum SocketAddress {
@@ -177,4 +177,30 @@ pub(super) fn socket_pair() -> io::Result<(Fd, Fd)> {
         )
     })?;
     Ok((Fd(a.into_raw_fd()), Fd(b.into_raw_fd())))
+}
+
+/// Who is at the other end of a connected stream: for unix, the
+/// credentials the kernel took when the peer connected (`SO_PEERCRED`),
+/// which the peer cannot forge; for tcp, its address.
+pub(super) fn peer(fd: Fd) -> io::Result<Peer> {
+    let local: SockaddrStorage = retry(|| socket::getsockname(fd.0))?;
+    match local.family() {
+        Some(AddressFamily::Unix) => {
+            // Safety: `fd` stays open for the duration of the call.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.0) };
+            let cred = retry(|| socket::getsockopt(&borrowed, sockopt::PeerCredentials))?;
+            Ok(Peer::Unix { pid: Pid(cred.pid()), uid: cred.uid(), gid: cred.gid() })
+        }
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            let remote: SockaddrStorage = retry(|| socket::getpeername(fd.0))?;
+            if let Some(sin) = remote.as_sockaddr_in() {
+                Ok(Peer::Tcp(std::net::SocketAddr::from(*sin)))
+            } else if let Some(sin6) = remote.as_sockaddr_in6() {
+                Ok(Peer::Tcp(std::net::SocketAddr::from(*sin6)))
+            } else {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "peer address of an unknown family"))
+            }
+        }
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a unix or tcp socket")),
+    }
 }
