@@ -130,6 +130,7 @@ macro_rules! for_each_check {
         $m!(private_file_round_trip);
         $m!(private_file_refused_when_others_may_read);
         $m!(pid_file_through_a_symlink_is_refused);
+        $m!(pid_file_held_by_an_heir_is_locked_by_other);
         $m!(unix_peer_is_the_connecting_process);
         $m!(random_bytes_fill_and_differ);
         $m!(unix_socket_mode_ignores_the_umask);
@@ -660,4 +661,55 @@ pub fn file_kind_tells_kinds_apart<O: Os + Tamper>(os: &mut O, dir: &Path) {
         os.remove_file(path).unwrap();
         assert_eq!(os.file_kind(path), None);
     }
+}
+
+/// A daemon died, but a process it forked still holds the lock it inherited
+/// (a stray worker): the lock is held, the pid the file names is gone.
+pub fn pid_file_held_by_an_heir_is_locked_by_other<O: Os>(os: &mut O, dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let path = dir.join("heir.pid");
+    let (here, there) = os.socket_pair().unwrap();
+    let child_path = path.clone();
+    let child = os
+        .spawn(
+            SpawnOptions::default(),
+            Box::new(move |os: &mut O| {
+                os.close(here);
+                let Ok(lock) = os.lock_pid_file(&child_path) else { return 1 };
+                let heir = os.spawn(
+                    SpawnOptions::default(),
+                    Box::new(move |os: &mut O| {
+                        // Holds the inherited lock until told to let go,
+                        // then says it has, and waits for the end.
+                        write_all(os, there, b"h");
+                        let mut buf = [0u8; 1];
+                        wait_ready(os, there, Ready::READ);
+                        if os.read(there, &mut buf).ok() != Some(1) {
+                            return 1;
+                        }
+                        os.close(lock);
+                        write_all(os, there, b"r");
+                        read_to_end(os, there);
+                        0
+                    }),
+                );
+                i32::from(heir.is_err())
+            }),
+        )
+        .unwrap();
+    let mut buf = [0u8; 1];
+    wait_ready(os, here, Ready::READ);
+    assert_eq!(os.read(here, &mut buf).unwrap(), 1, "the heir is up");
+    assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(0))]);
+    match os.lock_pid_file(&path) {
+        Err(PidFileError::LockedByOther(Some(pid))) => assert_eq!(pid, child.0, "the file names the dead locker"),
+        other => panic!("a lock held by an heir of a dead daemon: {other:?}"),
+    }
+    write_all(os, here, b"g");
+    wait_ready(os, here, Ready::READ);
+    assert_eq!(os.read(here, &mut buf).unwrap(), 1, "the heir let go");
+    let lock = os.lock_pid_file(&path).expect("the lock, once the heir let go");
+    os.close(lock);
+    os.close(here);
+    os.remove_file(&path).unwrap();
 }
