@@ -142,6 +142,11 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         Ok(os) => os,
         Err(e) => return fail(&mut hooks, &format!("{e}")),
     };
+    // The Os closes only descriptors it knows: systemd's listener is closed
+    // at stop, and the launcher's pipe in every worker forked before ready.
+    for fd in builder.daemon.config.listen_fd.into_iter().chain(hooks.private_fds()) {
+        os.adopt(fd);
+    }
     log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
     let pid = os.pid();
     match forkd_core::daemon::run(&mut os, builder.daemon, &mut hooks) {

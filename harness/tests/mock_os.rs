@@ -12,8 +12,8 @@ use forkd_core::daemon::{Config, Daemon, NoHooks, StartError};
 use forkd_core::worker::{run_worker, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE};
 use forkd_harness::wire::{self, Short};
 use forkd_os::{
-    Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Ready, Region,
-    Signal, SignalSet, SpawnOptions,
+    Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
+    Ready, Region, Signal, SignalSet, SpawnOptions,
 };
 use mockall::predicate::eq;
 use mockall::{mock, Sequence};
@@ -42,11 +42,17 @@ mock! {
         fn close(&mut self, fd: Fd);
         fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<usize>;
         fn shm_create(&mut self, len: usize) -> io::Result<Region>;
-        fn shm_unmap(&mut self, region: Region);
+        unsafe fn shm_unmap(&mut self, region: Region);
         fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
         fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
         fn remove_file(&mut self, path: &Path) -> io::Result<()>;
         fn file_exists(&self, path: &Path) -> bool;
+        fn file_kind(&self, path: &Path) -> Option<FileKind>;
+        fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
+        fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
+        fn uid(&self) -> u32;
+        fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
+        fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;
     }
 }
 

@@ -126,9 +126,12 @@ pub trait Os: Sized + 'static {
     /// whose peer has closed is `BrokenPipe` (never a `SIGPIPE`).
     fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
 
-    /// Closes a descriptor. Closing one that is not open is a programmer
-    /// error in the caller and is ignored here. Closing the signal
-    /// descriptor uninstalls the handlers `install_signals` installed.
+    /// Closes a descriptor. Only descriptors this `Os` handed out (or, for
+    /// the real one, was given with `RealOs::adopt`) are closed: closing
+    /// any other, or one already closed, is a programmer error in the caller
+    /// and is ignored here, so that it cannot close a descriptor something
+    /// else holds. Closing the signal descriptor uninstalls the handlers
+    /// `install_signals` installed.
     fn close(&mut self, fd: Fd);
 
     /// Waits until one of `fds` is ready or `deadline` passes (`None`: no
@@ -143,7 +146,13 @@ pub trait Os: Sized + 'static {
     fn shm_create(&mut self, len: usize) -> io::Result<Region>;
 
     /// Unmaps a region from the calling process.
-    fn shm_unmap(&mut self, region: Region);
+    ///
+    /// # Safety
+    /// No other handle to the region may be used afterwards in this process:
+    /// not a clone of `region`, not a structure that keeps one (a channel
+    /// laid out on it). With a real mapping such a handle would read and
+    /// write unmapped memory, or whatever the kernel maps there next.
+    unsafe fn shm_unmap(&mut self, region: Region);
 
     /// Keeps a region out of the children spawned from now on
     /// (`MADV_DONTFORK`): a daemon shares each worker's region with that
@@ -152,9 +161,17 @@ pub trait Os: Sized + 'static {
 
     // --- files -------------------------------------------------------------
 
-    /// Opens (creating if need be) and exclusively locks the pid file, then
-    /// writes the caller's pid into it. It never truncates a file whose lock
-    /// it did not get. The lock lives as long as the returned descriptor.
+    /// Opens (creating if need be, mode 0600) and exclusively locks the pid
+    /// file, then writes the caller's pid into it. It never truncates a file
+    /// whose lock it did not get. The lock lives as long as the returned
+    /// descriptor.
+    ///
+    /// What is at the path is judged first, without following a symbolic
+    /// link, and refused untouched with [`PidFileError::Unsafe`] when it is
+    /// a link, not a regular file, another user's than [`Os::uid`], or has
+    /// several hard links. A file of ours that group or others may read is
+    /// made 0600. A held lock is [`PidFileError::Locked`] when the pid the
+    /// file names runs, [`PidFileError::LockedByOther`] when it does not.
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
 
     /// Removes a file or a unix socket file.
@@ -165,46 +182,34 @@ pub trait Os: Sized + 'static {
 
     /// What is at `path`, without following a symbolic link; `None` when
     /// nothing is.
-    fn file_kind(&self, _path: &Path) -> Option<FileKind> {
-        None
-    }
+    fn file_kind(&self, path: &Path) -> Option<FileKind>;
 
     /// Reads a small file that must be private to the caller: `Ok(None)` when
     /// nothing is at `path`; an error (`PermissionDenied`, with a message
     /// saying why) when it is a symbolic link, not a regular file, owned by
     /// another user than [`Os::uid`], or readable or writable by group or
     /// others. At most `limit` bytes are read (`InvalidData` past it).
-    fn read_private_file(&mut self, _path: &Path, _limit: usize) -> io::Result<Option<Vec<u8>>> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
 
     /// Creates a new file of mode 0600 holding `data` (`O_CREAT | O_EXCL |
     /// O_NOFOLLOW`): `AlreadyExists` when anything is at `path`, a dangling
     /// symbolic link included. A file that could not be written whole is
     /// removed again.
-    fn write_private_file(&mut self, _path: &Path, _data: &[u8]) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
 
     // --- identity of peers -------------------------------------------------
 
     /// The calling process's effective user id.
-    fn uid(&self) -> u32 {
-        0
-    }
+    fn uid(&self) -> u32;
 
     /// Who is at the other end of an accepted or connected stream: the
     /// credentials the kernel recorded at connect time (`SO_PEERCRED`) for a
     /// unix socket, the peer's address for tcp.
-    fn peer(&mut self, _fd: Fd) -> io::Result<Peer> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
 
     /// Fills `buf` with random bytes fit for secrets (`getrandom(2)` on the
     /// real kernel; drawn from the world's seed in the simulation).
-    fn random_bytes(&mut self, _buf: &mut [u8]) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;
 
     // --- observation -------------------------------------------------------
 

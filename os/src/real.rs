@@ -11,11 +11,19 @@
 //! - `signals`: handlers that only record a signal and wake a self-pipe;
 //! - `net`, `io`: sockets, reads, writes and `poll`;
 //! - `memory`: anonymous shared mappings;
-//! - `files`: the pid file;
+//! - `files`: the pid file, private files and what a path names;
+//! - `random`: bytes for secrets from `getrandom(2)`;
 //! - `time`: the monotonic clock.
 //!
-//! Descriptors are plain numbers (`Fd`) that the caller owns and closes;
-//! `RealOs` owns only its signal pipe. Forking is refused in a process with
+//! Descriptors are plain numbers (`Fd`) that the caller closes through
+//! `Os::close`. `RealOs` remembers which numbers it handed out, and `close`
+//! ignores any other: a stale or foreign number must not close a descriptor
+//! that something else in the process holds (a log file, a service
+//! manager's socket). A descriptor that came from elsewhere and is the
+//! caller's to close is given to [`RealOs::adopt`] first. A forked child
+//! copies the `RealOs` value, and with it the set of what it inherited.
+//! `forkd-os` has no logger, so an ignored close is silent.
+//! `RealOs` owns its signal pipe itself. Forking is refused in a process with
 //! several threads (see `process`), which is why [`thread_count`] is public:
 //! a daemon checks it before it starts anything.
 
@@ -27,17 +35,19 @@ mod isolated;
 mod memory;
 mod net;
 mod process;
+mod random;
 mod signals;
 mod time;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 pub use isolated::isolated;
 pub use process::thread_count;
 
 use crate::{
-    Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Region, Signal,
-    SignalSet, SpawnOptions,
+    Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
+    Region, Signal, SignalSet, SpawnOptions,
 };
 use signals::SignalPipe;
 
@@ -47,11 +57,38 @@ pub struct RealOs {
     pid: Pid,
     /// Made by the first `install_signals`; a spawned child starts without.
     signals: Option<SignalPipe>,
+    /// The descriptors handed out and not yet closed, which `close` may
+    /// close; any other number it ignores.
+    owned: BTreeSet<i32>,
 }
 
 impl RealOs {
     pub fn new() -> std::io::Result<RealOs> {
-        Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None })
+        Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: BTreeSet::new() })
+    }
+
+    /// Makes a descriptor this `RealOs` did not create its own, so that
+    /// [`Os::close`] closes it: one handed over by a service manager (fd 3
+    /// of systemd's socket activation), or one the caller opened itself and
+    /// wants closed through the `Os`, in forked children too.
+    ///
+    /// ```
+    /// use forkd_os::{real::RealOs, Fd, Os};
+    /// use std::os::fd::IntoRawFd;
+    ///
+    /// let mut os = RealOs::new().unwrap();
+    /// let fd = Fd(std::fs::File::open("/dev/null").unwrap().into_raw_fd());
+    /// os.adopt(fd);
+    /// os.close(fd);
+    /// ```
+    pub fn adopt(&mut self, fd: Fd) {
+        self.owned.insert(fd.0);
+    }
+
+    /// Records a descriptor just handed out.
+    fn owns(&mut self, fd: Fd) -> Fd {
+        self.owned.insert(fd.0);
+        fd
     }
 }
 
@@ -110,6 +147,8 @@ impl Os for RealOs {
             Some(pipe) => pipe,
             none => none.insert(SignalPipe::new()?),
         };
+        // The pipe is not in `owned`: `close` knows it by its number, and a
+        // forked child, which drops the pipe, must not close that number.
         pipe.install(signals)?;
         Ok(pipe.fd())
     }
@@ -122,19 +161,20 @@ impl Os for RealOs {
     }
 
     fn listen(&mut self, addr: &Address, opts: ListenOptions) -> std::io::Result<Fd> {
-        net::listen(addr, opts)
+        net::listen(addr, opts).map(|fd| self.owns(fd))
     }
 
     fn accept(&mut self, listener: Fd) -> std::io::Result<Fd> {
-        net::accept(listener)
+        net::accept(listener).map(|fd| self.owns(fd))
     }
 
     fn connect(&mut self, addr: &Address) -> std::io::Result<Fd> {
-        net::connect(addr)
+        net::connect(addr).map(|fd| self.owns(fd))
     }
 
     fn socket_pair(&mut self) -> std::io::Result<(Fd, Fd)> {
-        net::socket_pair()
+        let (a, b) = net::socket_pair()?;
+        Ok((self.owns(a), self.owns(b)))
     }
 
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -152,7 +192,12 @@ impl Os for RealOs {
             self.signals = None;
             return;
         }
-        io::close(fd)
+        // A number this Os did not hand out (or has closed) is someone
+        // else's, or stale: closing it could close what another part of
+        // the process has just opened.
+        if self.owned.remove(&fd.0) {
+            io::close(fd)
+        }
     }
 
     fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> std::io::Result<usize> {
@@ -163,8 +208,9 @@ impl Os for RealOs {
         memory::create(len)
     }
 
-    fn shm_unmap(&mut self, region: Region) {
-        memory::unmap(region)
+    unsafe fn shm_unmap(&mut self, region: Region) {
+        // Safety: the caller uses no other handle to the region afterwards.
+        unsafe { memory::unmap(region) }
     }
 
     fn shm_keep_from_children(&mut self, region: &Region) -> std::io::Result<()> {
@@ -172,7 +218,7 @@ impl Os for RealOs {
     }
 
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
-        files::lock_pid_file(path, self.pid)
+        files::lock_pid_file(path, self.pid).map(|fd| self.owns(fd))
     }
 
     fn remove_file(&mut self, path: &Path) -> std::io::Result<()> {
@@ -181,5 +227,29 @@ impl Os for RealOs {
 
     fn file_exists(&self, path: &Path) -> bool {
         files::file_exists(path)
+    }
+
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        files::file_kind(path)
+    }
+
+    fn read_private_file(&mut self, path: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+        files::read_private_file(path, limit)
+    }
+
+    fn write_private_file(&mut self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        files::write_private_file(path, data)
+    }
+
+    fn uid(&self) -> u32 {
+        files::euid()
+    }
+
+    fn peer(&mut self, fd: Fd) -> std::io::Result<Peer> {
+        net::peer(fd)
+    }
+
+    fn random_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        random::fill(buf)
     }
 }

@@ -10,7 +10,11 @@
 //! the code that lays out a channel on a region is one code for both worlds.
 //! A `Region` never unmaps itself on drop: unmapping is an `Os` call
 //! (`Os::shm_unmap`), because a forked child must not tear down the parent's
-//! view and the simulation must see every unmap to check for leaks.
+//! view and the simulation must see every unmap to check for leaks. That
+//! call is `unsafe`: a `Region` is `Clone`, and nothing stops a clone from
+//! being used after another handle was unmapped, so the caller promises
+//! that none is. The simulated buffer would survive such a use; a real
+//! mapping would not.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -26,7 +30,8 @@ pub struct Region {
 }
 
 // Safety: the memory behind `base` is only ever accessed through atomics, and
-// stays mapped until `Os::shm_unmap` consumes the last handle the caller uses.
+// stays mapped until `Os::shm_unmap`, whose caller promises that no handle
+// (clones included) is used afterwards.
 unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 

@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use crate::rng::SplitMix64;
 use crate::{
-    Address, Entry, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Ready, Region,
-    Signal, SignalSet, SpawnOptions,
+    Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
+    Ready, Region, Signal, SignalSet, SpawnOptions,
 };
 
 /// Bytes a simulated stream buffers in each direction before writes block.
@@ -51,6 +51,12 @@ pub const INIT_PID: Pid = Pid(1);
 
 /// The pid of the first process a world runs.
 pub const ROOT_PID: Pid = Pid(100);
+
+/// The umask a world's first process starts with, as most shells set it.
+pub const DEFAULT_UMASK: u32 = 0o022;
+
+/// The first port of the range a simulated tcp client connects from.
+const EPHEMERAL_PORTS: u16 = 40_000;
 
 /// How often each kind of fault happens, in parts per million of the calls
 /// that can suffer it.
@@ -246,6 +252,11 @@ struct Proc {
     death_signal: Option<Signal>,
     wake: Arc<Condvar>,
     niceness: i32,
+    /// Its effective user and group, inherited by its children.
+    uid: u32,
+    gid: u32,
+    /// Bits taken from the mode of a file it creates, inherited too.
+    umask: u32,
 }
 
 impl Proc {
@@ -265,6 +276,9 @@ impl Proc {
             death_signal: None,
             wake: Arc::new(Condvar::new()),
             niceness: 0,
+            uid: 0,
+            gid: 0,
+            umask: DEFAULT_UMASK,
         }
     }
 
@@ -280,7 +294,7 @@ impl Proc {
 #[derive(Debug)]
 enum Object {
     Stream { conn: u64, side: usize },
-    Listener { addr: Address, backlog: VecDeque<u64>, max: usize, open: bool },
+    Listener { addr: Address, backlog: VecDeque<u64>, max: usize, open: bool, owner: End },
     SignalWake { pid: i32 },
     PidLock { path: PathBuf },
 }
@@ -300,11 +314,46 @@ struct Conn {
     /// `bufs[s]` holds what side `s` wrote and the other side has yet to read.
     bufs: [VecDeque<u8>; 2],
     open: [bool; 2],
+    /// What `peer` on side `s` answers: `ends[1 - s]`, who is at the other
+    /// end, as the kernel recorded it when the connection was made.
+    ends: [End; 2],
 }
 
+/// Who made one end of a connection.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// The process that connected, listened or made the pair, with the
+    /// user and group it had then.
+    Unix {
+        pid: Pid,
+        uid: u32,
+        gid: u32,
+    },
+    Tcp(SocketAddr),
+}
+
+impl End {
+    fn of(p: &Proc) -> End {
+        End::Unix { pid: p.pid, uid: p.uid, gid: p.gid }
+    }
+}
+
+/// What a path of the simulated file system holds. Hard links are not
+/// modelled: every file has one name.
 enum FileNode {
-    Regular { content: Vec<u8>, lock: Option<u64> },
-    Socket,
+    Regular { content: Vec<u8>, lock: Option<u64>, uid: u32, mode: u32 },
+    Socket { mode: u32 },
+    Symlink { target: PathBuf },
+}
+
+impl FileNode {
+    fn kind(&self) -> FileKind {
+        match self {
+            FileNode::Regular { .. } => FileKind::Regular,
+            FileNode::Socket { .. } => FileKind::Socket,
+            FileNode::Symlink { .. } => FileKind::Symlink,
+        }
+    }
 }
 
 struct State {
@@ -448,6 +497,24 @@ impl State {
                 }
             }
         }
+    }
+
+    /// `path` with its symbolic links followed, as a kernel call that
+    /// follows them sees it; `ELOOP` past a depth of 40, as on Linux.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let mut path = path.to_path_buf();
+        for _ in 0..40 {
+            match self.files.get(&path) {
+                Some(FileNode::Symlink { target }) => {
+                    path = match path.parent() {
+                        Some(dir) => dir.join(target),
+                        None => target.clone(),
+                    };
+                }
+                _ => return Ok(path),
+            }
+        }
+        Err(io::Error::from_raw_os_error(40)) // ELOOP
     }
 
     fn readiness(&self, pid: i32, fd: i32, interest: Ready) -> Ready {
@@ -903,6 +970,9 @@ impl Os for SimOs {
         let regions: BTreeSet<u64> =
             parent.regions.iter().copied().filter(|r| !st.dont_fork.contains(&(me, *r))).collect();
         child.niceness = parent.niceness;
+        child.uid = parent.uid;
+        child.gid = parent.gid;
+        child.umask = parent.umask;
         for (fd, id) in &fds {
             st.objects.get_mut(id).unwrap().1 += 1;
             child.fds.insert(*fd, *id);
@@ -1013,7 +1083,9 @@ impl Os for SimOs {
                 if st.files.contains_key(path) {
                     return Err(io::Error::from_raw_os_error(98)); // EADDRINUSE
                 }
-                st.files.insert(path.clone(), FileNode::Socket);
+                // Made under a umask that lets exactly `unix_mode` through,
+                // as the real bind is: the process's own umask plays no part.
+                st.files.insert(path.clone(), FileNode::Socket { mode: opts.unix_mode & 0o777 });
             }
             Address::Tcp(sa) => {
                 if st.tcp_ports.contains_key(sa) {
@@ -1022,7 +1094,12 @@ impl Os for SimOs {
             }
         }
         let max = opts.backlog.max(1) as usize;
-        let id = st.new_object(Object::Listener { addr: addr.clone(), backlog: VecDeque::new(), max, open: true });
+        let owner = match addr {
+            Address::Unix(_) => End::of(&st.procs[&me]),
+            Address::Tcp(sa) => End::Tcp(*sa),
+        };
+        let id =
+            st.new_object(Object::Listener { addr: addr.clone(), backlog: VecDeque::new(), max, open: true, owner });
         if let Address::Tcp(sa) = addr {
             st.tcp_ports.insert(*sa, id);
         }
@@ -1058,15 +1135,25 @@ impl Os for SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         let listener = match addr {
-            Address::Unix(path) => match st.files.get(path) {
-                None => return Err(io::Error::from_raw_os_error(2)), // ENOENT
-                Some(FileNode::Regular { .. }) => return Err(io::Error::from_raw_os_error(111)),
-                Some(FileNode::Socket) => st
-                    .objects
-                    .iter()
-                    .find(|(_, (o, _))| matches!(o, Object::Listener { addr: a, open: true, .. } if a == addr))
-                    .map(|(id, _)| *id),
-            },
+            Address::Unix(path) => {
+                // connect follows symbolic links, as the kernel's does.
+                let path = st.resolve(path)?;
+                match st.files.get(&path) {
+                    None => return Err(io::Error::from_raw_os_error(2)), // ENOENT
+                    Some(FileNode::Regular { .. } | FileNode::Symlink { .. }) => {
+                        return Err(io::Error::from_raw_os_error(111))
+                    }
+                    Some(FileNode::Socket { .. }) => {
+                        let target = Address::Unix(path);
+                        st.objects
+                            .iter()
+                            .find(
+                                |(_, (o, _))| matches!(o, Object::Listener { addr: a, open: true, .. } if *a == target),
+                            )
+                            .map(|(id, _)| *id)
+                    }
+                }
+            }
             Address::Tcp(sa) => st.tcp_ports.get(sa).copied(),
         };
         let Some(listener) = listener else {
@@ -1074,15 +1161,26 @@ impl Os for SimOs {
             return Err(io::Error::from_raw_os_error(111)); // ECONNREFUSED
         };
         let conn = st.next_conn;
-        let Object::Listener { backlog, max, .. } = &mut st.objects.get_mut(&listener).unwrap().0 else {
+        let client = match addr {
+            Address::Unix(_) => End::of(&st.procs[&me]),
+            Address::Tcp(_) => {
+                let port = EPHEMERAL_PORTS + (conn % 20_000) as u16;
+                End::Tcp(SocketAddr::from(([127, 0, 0, 1], port)))
+            }
+        };
+        let Object::Listener { backlog, max, owner, .. } = &mut st.objects.get_mut(&listener).unwrap().0 else {
             unreachable!()
         };
         if backlog.len() >= *max {
             return Err(io::Error::from_raw_os_error(11)); // EAGAIN: backlog full
         }
         backlog.push_back(conn);
+        let server = *owner;
         st.next_conn += 1;
-        st.conns.insert(conn, Conn { bufs: [VecDeque::new(), VecDeque::new()], open: [true, true] });
+        st.conns.insert(
+            conn,
+            Conn { bufs: [VecDeque::new(), VecDeque::new()], open: [true, true], ends: [client, server] },
+        );
         let obj = st.new_object(Object::Stream { conn, side: 0 });
         let fd = st.install_fd(me, obj);
         st.trace_line(me, format_args!("connect {addr} -> fd {fd} (conn {conn})"));
@@ -1094,7 +1192,8 @@ impl Os for SimOs {
         let mut st = self.enter();
         let conn = st.next_conn;
         st.next_conn += 1;
-        st.conns.insert(conn, Conn { bufs: [VecDeque::new(), VecDeque::new()], open: [true, true] });
+        let end = End::of(&st.procs[&me]);
+        st.conns.insert(conn, Conn { bufs: [VecDeque::new(), VecDeque::new()], open: [true, true], ends: [end, end] });
         let a = st.new_object(Object::Stream { conn, side: 0 });
         let b = st.new_object(Object::Stream { conn, side: 1 });
         let fa = st.install_fd(me, a);
@@ -1151,6 +1250,8 @@ impl Os for SimOs {
         Ok(n)
     }
 
+    /// A simulated process only has the descriptors the world gave it, so a
+    /// number it was not given names nothing and its close does nothing.
     fn close(&mut self, fd: Fd) {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -1224,7 +1325,7 @@ impl Os for SimOs {
         Ok(())
     }
 
-    fn shm_unmap(&mut self, region: Region) {
+    unsafe fn shm_unmap(&mut self, region: Region) {
         let me = self.pid.0;
         let mut st = self.enter();
         if st.proc(me).regions.remove(&region.id()) {
@@ -1236,18 +1337,36 @@ impl Os for SimOs {
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
         let me = self.pid.0;
         let mut st = self.enter();
-        let node = st.files.entry(path.to_path_buf()).or_insert(FileNode::Regular { content: Vec::new(), lock: None });
-        match node {
-            FileNode::Socket => return Err(PidFileError::Io(io::Error::from_raw_os_error(6))), // ENXIO
-            FileNode::Regular { content, lock: Some(_) } => {
-                let pid = std::str::from_utf8(content).ok().and_then(|s| s.trim().parse().ok());
-                st.trace_line(me, format_args!("lock {} -> locked", path.display()));
-                return Err(PidFileError::Locked(pid));
+        let (uid, umask) = (st.procs[&me].uid, st.procs[&me].umask);
+        let fresh = FileNode::Regular { content: Vec::new(), lock: None, uid, mode: 0o600 & !umask };
+        // The real arm's rules, in its order: what is at the path is judged
+        // before anything is done to it, and a refused file is left alone.
+        let held = match st.files.entry(path.to_path_buf()).or_insert(fresh) {
+            FileNode::Symlink { .. } => Err(PidFileError::Unsafe("is a symbolic link".into())),
+            FileNode::Socket { .. } => Err(PidFileError::Io(io::Error::from_raw_os_error(6))), // ENXIO
+            FileNode::Regular { uid: owner, .. } if *owner != uid => {
+                Err(PidFileError::Unsafe(format!("owned by uid {owner}, not this daemon's user ({uid})")))
             }
-            FileNode::Regular { .. } => {}
+            FileNode::Regular { content, lock, mode, .. } => {
+                if *mode & 0o077 != 0 {
+                    *mode = 0o600;
+                }
+                Ok(lock.map(|_| std::str::from_utf8(content).ok().and_then(|s| s.trim().parse::<i32>().ok())))
+            }
+        };
+        let refusal = match held {
+            Err(e) => Some(e),
+            Ok(None) => None,
+            // As `kill(pid, 0)` tells it: a zombie not yet reaped still runs.
+            Ok(Some(Some(pid))) if pid > 0 && st.procs.contains_key(&pid) => Some(PidFileError::Locked(Some(pid))),
+            Ok(Some(named)) => Some(PidFileError::LockedByOther(named)),
+        };
+        if let Some(e) = refusal {
+            st.trace_line(me, format_args!("lock {} -> {e}", path.display()));
+            return Err(e);
         }
         let id = st.new_object(Object::PidLock { path: path.to_path_buf() });
-        if let Some(FileNode::Regular { content, lock }) = st.files.get_mut(path) {
+        if let Some(FileNode::Regular { content, lock, .. }) = st.files.get_mut(path) {
             *lock = Some(id);
             *content = format!("{me}\n").into_bytes();
         }
@@ -1270,6 +1389,78 @@ impl Os for SimOs {
         self.shared.lock().files.contains_key(path)
     }
 
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        self.shared.lock().files.get(path).map(FileNode::kind)
+    }
+
+    fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let uid = st.procs[&me].uid;
+        let denied = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        let result = match st.files.get(path) {
+            None => Ok(None),
+            Some(FileNode::Symlink { .. }) => denied("is a symbolic link".into()),
+            Some(FileNode::Socket { .. }) => denied("not a regular file".into()),
+            Some(FileNode::Regular { uid: owner, .. }) if *owner != uid => {
+                denied(format!("owned by uid {owner}, not this daemon's user ({uid})"))
+            }
+            Some(FileNode::Regular { mode, .. }) if mode & 0o077 != 0 => {
+                denied(format!("readable or writable by others (mode {mode:04o})"))
+            }
+            Some(FileNode::Regular { content, .. }) if content.len() > limit => {
+                Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")))
+            }
+            Some(FileNode::Regular { content, .. }) => Ok(Some(content.clone())),
+        };
+        let outcome = match &result {
+            Ok(Some(data)) => format!("{} bytes", data.len()),
+            Ok(None) => "none".to_string(),
+            Err(e) => e.to_string(),
+        };
+        st.trace_line(me, format_args!("read private {} -> {outcome}", path.display()));
+        result
+    }
+
+    fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        if st.files.contains_key(path) {
+            st.trace_line(me, format_args!("write private {} -> exists", path.display()));
+            return Err(io::Error::from_raw_os_error(17)); // EEXIST
+        }
+        let uid = st.procs[&me].uid;
+        st.files.insert(path.to_path_buf(), FileNode::Regular { content: data.to_vec(), lock: None, uid, mode: 0o600 });
+        st.trace_line(me, format_args!("write private {} -> {} bytes", path.display(), data.len()));
+        Ok(())
+    }
+
+    fn uid(&self) -> u32 {
+        self.shared.lock().procs[&self.pid.0].uid
+    }
+
+    fn peer(&mut self, fd: Fd) -> io::Result<Peer> {
+        let me = self.pid.0;
+        let st = self.enter();
+        let (conn, side) = Self::stream_of(&st, me, fd)?;
+        Ok(match st.conns[&conn].ends[1 - side] {
+            End::Unix { pid, uid, gid } => Peer::Unix { pid, uid, gid },
+            End::Tcp(addr) => Peer::Tcp(addr),
+        })
+    }
+
+    /// Drawn from the world's generator, so a seed replays its secrets too.
+    fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        for chunk in buf.chunks_mut(8) {
+            let word = st.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        st.trace_line(me, format_args!("random {} bytes", buf.len()));
+        Ok(())
+    }
+
     fn note(&mut self, event: std::fmt::Arguments<'_>) {
         let me = self.pid.0;
         let mut st = self.shared.lock();
@@ -1277,7 +1468,82 @@ impl Os for SimOs {
     }
 }
 
+/// Helpers for tests and harnesses: they act on the world directly, not
+/// through an `Os` call a real process could make, to set up what a
+/// scenario needs (another user's file, a process of another user).
 impl SimOs {
+    /// Puts a regular file at `path`, owned by `uid`, with permission bits
+    /// `mode` and `content`, replacing whatever was there: what another
+    /// user or a careless tool may have left for the daemon to find.
+    pub fn plant_file(&mut self, path: &Path, uid: u32, mode: u32, content: &[u8]) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let node = FileNode::Regular { content: content.to_vec(), lock: None, uid, mode: mode & 0o7777 };
+        st.files.insert(path.to_path_buf(), node);
+        st.trace_line(me, format_args!("plant file {} uid {uid} mode {mode:04o}", path.display()));
+    }
+
+    /// Puts a symbolic link to `target` at `path`, replacing whatever was
+    /// there. The world follows it where the kernel would (`connect`) and
+    /// refuses it where `O_NOFOLLOW` would.
+    pub fn plant_symlink(&mut self, path: &Path, target: &Path) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.files.insert(path.to_path_buf(), FileNode::Symlink { target: target.to_path_buf() });
+        st.trace_line(me, format_args!("plant symlink {} -> {}", path.display(), target.display()));
+    }
+
+    /// Sets the permission bits of the regular file or socket at `path`
+    /// (`chmod`, which follows no link here); `false` if there is none.
+    pub fn set_file_mode(&mut self, path: &Path, mode: u32) -> bool {
+        let mut st = self.enter();
+        match st.files.get_mut(path) {
+            Some(FileNode::Regular { mode: m, .. } | FileNode::Socket { mode: m }) => {
+                *m = mode & 0o7777;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The permission bits of what is at `path` (`lstat`: a link's own are
+    /// 0777), for tests.
+    pub fn file_mode(&self, path: &Path) -> Option<u32> {
+        self.shared.lock().files.get(path).map(|node| match node {
+            FileNode::Regular { mode, .. } | FileNode::Socket { mode } => *mode,
+            FileNode::Symlink { .. } => 0o777,
+        })
+    }
+
+    /// Makes the calling process run as user `uid` from now on; the
+    /// children it spawns afterwards inherit it. A harness client calls it
+    /// to connect "as another user": the daemon's `peer` then tells that
+    /// uid.
+    pub fn set_uid(&mut self, uid: u32) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.proc(me).uid = uid;
+        st.trace_line(me, format_args!("set uid {uid}"));
+    }
+
+    /// As [`SimOs::set_uid`], for the process's group.
+    pub fn set_gid(&mut self, gid: u32) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.proc(me).gid = gid;
+        st.trace_line(me, format_args!("set gid {gid}"));
+    }
+
+    /// Sets the calling process's umask and returns the previous one
+    /// (children inherit it). It shapes the files the world creates for it
+    /// as the kernel's does: a new pid file gets `0600 & !umask`; a unix
+    /// socket and a private file get their own mode whatever it is.
+    pub fn set_umask(&mut self, umask: u32) -> u32 {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        std::mem::replace(&mut st.proc(me).umask, umask & 0o777)
+    }
+
     /// The content of a simulated file, for tests.
     pub fn file_content(&self, path: &Path) -> Option<Vec<u8>> {
         match self.shared.lock().files.get(path) {

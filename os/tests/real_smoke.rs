@@ -352,6 +352,8 @@ fn a_write_to_a_closed_peer_is_broken_pipe_not_sigpipe() {
         let mut ends = [0; 2];
         // Safety: `ends` has room for two descriptors.
         assert_eq!(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        os.adopt(Fd(ends[0]));
+        os.adopt(Fd(ends[1]));
         os.close(Fd(ends[0]));
         let err = os.write(Fd(ends[1]), b"x").expect_err("write to a pipe");
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
@@ -476,7 +478,8 @@ fn a_shared_region_is_zeroed_and_whole_words() {
     for i in 0..region.len() / 8 {
         assert_eq!(region.load(i, Ordering::Relaxed), 0);
     }
-    os.shm_unmap(region);
+    // Safety: the only handle, not used after.
+    unsafe { os.shm_unmap(region) };
 }
 
 #[test]
@@ -495,7 +498,8 @@ fn a_shared_region_written_by_a_child_is_read_by_its_parent() {
         let mut bytes = [0u8; 5];
         region.read_bytes(0, &mut bytes);
         assert_eq!(&bytes, b"child");
-        os.shm_unmap(region);
+        // Safety: the child's clone went with the child; nothing is used after.
+        unsafe { os.shm_unmap(region) };
     });
 }
 

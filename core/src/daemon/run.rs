@@ -606,7 +606,9 @@ impl Loop<'_> {
         self.ctl.views[id].state = None;
         os.close(link.wake);
         if !crate::planted::active(crate::planted::Bug::KeepOldRegion) {
-            os.shm_unmap(link.region);
+            // Safety: the link is out of the table; its channel, the only
+            // other handle here, is dropped unused with the rest of it.
+            unsafe { os.shm_unmap(link.region) };
         }
         let name = self.worker_name(id);
         if let Some((_, join, _)) = link.in_flight {
@@ -1045,7 +1047,8 @@ impl Loop<'_> {
             Ok(p) => p,
             Err(e) => {
                 log::error!("worker {}: socketpair: {e}", spec.name);
-                os.shm_unmap(region);
+                // Safety: `channel` is not used after this return.
+                unsafe { os.shm_unmap(region) };
                 self.ctl.sup.spawn_failed(id, now);
                 return;
             }
@@ -1105,7 +1108,9 @@ impl Loop<'_> {
                 log::error!("worker {}: cannot fork: {e}", spec.name);
                 os.close(ours);
                 os.close(theirs);
-                os.shm_unmap(region);
+                // Safety: the child's channel went with the failed spawn's
+                // entry, and `channel` is not used after this arm.
+                unsafe { os.shm_unmap(region) };
                 self.ctl.sup.spawn_failed(id, now);
             }
         }

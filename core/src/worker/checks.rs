@@ -118,7 +118,8 @@ impl Spawned {
     /// Releases the daemon's end: the socket and the region.
     pub fn release<O: Os>(self, os: &mut O) {
         os.close(self.wake);
-        os.shm_unmap(self.channel.into_region());
+        // Safety: `self` is consumed; its channel was the test's only handle.
+        unsafe { os.shm_unmap(self.channel.into_region()) };
     }
 }
 
@@ -267,7 +268,8 @@ pub fn daemon_gone<O: Os>(os: &mut O, looptime: Duration) {
         Ok(vec![json!({ "spinup": 0 }), json!({ "spindown": true })]),
         "an orphaned worker runs spindown"
     );
-    os.shm_unmap(s.channel.into_region());
+    // Safety: the channel was the test's only handle and is consumed here.
+    unsafe { os.shm_unmap(s.channel.into_region()) };
 }
 
 /// SIGTERM stops a worker gracefully.

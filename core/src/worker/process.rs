@@ -131,7 +131,9 @@ pub fn run_worker<O: Os>(os: &mut O, spec: WorkerProcess) -> i32 {
         Err(code) => code,
     };
     os.close(wake);
-    os.shm_unmap(channel.into_region());
+    // Safety: the runner and its clone of the channel are gone; this is the
+    // worker's last handle.
+    unsafe { os.shm_unmap(channel.into_region()) };
     code
 }
 

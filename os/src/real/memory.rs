@@ -29,12 +29,14 @@ pub(super) fn create(len: usize) -> io::Result<Region> {
     Ok(unsafe { Region::from_raw(base, len.get() / 8, base as u64) })
 }
 
-pub(super) fn unmap(region: Region) {
+/// # Safety
+/// As `Os::shm_unmap`: no other handle to the region is used afterwards.
+pub(super) unsafe fn unmap(region: Region) {
     let Some(base) = NonNull::new(region.as_ptr().cast_mut().cast()) else {
         return;
     };
-    // Safety: the region describes a whole mapping `create` made, which the
-    // caller gives up by handing the region over.
+    // Safety: the region describes a whole mapping `create` made, and the
+    // caller promises that no handle to it is used again.
     let unmapped = retry(|| unsafe { mman::munmap(base, region.len()) });
     debug_assert!(unmapped.is_ok(), "munmap {region:?}: {unmapped:?}");
 }

@@ -5,22 +5,25 @@
 //! slip in between. The exception is `connect`, which blocks for the
 //! connection itself and turns non-blocking once connected.
 //!
-//! A unix socket file gets its mode between `bind` and `listen`: the file
-//! exists from `bind` on, but a connect to it is refused until `listen`, so
-//! no client can ever connect under the mode the umask gave it.
+//! A unix socket file gets its mode at its creation: `bind` creates it under
+//! the process's umask, so the umask is set to let exactly the wanted bits
+//! through for the duration of the call, and put back right after. A
+//! `chmod` after `bind` would leave a moment in which the file has the
+//! mode the old umask gave it, and would follow a symbolic link swapped in
+//! for the socket. The umask is process-wide, which is safe here only
+//! because a daemon runs one thread.
 //!
 //! Errors are the kernel's own (`EADDRINUSE` for an existing file, `ENOENT`
 //! for a missing one, `ECONNREFUSED`): the caller adds what it was doing.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr};
 
-use crate::real::sys::{c_path, retry};
-use crate::{Address, Fd, ListenOptions};
+use crate::real::sys::retry;
+use crate::{Address, Fd, ListenOptions, Peer, Pid};
 
 /// An `Address` as the kernel takes it.
 enum SocketAddress {
@@ -67,9 +70,8 @@ pub(super) fn listen(addr: &Address, opts: ListenOptions) -> io::Result<Fd> {
     let fd = stream_socket(sockaddr.family(), SockFlag::SOCK_NONBLOCK)?;
     match addr {
         Address::Unix(path) => {
-            retry(|| socket::bind(fd.as_raw_fd(), sockaddr.as_sockaddr()))?;
-            let listening = chmod(path, opts.unix_mode).and_then(|()| listen_on(&fd, opts.backlog));
-            if let Err(e) = listening {
+            bind_with_mode(&fd, &sockaddr, opts.unix_mode)?;
+            if let Err(e) = listen_on(&fd, opts.backlog) {
                 // The file is ours, made a moment ago: leave nothing behind.
                 let _ = std::fs::remove_file(path);
                 return Err(e);
@@ -86,11 +88,15 @@ pub(super) fn listen(addr: &Address, opts: ListenOptions) -> io::Result<Fd> {
     Ok(Fd(fd.into_raw_fd()))
 }
 
-fn chmod(path: &Path, mode: u32) -> io::Result<()> {
-    let path = c_path(path)?;
-    // Safety: `path` is a nul-terminated string.
-    syscall!(chmod(path.as_ptr(), mode as libc::mode_t))?;
-    Ok(())
+/// Binds a unix socket whose file is created with permission bits `mode`.
+fn bind_with_mode(fd: &OwnedFd, sockaddr: &SocketAddress, mode: u32) -> io::Result<()> {
+    let mask = !mode & 0o777;
+    // Safety: umask cannot fail; it only swaps the process's mask.
+    let previous = unsafe { libc::umask(mask as libc::mode_t) };
+    let bound = retry(|| socket::bind(fd.as_raw_fd(), sockaddr.as_sockaddr()));
+    // Safety: as above; the previous mask is back, whatever bind did.
+    unsafe { libc::umask(previous) };
+    bound
 }
 
 fn listen_on(fd: &OwnedFd, backlog: i32) -> io::Result<()> {
@@ -171,4 +177,30 @@ pub(super) fn socket_pair() -> io::Result<(Fd, Fd)> {
         )
     })?;
     Ok((Fd(a.into_raw_fd()), Fd(b.into_raw_fd())))
+}
+
+/// Who is at the other end of a connected stream: for unix, the
+/// credentials the kernel took when the peer connected (`SO_PEERCRED`),
+/// which the peer cannot forge; for tcp, its address.
+pub(super) fn peer(fd: Fd) -> io::Result<Peer> {
+    let local: SockaddrStorage = retry(|| socket::getsockname(fd.0))?;
+    match local.family() {
+        Some(AddressFamily::Unix) => {
+            // Safety: `fd` stays open for the duration of the call.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.0) };
+            let cred = retry(|| socket::getsockopt(&borrowed, sockopt::PeerCredentials))?;
+            Ok(Peer::Unix { pid: Pid(cred.pid()), uid: cred.uid(), gid: cred.gid() })
+        }
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            let remote: SockaddrStorage = retry(|| socket::getpeername(fd.0))?;
+            if let Some(sin) = remote.as_sockaddr_in() {
+                Ok(Peer::Tcp(std::net::SocketAddr::from(*sin)))
+            } else if let Some(sin6) = remote.as_sockaddr_in6() {
+                Ok(Peer::Tcp(std::net::SocketAddr::from(*sin6)))
+            } else {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "peer address of an unknown family"))
+            }
+        }
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a unix or tcp socket")),
+    }
 }
