@@ -43,6 +43,8 @@
 
 pub mod conn;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_access;
 mod http;
 mod introspection;
 pub mod jsonrpc;

@@ -188,7 +188,8 @@ impl Channel {
         if payload.len() > PAYLOAD_MAX {
             return Err(ChannelError::TooLarge { len: payload.len(), max: PAYLOAD_MAX });
         }
-        let next = seq + 1;
+        // Only a scribbled word gets here: no daemon sends 2^64 commands.
+        let next = seq.checked_add(1).ok_or(ChannelError::Inconsistent("command sequence"))?;
         seqlock::write(&self.region, CMD_VER, |r| {
             r.store(CMD_SEQ, next, Relaxed);
             r.store(CMD_KIND, command.kind(), Relaxed);

@@ -248,6 +248,19 @@ fn unknown_words_are_errors() {
     assert_eq!(c.send_command(Command::Stop), Err(ChannelError::Inconsistent("command sequence")));
 }
 
+#[test]
+fn a_command_sequence_at_its_maximum_is_inconsistent() {
+    // With every sequence word at u64::MAX the mailbox looks idle, and the
+    // next sequence overflowed: a panic in the daemon from a scribbled
+    // region (core/fuzz/regressions/channel/send_command_seq_at_max.patch).
+    let c = channel();
+    for w in [CMD_SEQ, REP_SEQ, REP_TAKEN] {
+        c.region().store(w, u64::MAX, Relaxed);
+    }
+    assert_eq!(c.send_command(Command::Pause), Err(ChannelError::Inconsistent("command sequence")));
+    assert_eq!(c.region().load(CMD_SEQ, Relaxed), u64::MAX);
+}
+
 /// Words that reach past the cheap checks: lengths near their bounds, small
 /// kinds and states, sequence numbers close together, and anything at all.
 fn word() -> impl Strategy<Value = u64> {
