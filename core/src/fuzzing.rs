@@ -91,7 +91,8 @@ impl Choices {
 
 /// The limits of the connection under test: small, so that short inputs
 /// reach every bound.
-const CONN_LIMITS: Limits = Limits { max_request: 4096, max_output: 8192, read_buffer: 1024, max_pending: 8 };
+const CONN_LIMITS: Limits =
+    Limits { max_request: 4096, max_output: 8192, read_buffer: 1024, max_pending: 8, max_batch: 64 };
 
 /// The most output one owed answer can render, for a request of at most
 /// `max_request` bytes and the dispatcher below.

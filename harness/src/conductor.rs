@@ -54,6 +54,9 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
     config.max_connections = sc.daemon.max_connections;
     config.max_request = sc.daemon.max_request;
     config.restart = sc.daemon.restart.clone();
+    // The clients' HTTP requests name the daemon `forkd`: the allow-list
+    // of Host names is exercised by every HTTP request.
+    config.allowed_hosts = vec!["forkd".into()];
     let mut daemon = Daemon::new(config);
     daemon
         .registry

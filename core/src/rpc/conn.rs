@@ -260,6 +260,9 @@ pub struct Conn {
     access: Access,
     /// How many requests were taken whole so far.
     taken: u64,
+    /// Bytes of answers rendered but still in the queue (behind a deferred
+    /// one): with the output, what `max_output` bounds.
+    queued: usize,
     /// The token was presented (or none is needed).
     authenticated: bool,
     auth_failures: u32,
@@ -287,6 +290,7 @@ impl Conn {
         Conn {
             access,
             taken: 0,
+            queued: 0,
             authenticated,
             auth_failures: 0,
             limits,
@@ -355,17 +359,28 @@ impl Conn {
         // A deferred answer keeps its entry at or behind the queue's front.
         let index = usize::try_from(seq - self.first_seq).expect("queue index fits usize");
         let max = self.limits.max_output;
+        // What the connection already holds counts too: a client that
+        // pipelines deferred calls and never reads must not make it hold
+        // every answer at once.
+        let held = self.queued + self.output().len();
+        let added;
         match &mut self.queue[index].body {
             Body::Json { parts, waiting, size, .. } => {
                 let part = &mut parts[part];
-                let answer = bounded_json(&part.id, jsonrpc::encode(&part.id, &result), *size, max);
+                let answer = bounded_json(&part.id, jsonrpc::encode(&part.id, &result), (*size).max(held), max);
                 *size += answer.len();
+                added = answer.len();
                 part.answer = Some(answer);
                 *waiting -= 1;
             }
-            Body::Xml(answer) => *answer = Some(bounded_xml(xmlrpc::encode(&result), max)),
+            Body::Xml(answer) => {
+                let text = bounded_xml(xmlrpc::encode(&result), max.saturating_sub(held));
+                added = text.len();
+                *answer = Some(text);
+            }
             Body::Plain { .. } => unreachable!("plain answers are never deferred"),
         }
+        self.queued += added;
         self.flush();
     }
 
@@ -452,7 +467,7 @@ impl Conn {
         // Answers owed, with each deferred call of a batch counted: a batch
         // of deferred calls is one entry of the queue but many calls.
         self.queue.len().max(self.deferred.len()) < self.limits.max_pending
-            && self.output().len() < self.limits.max_output
+            && self.queued + self.output().len() < self.limits.max_output
     }
 
     fn discard_input(&mut self) {
@@ -546,6 +561,7 @@ impl Conn {
     fn fatal_line(&mut self, error: RpcError) {
         log::debug!("rpc connection closing: {}", error.message);
         let answer = jsonrpc::encode_error(&Value::Null, &error);
+        self.queued += answer.len();
         self.queue.push_back(Pending {
             envelope: Envelope::Line,
             body: Body::Json {
@@ -823,6 +839,7 @@ impl Conn {
             size += answer.as_ref().map_or(0, String::len);
             parts.push(Part { id, answer });
         }
+        self.queued += size;
         self.queue.push_back(Pending { envelope, body: Body::Json { batch, parts, waiting, size } });
     }
 
@@ -843,6 +860,7 @@ impl Conn {
                 }
             },
         };
+        self.queued += answer.as_ref().map_or(0, String::len);
         self.queue.push_back(Pending { envelope, body: Body::Xml(answer) });
     }
 
@@ -851,6 +869,11 @@ impl Conn {
         while self.queue.front().is_some_and(Pending::is_ready) {
             let pending = self.queue.pop_front().expect("front exists");
             self.first_seq += 1;
+            self.queued -= match &pending.body {
+                Body::Json { size, .. } => *size,
+                Body::Xml(answer) => answer.as_ref().map_or(0, String::len),
+                Body::Plain { .. } => 0,
+            };
             let twice = matches!(pending.body, Body::Json { batch: true, .. });
             if crate::planted::active(crate::planted::Bug::AnswerTwice) && twice {
                 let from = self.output.len();
