@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use forkd::{Client, ClientError};
+pub use forkd::{Client, ClientError, ConnectOptions};
 use forkd_os::Address;
 use serde_json::Value;
 
@@ -133,17 +133,34 @@ impl Daemon {
     /// Waits until the daemon answers `daemon.info`.
     pub fn wait_answering(&mut self) {
         let socket = self.socket.clone();
+        let options = self.connect_options();
         let child = &mut self.child;
         wait_until("the daemon to answer", DEADLINE, || {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the daemon exited before answering: {status}");
             }
-            Client::connect(&socket, DEADLINE).and_then(|mut c| c.call("daemon.info", Value::Null)).is_ok()
+            Client::connect_with(&socket, &options).and_then(|mut c| c.call("daemon.info", Value::Null)).is_ok()
         });
     }
 
+    /// How a client reaches this daemon: on tcp with the token from the
+    /// file beside its pid file, as the binary's own `call` finds it.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new(DEADLINE).token_file(self.token_file())
+    }
+
+    /// Where the daemon keeps its tcp token.
+    pub fn token_file(&self) -> PathBuf {
+        self.pid_file.with_extension("token")
+    }
+
+    /// The daemon's tcp token, once it is written.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file()).expect("read the token file").trim().to_string()
+    }
+
     pub fn client(&self) -> Client {
-        Client::connect(&self.socket, DEADLINE).expect("connect to the daemon")
+        Client::connect_with(&self.socket, &self.connect_options()).expect("connect to the daemon")
     }
 
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {

@@ -406,11 +406,12 @@ fn xmlrpc_python_client_calls_echo_and_introspection_over_tcp() {
     let dir = TempDir::new("xmlrpc-python");
     let port = free_port();
     let address: Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
-    let _d = Daemon::start_at(&dir, ECHO, &address, &[], &[]);
+    let d = Daemon::start_at(&dir, ECHO, &address, &[], &[]);
+    let token = d.token();
     let out = python(&format!(
         r#"
 import xmlrpc.client
-p = xmlrpc.client.ServerProxy('http://127.0.0.1:{port}/')
+p = xmlrpc.client.ServerProxy('http://forkd:{token}@127.0.0.1:{port}/')
 print(repr(p.my.echo('hi')))
 print(repr(p.my.echo('<&> ünïcode')))
 methods = p.system.listMethods()
@@ -440,10 +441,11 @@ fn xmlrpc_python_client_sees_invalid_params_as_a_fault() {
     let port = free_port();
     let address: Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
     let d = Daemon::start_at(&dir, ECHO, &address, &[], &[]);
+    let token = d.token();
     let out = python(&format!(
         r#"
 import xmlrpc.client
-p = xmlrpc.client.ServerProxy('http://127.0.0.1:{port}/')
+p = xmlrpc.client.ServerProxy('http://forkd:{token}@127.0.0.1:{port}/')
 for call in (lambda: p.my.echo(42), lambda: p.my.nope()):
     try:
         call()
@@ -754,7 +756,10 @@ fn garbage_bytes_leave_the_daemon_up_for_others() {
     let dir = TempDir::new("bad-garbage");
     let d = Daemon::start(&dir, ECHO, &[], &[]);
     let body = garbage(64 * 1024, 4);
-    let head = format!("POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     let no_newline = garbage(64 * 1024, 2).into_iter().map(|b| if b == b'\n' { 0 } else { b }).collect();
     // (name, bytes, how the answer starts)
     let flavours: [(&str, Vec<u8>, &str); 4] = [

@@ -696,6 +696,12 @@ impl Conn {
         }
     }
 
+    /// Whether the connection was closed for its refused calls: nothing
+    /// more of it runs, not even the rest of its batch.
+    fn refused_too_often(&self) -> bool {
+        self.auth_failures >= MAX_AUTH_FAILURES
+    }
+
     /// Logs a refused call; past [`MAX_AUTH_FAILURES`] the connection
     /// takes nothing more.
     fn auth_failed(&mut self, why: &str) {
@@ -805,14 +811,14 @@ impl Conn {
                 // A notification is never answered, not even a deferred
                 // one: its completion is ignored.
                 Entry::Call { id: None, method, params } => {
-                    if !self.is_closing() && size <= max {
+                    if !self.refused_too_often() && size <= max {
                         let _ = self.call(&method, params, dispatch);
                     }
                     continue;
                 }
                 // Past the output bound, or once the connection was closed
                 // for refused calls, the rest of a batch does not run.
-                Entry::Call { id: Some(id), .. } if size > max || self.stopped => {
+                Entry::Call { id: Some(id), .. } if size > max || self.refused_too_often() => {
                     let answer = jsonrpc::encode_error(&id, &not_run(max));
                     (id, Some(answer))
                 }
