@@ -1,0 +1,260 @@
+//! The control socket's connections: who is admitted, reading, dispatching
+//! and writing, the deadlines of idle connections and of late requests.
+
+use super::*;
+
+/// At most this many connections accepted in one turn, so that a flood of
+/// connections cannot starve the ones already open.
+pub(super) const ACCEPTS_PER_TURN: usize = 64;
+
+/// At most this many reads from one connection in one turn.
+pub(super) const READS_PER_TURN: usize = 16;
+
+/// How long the listener is left alone after `accept` failed for lack of
+/// descriptors or memory, unless a connection closes first.
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+pub(super) struct Client {
+    pub(super) fd: Fd,
+    pub(super) conn: Conn,
+    pub(super) last_active: Instant,
+    pub(super) eof: bool,
+    /// When the request now arriving was first seen, and how many requests
+    /// the connection had taken whole then.
+    pub(super) request_since: Option<(Instant, u64)>,
+}
+
+impl Client {
+    /// Notes whether a request is arriving, and since when.
+    pub(super) fn track_request(&mut self, now: Instant) {
+        let taken = self.conn.requests_taken();
+        self.request_since = match (self.conn.in_request(), self.request_since) {
+            (false, _) => None,
+            (true, Some((since, at))) if at == taken => Some((since, at)),
+            (true, _) => Some((now, taken)),
+        };
+    }
+}
+
+/// Writes what a connection has to send, as much as the socket takes.
+pub(super) fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io::Result<()> {
+    while !client.conn.output().is_empty() {
+        match os.write(client.fd, client.conn.output()) {
+            Ok(n) => {
+                client.conn.consume(n);
+                client.last_active = now;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Loop<'_> {
+    pub(super) fn accept<O: Os>(&mut self, os: &mut O, listener: Fd) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if self.clients.len() >= self.config.max_connections {
+                break;
+            }
+            match os.accept(listener) {
+                Ok(fd) => {
+                    let Some(access) = self.admit(os, fd) else {
+                        os.close(fd);
+                        continue;
+                    };
+                    let id = self.next_client;
+                    self.next_client += 1;
+                    let limits = Limits {
+                        max_request: self.config.max_request,
+                        read_buffer: self.config.read_buffer,
+                        max_batch: self.config.max_batch,
+                        ..Limits::default()
+                    };
+                    let now = os.now();
+                    let conn = Conn::with_access(limits, access);
+                    let client = Client { fd, conn, last_active: now, eof: false, request_since: None };
+                    self.clients.insert(id, client);
+                    self.publish(Event::ClientConnect { conn: id });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {
+                    // The peer gave up: the loop tries again next turn.
+                    log::debug!("accept: {e}");
+                    break;
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: the connection stays
+                    // queued and the listener readable, so polling it again
+                    // at once would spin. The loop tries again after a
+                    // pause, or as soon as a connection closes.
+                    log::warn!("accept: {e}");
+                    self.accept_paused = Some(os.now() + ACCEPT_RETRY);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Who a new connection's peer is and what it may do: a unix peer must
+    /// be the daemon's own user, root, or an allowed uid or gid (anyone
+    /// else is refused and logged); a tcp peer must present the token.
+    pub(super) fn admit<O: Os>(&mut self, os: &mut O, fd: Fd) -> Option<Access> {
+        let config = self.config;
+        match os.peer(fd) {
+            Ok(Peer::Unix { pid, uid, gid }) => {
+                let allowed = uid == 0
+                    || uid == os.uid()
+                    || config.allowed_uids.contains(&uid)
+                    || config.allowed_gids.contains(&gid);
+                if !allowed {
+                    log::warn!("refused unix peer pid {pid} uid {uid} gid {gid}: not an allowed user or group");
+                    return None;
+                }
+                Some(Access { policy: Rc::clone(&self.unix_policy), peer: format!("pid {pid} uid {uid}") })
+            }
+            Ok(Peer::Tcp(addr)) => Some(Access { policy: Rc::clone(&self.tcp_policy), peer: addr.to_string() }),
+            Err(e) => match config.address {
+                // Without credentials a unix peer cannot be told from a
+                // stranger: refused, as the check would.
+                Address::Unix(_) => {
+                    log::warn!("refused unix peer: its credentials cannot be read: {e}");
+                    None
+                }
+                Address::Tcp(_) => {
+                    Some(Access { policy: Rc::clone(&self.tcp_policy), peer: "an unknown tcp peer".into() })
+                }
+            },
+        }
+    }
+
+    pub(super) fn serve<O: Os>(&mut self, os: &mut O, id: u64, ready: Ready) {
+        let now = os.now();
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        if ready.is_empty() && client.conn.output().is_empty() {
+            return;
+        }
+        let mut broken = false;
+        if ready.intersects(Ready::READ | Ready::HUP | Ready::ERROR) && !client.eof {
+            for _ in 0..READS_PER_TURN {
+                if !client.conn.wants_read() {
+                    break;
+                }
+                match os.read(client.fd, &mut self.read_buf) {
+                    Ok(0) => {
+                        client.eof = true;
+                        client.conn.handle_eof();
+                        break;
+                    }
+                    Ok(n) => {
+                        client.last_active = now;
+                        self.ctl.current_conn = id;
+                        let registry = &mut self.registry;
+                        let ctl = &mut self.ctl;
+                        client.conn.handle_bytes(&self.read_buf[..n], &mut |method, params| {
+                            registry.dispatch(ctl, method, params)
+                        });
+                        if n < self.read_buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if broken {
+            self.close_client(os, id);
+        } else {
+            self.pump(os, id);
+        }
+    }
+
+    /// Writes a connection's output, lets it dispatch the requests it held
+    /// back while its output or owed answers were full, and again, until the
+    /// socket takes no more or nothing is left; closes it when it is done.
+    pub(super) fn pump<O: Os>(&mut self, os: &mut O, id: u64) {
+        let now = os.now();
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        let mut broken = false;
+        for _ in 0..READS_PER_TURN {
+            if flush(os, client, now).is_err() {
+                broken = true;
+                break;
+            }
+            let before = client.conn.output().len();
+            self.ctl.current_conn = id;
+            let registry = &mut self.registry;
+            let ctl = &mut self.ctl;
+            client.conn.resume(&mut |method, params| registry.dispatch(ctl, method, params));
+            if client.conn.output().len() == before {
+                break;
+            }
+        }
+        client.track_request(now);
+        if broken || client.conn.should_close() {
+            self.close_client(os, id);
+        }
+    }
+
+    pub(super) fn close_client<O: Os>(&mut self, os: &mut O, id: u64) {
+        if let Some(c) = self.clients.remove(&id) {
+            os.close(c.fd);
+            // A descriptor is free: an `accept` that lacked one may succeed.
+            self.accept_paused = None;
+            self.ctl.routes.retain(|_, conn| *conn != id);
+            self.publish(Event::ClientHangup { conn: id });
+        }
+    }
+
+    pub(super) fn deliver_completions<O: Os>(&mut self, os: &mut O) {
+        loop {
+            let done = std::mem::take(&mut self.ctl.completions);
+            if done.is_empty() {
+                break;
+            }
+            for (defer, result) in done {
+                let Some(conn_id) = self.ctl.routes.remove(&defer) else { continue };
+                let Some(client) = self.clients.get_mut(&conn_id) else { continue };
+                client.conn.complete(defer, result);
+                self.pump(os, conn_id);
+            }
+        }
+    }
+
+    /// Closes connections idle past the idle timeout, and times out
+    /// requests that began to arrive longer than the request timeout ago:
+    /// a client that sends a byte now and then keeps its connection from
+    /// going idle, but not its request from being late.
+    pub(super) fn expire_idle<O: Os>(&mut self, os: &mut O) {
+        let now = os.now();
+        let idle = self.config.idle_timeout;
+        let timeout = self.config.request_timeout;
+        let late: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.request_since.is_some_and(|(since, _)| now >= since + timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.conn.handle_request_timeout();
+                client.request_since = None;
+            }
+            self.pump(os, id);
+        }
+        let expired: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now >= c.last_active + idle && c.conn.pending_deferred() == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            log::debug!("closing idle connection {id}");
+            self.close_client(os, id);
+        }
+    }
+}

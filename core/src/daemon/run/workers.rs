@@ -1,0 +1,208 @@
+//! Worker processes: reaping them, carrying out the supervisor's actions,
+//! and spawning an instance with its region and socket.
+
+use super::*;
+
+impl Loop<'_> {
+    pub(super) fn reap<O: Os>(&mut self, os: &mut O) {
+        loop {
+            match os.try_reap() {
+                Ok(Some((pid, status))) => {
+                    let now = os.now();
+                    match self.ctl.sup.handle_exit(pid, status, now) {
+                        Ok(id) => {
+                            log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
+                            self.unlink(os, id);
+                            let name = self.worker_name(id);
+                            let instance = self.ctl.sup.instance(id).index;
+                            self.publish(Event::Worker { name, instance, event: WorkerEventKind::Exited, data: None });
+                            if self.ctl.sup.instance(id).state == InstanceState::Failed {
+                                let name = self.worker_name(id);
+                                log::error!("worker {name} failed: restarted too often");
+                                self.failure.get_or_insert_with(|| format!("worker {name} failed"));
+                                self.publish(Event::Worker {
+                                    name,
+                                    instance,
+                                    event: WorkerEventKind::Failed,
+                                    data: None,
+                                });
+                            }
+                        }
+                        Err(unknown) => log::debug!("reaped {}: {status}", unknown.0),
+                    }
+                    if crate::planted::active(crate::planted::Bug::ReapOne) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("reap: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(super) fn worker_name(&self, id: usize) -> String {
+        self.ctl.sup.specs()[self.ctl.sup.instance(id).worker].name.clone()
+    }
+
+    /// Carries out what methods and listeners asked and the supervisor's
+    /// actions, until there is nothing left to do.
+    pub(super) fn supervise<O: Os>(&mut self, os: &mut O) {
+        let now = os.now();
+        let hang = self.config.restart.hang_timeout;
+        if hang.is_some() {
+            for link in self.links.values_mut() {
+                link.refresh_beat(now);
+            }
+        }
+        let links = &self.links;
+        self.ctl.sup.handle_timeout(now, |id| match (hang, links.get(&id)) {
+            (Some(h), Some(link)) => now >= link.hang_deadline(h),
+            _ => false,
+        });
+        for (&id, link) in self.links.iter_mut() {
+            if let Some((seq, join, sent)) = link.in_flight {
+                if join != 0 && now >= sent + COMMAND_TIMEOUT {
+                    // The worker keeps the mailbox until it answers or dies;
+                    // its caller is answered now.
+                    link.in_flight = Some((seq, 0, sent));
+                    let msg = format!("the worker did not answer within {}s", COMMAND_TIMEOUT.as_secs());
+                    self.ctl.acknowledge(join, id, Err(msg));
+                }
+            }
+            while link.queue.front().is_some_and(|(_, join, queued)| *join != 0 && now >= *queued + COMMAND_TIMEOUT) {
+                let (_, join, _) = link.queue.pop_front().unwrap();
+                let msg = format!("the worker did not take the command within {}s", COMMAND_TIMEOUT.as_secs());
+                self.ctl.acknowledge(join, id, Err(msg));
+            }
+        }
+        for out in std::mem::take(&mut self.ctl.outgoing) {
+            match self.links.get_mut(&out.instance) {
+                Some(link) => {
+                    link.queue.push_back((out.command, out.join, now));
+                    self.send_queued(os, out.instance);
+                }
+                None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
+            }
+        }
+        while let Some(action) = self.ctl.sup.poll_action() {
+            match action {
+                Action::Spawn(id) => self.spawn(os, id),
+                Action::RequestStop(id) => {
+                    if let Some(link) = self.links.get_mut(&id) {
+                        // Stop overtakes whatever waits in the queue.
+                        link.queue.push_front((Command::Stop, 0, now));
+                        self.send_queued(os, id);
+                    }
+                }
+                Action::Signal(target, sig) => {
+                    // A pid that was already reaped is never signalled: the
+                    // supervisor only names pids of instances it still runs.
+                    if let Err(e) = os.kill(target, sig) {
+                        log::debug!("kill {target:?} {sig}: {e}");
+                    }
+                }
+                Action::StopDaemon(reason) => {
+                    log::warn!("stopping: {reason}");
+                    self.ctl.stop(reason);
+                }
+            }
+        }
+        if self.ctl.views.len() < self.ctl.sup.instances().len() {
+            self.ctl.views.resize(self.ctl.sup.instances().len(), InstanceView::default());
+        }
+    }
+
+    pub(super) fn spawn<O: Os>(&mut self, os: &mut O, id: usize) {
+        let now = os.now();
+        let inst = self.ctl.sup.instance(id).clone();
+        let spec = self.ctl.sup.specs()[inst.worker].clone();
+        let region = match os.shm_create(REGION_SIZE) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("worker {}: cannot create shared memory: {e}", spec.name);
+                self.ctl.sup.spawn_failed(id, now);
+                return;
+            }
+        };
+        let channel = Channel::create(region.clone());
+        // The heartbeat starts at the spawn, written before the child exists
+        // (so it has no other writer yet): a fresh channel's zero would read
+        // as a heartbeat older than any hang timeout, and the next turn of
+        // the loop would kill the new worker as hung before it could beat.
+        channel.beat(now);
+        let (ours, theirs) = match os.socket_pair() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("worker {}: socketpair: {e}", spec.name);
+                // Safety: `channel` is not used after this return.
+                unsafe { os.shm_unmap(region) };
+                self.ctl.sup.spawn_failed(id, now);
+                return;
+            }
+        };
+        // What the child inherits but must not keep: the daemon's own
+        // descriptors and the other workers' links.
+        let mut close_fds = vec![ours];
+        close_fds.extend(self.pid_lock);
+        close_fds.extend(self.listener);
+        close_fds.extend(self.clients.values().map(|c| c.fd));
+        close_fds.extend(self.links.values().map(|l| l.wake));
+        close_fds.extend(self.private_fds.iter().copied());
+        let process = WorkerProcess {
+            name: spec.name.clone(),
+            instance: inst.index,
+            looptime: spec.looptime,
+            worker: (self.factories[inst.worker])(),
+            channel: Channel::attach(region.clone()),
+            wake: theirs,
+            daemon_pid: os.pid(),
+            close_fds,
+            reopen_log: self.reopen_log,
+        };
+        match os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))) {
+            Ok(pid) => {
+                os.close(theirs);
+                // This region is the new worker's alone: the workers forked
+                // after it neither map it nor pay for copying its mapping.
+                if let Err(e) = os.shm_keep_from_children(&region) {
+                    log::warn!("worker {}: keep its region from other workers: {e}", spec.name);
+                }
+                log::debug!("worker {} instance {} started as pid {pid}", spec.name, inst.index);
+                self.links.insert(
+                    id,
+                    Link {
+                        region,
+                        channel,
+                        wake: ours,
+                        eof: false,
+                        queue: Default::default(),
+                        in_flight: None,
+                        beat: (now.as_nanos(), now),
+                        broken: false,
+                        warned: WarnLimit::default(),
+                    },
+                );
+                if self.ctl.views.len() <= id {
+                    self.ctl.views.resize(id + 1, InstanceView::default());
+                }
+                self.ctl.views[id] = InstanceView::default();
+                self.ctl.sup.spawned(id, pid, now);
+                os.note(format_args!("worker {}.{} started: pid {pid}", spec.name, inst.index));
+                let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
+                self.publish(Event::Worker { name: spec.name, instance: inst.index, event: started, data: None });
+            }
+            Err(e) => {
+                log::error!("worker {}: cannot fork: {e}", spec.name);
+                os.close(ours);
+                os.close(theirs);
+                // Safety: the child's channel went with the failed spawn's
+                // entry, and `channel` is not used after this arm.
+                unsafe { os.shm_unmap(region) };
+                self.ctl.sup.spawn_failed(id, now);
+            }
+        }
+    }
+}
