@@ -110,6 +110,8 @@ pub enum StartError {
     /// The configuration would open the control plane wider than allowed:
     /// tcp on a non-loopback address without a token.
     Insecure(String),
+    /// More worker processes are configured than `Config::max_workers`.
+    TooManyWorkers { configured: usize, max: usize },
     /// Something that is not a stale socket is at the unix socket's path;
     /// it was left untouched.
     SocketPathTaken(PathBuf),
@@ -138,6 +140,9 @@ impl fmt::Display for StartError {
             StartError::PidFileUnsafe(path, why) => write!(f, "pid file {}: {why}", path.display()),
             StartError::Token(path, e) => write!(f, "token file {}: {}", path.display(), short_io(e)),
             StartError::Insecure(why) => f.write_str(why),
+            StartError::TooManyWorkers { configured, max } => {
+                write!(f, "{configured} worker processes configured: at most {max} (max workers)")
+            }
             StartError::SocketPathTaken(path) => {
                 write!(f, "bind unix://{}: something that is not a socket is in the way", path.display())
             }

@@ -113,6 +113,13 @@ impl Loop<'_> {
                 }
                 Some(Access { policy: Rc::clone(&self.unix_policy), peer: format!("pid {pid} uid {uid}") })
             }
+            // Without a token, tcp is served only when the configuration
+            // opted out of it: a tcp socket a unix configuration did not
+            // expect is refused rather than served open.
+            Ok(Peer::Tcp(addr)) if self.tcp_policy.token.is_none() && !config.tcp_without_token => {
+                log::warn!("refused {addr}: a tcp connection, and this daemon has no token to check");
+                None
+            }
             Ok(Peer::Tcp(addr)) => Some(Access { policy: Rc::clone(&self.tcp_policy), peer: addr.to_string() }),
             Err(e) => match config.address {
                 // Without credentials a unix peer cannot be told from a

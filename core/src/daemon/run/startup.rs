@@ -12,32 +12,35 @@ pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
 
 /// What is checked and made before the socket is bound: the cap on worker
 /// processes, and on tcp the token (or the explicit opt-out, which is
-/// refused on a non-loopback address). Returns the token, and its file if
-/// this start made it.
+/// refused on a non-loopback address). A socket handed over by a service
+/// manager may be tcp whatever the address says, so it gets a token too.
+/// Returns the token, and its file if this start made it.
 pub(super) fn start_checks<O: Os>(
     os: &mut O,
     config: &Config,
     workers: &[(crate::supervisor::WorkerSpec, crate::daemon::WorkerFactory)],
 ) -> Result<(Option<String>, Option<std::path::PathBuf>), StartError> {
-    let instances: usize = workers.iter().map(|(spec, _)| spec.instances as usize).sum();
-    if instances > config.max_workers {
-        return Err(StartError::Insecure(format!(
-            "{instances} worker processes configured: at most {} (max workers)",
-            config.max_workers
-        )));
+    let configured: usize = workers.iter().map(|(spec, _)| spec.instances as usize).sum();
+    if configured > config.max_workers {
+        return Err(StartError::TooManyWorkers { configured, max: config.max_workers });
     }
-    let Address::Tcp(addr) = &config.address else { return Ok((None, None)) };
+    let tcp = match &config.address {
+        Address::Tcp(addr) => Some(*addr),
+        Address::Unix(_) if config.listen_fd.is_some() => None,
+        Address::Unix(_) => return Ok((None, None)),
+    };
+    let named = tcp.map_or_else(|| "the socket handed over".to_string(), |a| format!("tcp://{a}"));
     if config.tcp_without_token {
-        if !addr.ip().is_loopback() {
+        if tcp.is_some_and(|a| !a.ip().is_loopback()) {
             return Err(StartError::Insecure(format!(
-                "refusing to serve tcp://{addr} without a token: it is not a loopback address"
+                "refusing to serve {named} without a token: it is not a loopback address"
             )));
         }
-        log::warn!("serving tcp://{addr} without a token: every local user can control this daemon");
+        log::warn!("serving {named} without a token: every local user can control this daemon");
         return Ok((None, None));
     }
-    if !addr.ip().is_loopback() {
-        log::warn!("tcp://{addr} is reachable from other machines; calls need the token");
+    if tcp.is_some_and(|a| !a.ip().is_loopback()) {
+        log::warn!("{named} is reachable from other machines; calls need the token");
     }
     let path = config.token_path();
     let (token, made) = load_or_make_token(os, &path).map_err(|e| StartError::Token(path.clone(), e))?;
