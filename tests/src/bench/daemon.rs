@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use forkd_os::Address;
+
 use super::sys;
 use super::wire::{Request, Wire};
 
@@ -64,7 +66,8 @@ pub struct Launch {
     pub name: String,
     /// Its directory, which the daemon runs in and takes with it.
     pub dir: Dir,
-    pub socket: PathBuf,
+    /// Where it serves: a unix socket in `dir`, or tcp.
+    pub address: Address,
     pub pid_file: PathBuf,
     /// Whether the command detaches (`-d`): then the child is a launcher
     /// and the daemon's pid comes from the pid file.
@@ -77,7 +80,7 @@ pub struct Launch {
 /// A daemon started by the bench.
 pub struct Running {
     pub name: String,
-    pub socket: PathBuf,
+    pub address: Address,
     pub pid_file: PathBuf,
     /// The daemon's pid, once known (at once in the foreground; from the pid
     /// file once a detaching launcher has returned).
@@ -97,11 +100,11 @@ impl Running {
     /// inside the directory) as `launch` says; returns at once, before it
     /// answers.
     pub fn start(cmd: &mut Command, launch: Launch) -> Result<Running, String> {
-        let Launch { name, dir, socket, pid_file, detached, probe, cpu } = launch;
+        let Launch { name, dir, address, pid_file, detached, probe, cpu } = launch;
         cmd.current_dir(dir.path());
         let child = spawn(cmd, cpu, &dir.join("stderr.log"))?;
         let pid = if detached { 0 } else { child.id() as i32 };
-        Ok(Running { name, socket, pid_file, pid, child: Some(child), detached, gone: false, probe, dir })
+        Ok(Running { name, address, pid_file, pid, child: Some(child), detached, gone: false, probe, dir })
     }
 
     /// The daemon's pid. For a detached daemon, waits for its launcher to
@@ -175,7 +178,7 @@ impl Running {
     pub fn wait_answering(&mut self, deadline: Duration) -> Result<Duration, String> {
         let start = Instant::now();
         loop {
-            if let Ok(mut w) = Wire::connect(&self.socket, self.probe.framing, deadline) {
+            if let Ok(mut w) = Wire::connect(&self.address, self.probe.framing, deadline) {
                 match w.call(&self.probe.bytes) {
                     Ok(_) => return Ok(start.elapsed()),
                     Err(e) if start.elapsed() > deadline => return Err(format!("{}: probe: {e}", self.name)),
@@ -227,7 +230,7 @@ impl Running {
 
     /// A control client (newline-delimited JSON-RPC) on the daemon's socket.
     pub fn client(&self) -> Result<forkd::Client, String> {
-        forkd::Client::connect(&forkd_os::Address::Unix(self.socket.clone()), Duration::from_secs(30))
+        forkd::Client::connect(&self.address, Duration::from_secs(30))
             .map_err(|e| format!("{}: connect: {e}", self.name))
     }
 }

@@ -22,10 +22,11 @@ use super::daemon::DEADLINE;
 use super::lifecycle::{start_fixture, wait_looping};
 use super::peer::{self, FleetFigures};
 use super::report::{Figure, Of, Peer, Stat, Target};
+use super::rpc::{self, Endpoint};
 use super::stats::{micros, millis, quantiles};
 use super::sys::{self, Mem};
 use super::wire::{is_success, Framing, Proto, Request, Wire};
-use super::{rpc, Env};
+use super::Env;
 
 /// The large fleet: workers, and connections.
 pub const THOUSAND: usize = 1000;
@@ -147,7 +148,7 @@ fn large(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
             mem = Some(memory(d.pid()?)?);
             sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
             let req = Request::ndjson("worker.list", "");
-            list = Some(rpc::latency(&d.socket, &req, 3, env.plan.list_samples, true)?);
+            list = Some(rpc::latency(&Endpoint::plain(&d.address), &req, 3, env.plan.list_samples, true)?);
             sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
         }
         stops.push(millis(d.terminate(LARGE_DEADLINE)?));
@@ -216,7 +217,7 @@ fn connections(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
     };
     // Warm the daemon's allocator with a connection that comes and goes.
     for _ in 0..3 {
-        let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+        let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
         call(&mut w)?;
     }
     std::thread::sleep(Duration::from_millis(100));
@@ -224,7 +225,7 @@ fn connections(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
     let t = Instant::now();
     let mut open = Vec::with_capacity(THOUSAND);
     for _ in 0..THOUSAND {
-        let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| format!("connect: {e}"))?;
+        let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| format!("connect: {e}"))?;
         call(&mut w)?;
         open.push(w);
     }

@@ -17,6 +17,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use forkd_os::Address;
 use serde_json::{json, Value};
 
 use super::daemon::{bench_dir, wait_until, Launch, Running, DEADLINE};
@@ -44,7 +45,18 @@ pub fn start_fixture(
         cmd.env(k, v);
     }
     let probe = Request::ndjson("daemon.info", "");
-    Running::start(&mut cmd, Launch { name: bin.into(), dir, socket, pid_file, detached, probe, cpu: env.cpus.daemon })
+    Running::start(
+        &mut cmd,
+        Launch {
+            name: bin.into(),
+            dir,
+            address: Address::Unix(socket),
+            pid_file,
+            detached,
+            probe,
+            cpu: env.cpus.daemon,
+        },
+    )
 }
 
 /// How many workers `worker.list` shows looping. Counted in the raw answer:
@@ -63,7 +75,7 @@ pub fn wait_looping(d: &Running, n: usize, deadline: Duration) -> Result<(), Str
         let info = c.call("daemon.info", Value::Null).map_err(|e| e.to_string())?;
         Ok(info["workers"].as_u64().unwrap_or(0) as usize >= n)
     })?;
-    let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
     wait_until(&format!("{n} workers looping"), deadline, Duration::from_millis(2), || Ok(looping(&mut w)? >= n))?;
     Ok(())
 }
@@ -149,7 +161,7 @@ pub fn pause(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
     d.wait_answering(DEADLINE)?;
     wait_looping(&d, 1, DEADLINE)?;
     sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
-    let mut w = Wire::connect(&d.socket, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
     let pause = Request::ndjson("worker.pause", r#"{"name":"handyman"}"#);
     let resume = Request::ndjson("worker.resume", r#"{"name":"handyman"}"#);
     let mut call = |r: &Request| -> Result<(), String> {

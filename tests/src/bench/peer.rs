@@ -15,12 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use forkd_os::Address;
+
 use super::daemon::{bench_dir, wait_until, Dir, Launch, Running, DEADLINE};
 use super::report::Stat;
+use super::rpc::{self, Endpoint};
 use super::stats::{micros, millis, quantiles};
 use super::sys::{self, Mem};
 use super::wire::{count, xml_member, Framing, Request, Wire};
-use super::{rpc, Env};
+use super::Env;
 
 /// Finds `supervisord` on PATH. A pyenv shim is resolved to the script it
 /// runs, so that the shim's own start (a shell and pyenv, tens of
@@ -82,7 +85,7 @@ pub fn start(env: &Env, sd: &Path, programs: usize, detached: bool) -> Result<Ru
     let launch = Launch {
         name: "supervisord".into(),
         dir,
-        socket,
+        address: Address::Unix(socket),
         pid_file,
         detached,
         probe: get_state(),
@@ -124,11 +127,11 @@ pub fn rpc(env: &Env, sd: &Path) -> Result<RpcFigures, String> {
     sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
     // supervisord is slow enough that a tenth of the samples are plenty.
     let samples = (env.plan.latency_samples / 10).max(100);
-    let latency = rpc::latency(&s.socket, &req, env.plan.warmup / 10, samples, true)?;
+    let latency = rpc::latency(&Endpoint::plain(&s.address), &req, env.plan.warmup / 10, samples, true)?;
     sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
     let pid = s.pid()?;
-    let (tput_1, _) = rpc::throughput_runs(env, &s.socket, &req, 1, 1, Some(pid))?;
-    let (tput_32, _) = rpc::throughput_runs(env, &s.socket, &req, 32, 1, Some(pid))?;
+    let (tput_1, _) = rpc::throughput_runs(env, &s.address, &req, 1, 1, Some(pid))?;
+    let (tput_32, _) = rpc::throughput_runs(env, &s.address, &req, 32, 1, Some(pid))?;
     s.terminate(DEADLINE)?;
     Ok(RpcFigures { latency: Stat::Q(latency), tput_1, tput_32 })
 }
@@ -150,7 +153,7 @@ pub fn startup(env: &Env, sd: &Path, detached: bool, runs: usize) -> Result<Stat
 pub fn restart(env: &Env, sd: &Path, kills: usize) -> Result<Stat, String> {
     let mut s = start(env, sd, kills, false)?;
     s.wait_answering(DEADLINE)?;
-    let mut w = Wire::connect(&s.socket, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
+    let mut w = Wire::connect(&s.address, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
     wait_until("the programs to run", DEADLINE, Duration::from_millis(5), || Ok(running(&mut w)? >= kills))?;
     let mut v = Vec::new();
     for i in 0..kills {
@@ -186,7 +189,7 @@ pub fn fleet(env: &Env, sd: &Path, programs: usize, runs: usize, list_samples: u
         let t = Instant::now();
         let mut s = start(env, sd, programs, false)?;
         s.wait_answering(DEADLINE)?;
-        let mut w = Wire::connect(&s.socket, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
+        let mut w = Wire::connect(&s.address, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
         wait_until("the programs to run", Duration::from_secs(120), Duration::from_millis(5), || {
             Ok(running(&mut w)? >= programs)
         })?;
@@ -197,7 +200,7 @@ pub fn fleet(env: &Env, sd: &Path, programs: usize, runs: usize, list_samples: u
             mem = sys::smaps_rollup(s.pid()?)?;
             sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
             let req = Request::xmlrpc("/RPC2", "supervisor.getAllProcessInfo", &[]);
-            list = Some(rpc::latency(&s.socket, &req, 2, list_samples, true));
+            list = Some(rpc::latency(&Endpoint::plain(&s.address), &req, 2, list_samples, true));
             sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
         }
         stop.push(millis(s.terminate(Duration::from_secs(120))?));

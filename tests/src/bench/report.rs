@@ -28,16 +28,17 @@ impl Stat {
         }
     }
 
-    fn json(&self) -> Value {
+    /// Rounded to one decimal, or three for a ratio (`x`).
+    fn json(&self, unit: &str) -> Value {
+        let round = |x: f64| {
+            let scale = if unit == "x" { 1000.0 } else { 10.0 };
+            (x * scale).round() / scale
+        };
         match self {
             Stat::Q(q) => json!({ "p50": round(q.p50), "p99": round(q.p99), "runs": q.n }),
             Stat::Value { value, runs } => json!({ "value": round(*value), "runs": runs }),
         }
     }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 /// Which number of a figure a target bounds.
@@ -48,11 +49,22 @@ pub enum Of {
     Value,
 }
 
-/// A goal for a figure: an upper bound (`below`) or a lower one.
+/// Which side of its limit a target wants a number on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Strictly below.
+    Below,
+    /// Below or equal.
+    AtMost,
+    /// Equal or above.
+    AtLeast,
+}
+
+/// A goal for a figure: an upper bound (`below`, `at_most`) or a lower one.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub of: Of,
-    pub below: bool,
+    pub bound: Bound,
     pub limit: f64,
     /// How the goal reads, e.g. `p99 < 50 µs`.
     pub text: String,
@@ -60,11 +72,15 @@ pub struct Target {
 
 impl Target {
     pub fn below(of: Of, limit: f64, text: impl Into<String>) -> Target {
-        Target { of, below: true, limit, text: text.into() }
+        Target { of, bound: Bound::Below, limit, text: text.into() }
+    }
+
+    pub fn at_most(of: Of, limit: f64, text: impl Into<String>) -> Target {
+        Target { of, bound: Bound::AtMost, limit, text: text.into() }
     }
 
     pub fn at_least(of: Of, limit: f64, text: impl Into<String>) -> Target {
-        Target { of, below: false, limit, text: text.into() }
+        Target { of, bound: Bound::AtLeast, limit, text: text.into() }
     }
 
     fn met(&self, stat: &Stat) -> bool {
@@ -75,10 +91,10 @@ impl Target {
             // A target on a number the figure does not have: a bug here.
             (_, s) => s.main(),
         };
-        if self.below {
-            x < self.limit
-        } else {
-            x >= self.limit
+        match self.bound {
+            Bound::Below => x < self.limit,
+            Bound::AtMost => x <= self.limit,
+            Bound::AtLeast => x >= self.limit,
         }
     }
 }
@@ -150,14 +166,14 @@ impl Figure {
 
     pub fn json(&self) -> Value {
         let mut o = json!({ "name": self.name, "unit": self.unit, "placement": self.placement });
-        for (k, v) in self.stat.json().as_object().into_iter().flatten() {
+        for (k, v) in self.stat.json(self.unit).as_object().into_iter().flatten() {
             o[k] = v.clone();
         }
         match &self.peer {
             Peer::None => {}
             Peer::Skipped(why) => o["peer"] = json!({ "skipped": why }),
             Peer::Measured(p) => {
-                let mut peer = p.json();
+                let mut peer = p.json(self.unit);
                 peer["name"] = json!("supervisord");
                 o["peer"] = peer;
                 o["ratio"] = json!(self.ratio().map(|r| (r * 1000.0).round() / 1000.0));
@@ -177,13 +193,13 @@ impl Figure {
 }
 
 /// A number in its unit's precision: µs and ms with one decimal (ms with
-/// two below 10), counts and sizes whole.
+/// two below 10), ratios (`x`) with three, counts and sizes whole.
 pub fn fmt(x: f64, unit: &str) -> String {
     match unit {
         "µs" => format!("{x:.1}"),
         "ms" if x < 10.0 => format!("{x:.2}"),
         "ms" => format!("{x:.1}"),
-        "x" => format!("{x:.2}"),
+        "x" => format!("{x:.3}"),
         _ => format!("{x:.0}"),
     }
 }

@@ -1,5 +1,7 @@
 //! RPC figures: `my.echo` on the echo daemon's unix socket, in each
-//! framing, and the floor it is judged against.
+//! framing, and the floor it is judged against; and what the tcp token
+//! costs: the same round trips on tcp with the token beside the same binary
+//! with `--no-token`, measured interleaved.
 //!
 //! Latency: one client, sequential requests, client and daemon pinned to
 //! one core, so that a round trip costs two context switches and no
@@ -12,19 +14,26 @@
 //! with its own connection and one request in flight (or `depth` when
 //! pipelining: it writes them all, then reads all the answers). Counted
 //! over a fixed window after every client is connected and warm.
+//!
+//! Token cost: two echo daemons on tcp at once, one with its token, one
+//! with `--no-token`, both on the daemon's core with the client. Their
+//! latencies are taken in alternate batches on one warm connection each,
+//! so that whatever else the machine does meanwhile weighs on both.
 
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use forkd_os::Address;
+
 use super::daemon::{bench_dir, Launch, Running, DEADLINE};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{median, micros, quantiles, Quantiles};
-use super::wire::{is_success, Framing, Proto, Request, Wire};
+use super::wire::{count, is_success, Framing, Proto, Request, Wire};
 use super::{peer, sys, Env};
 
 /// Clients of the throughput figures.
@@ -33,17 +42,35 @@ const CLIENTS: [usize; 3] = [1, 8, 32];
 /// requests in flight.
 const PIPELINE_CLIENTS: usize = 8;
 const PIPELINE_DEPTH: usize = 32;
+/// Alternate batches per side of an interleaved latency pair.
+const INTERLEAVE_BATCHES: usize = 20;
 
-/// The round trip of `request` on one connection, `samples` times after a
-/// warm-up, from the calling thread (pin it first).
-pub fn latency(
-    socket: &Path,
-    request: &Request,
-    warmup: usize,
-    samples: usize,
-    check: bool,
-) -> Result<Quantiles, String> {
-    let mut w = Wire::connect(socket, request.framing, DEADLINE).map_err(|e| format!("connect: {e}"))?;
+/// Where a latency client connects, and what it says first.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub address: Address,
+    /// Sent once per connection, untimed, before anything else, and
+    /// answered `true`: `rpc.authenticate` on tcp with a token.
+    pub handshake: Option<Request>,
+}
+
+impl Endpoint {
+    /// No handshake.
+    pub fn plain(address: &Address) -> Endpoint {
+        Endpoint { address: address.clone(), handshake: None }
+    }
+}
+
+/// A connection to `endpoint`, past its handshake and its first call of
+/// `request` (checked for success when `check`), warmed with `warmup` more.
+fn warm_connection(endpoint: &Endpoint, request: &Request, warmup: usize, check: bool) -> Result<Wire, String> {
+    let mut w = Wire::connect(&endpoint.address, request.framing, DEADLINE).map_err(|e| format!("connect: {e}"))?;
+    if let Some(hello) = &endpoint.handshake {
+        let answer = w.call(&hello.bytes).map_err(|e| format!("handshake: {e}"))?;
+        if !(is_success(answer) && count(answer, br#""result":true"#) == 1) {
+            return Err(format!("handshake answered: {}", String::from_utf8_lossy(answer)));
+        }
+    }
     let first = w.call(&request.bytes).map_err(|e| format!("first call: {e}"))?;
     if check && !is_success(first) {
         return Err(format!("unexpected answer: {}", String::from_utf8_lossy(first)));
@@ -51,13 +78,77 @@ pub fn latency(
     for _ in 0..warmup {
         w.call(&request.bytes).map_err(|e| format!("warm-up: {e}"))?;
     }
-    let mut v = Vec::with_capacity(samples);
+    Ok(w)
+}
+
+/// `samples` timed round trips of `request` on `w`, in µs, added to `into`.
+fn timed(w: &mut Wire, request: &Request, samples: usize, into: &mut Vec<f64>) -> Result<(), String> {
     for _ in 0..samples {
         let t = Instant::now();
         w.call(&request.bytes).map_err(|e| format!("call: {e}"))?;
-        v.push(micros(t.elapsed()));
+        into.push(micros(t.elapsed()));
     }
+    Ok(())
+}
+
+/// The round trip of `request` on one connection, `samples` times after a
+/// warm-up, from the calling thread (pin it first).
+pub fn latency(
+    endpoint: &Endpoint,
+    request: &Request,
+    warmup: usize,
+    samples: usize,
+    check: bool,
+) -> Result<Quantiles, String> {
+    let mut w = warm_connection(endpoint, request, warmup, check)?;
+    let mut v = Vec::with_capacity(samples);
+    timed(&mut w, request, samples, &mut v)?;
     Ok(quantiles(v))
+}
+
+/// Two latencies taken interleaved, and how they compare.
+#[derive(Clone, Copy, Debug)]
+pub struct Pair {
+    pub a: Quantiles,
+    pub b: Quantiles,
+    /// The median over batch pairs of a's batch p50 over b's.
+    pub ratio: f64,
+    /// The smallest and largest of those ratios.
+    pub ratio_range: (f64, f64),
+    pub batches: usize,
+}
+
+/// [`latency`] of two (endpoint, request) sides, each on a connection of
+/// its own warmed as `latency` warms one, then `samples` round trips each
+/// in [`INTERLEAVE_BATCHES`] alternate batches: a then b, b then a, and so
+/// on, so that neither always goes first. From the calling thread.
+pub fn latency_pair(
+    a: (&Endpoint, &Request),
+    b: (&Endpoint, &Request),
+    warmup: usize,
+    samples: usize,
+) -> Result<Pair, String> {
+    let mut wa = warm_connection(a.0, a.1, warmup, true).map_err(|e| format!("first side: {e}"))?;
+    let mut wb = warm_connection(b.0, b.1, warmup, true).map_err(|e| format!("second side: {e}"))?;
+    let batches = INTERLEAVE_BATCHES.min(samples).max(1);
+    let (mut va, mut vb) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let mut ratios = Vec::with_capacity(batches);
+    for i in 0..batches {
+        // The last batch takes the remainder.
+        let n = samples / batches + if i == batches - 1 { samples % batches } else { 0 };
+        let (from_a, from_b) = (va.len(), vb.len());
+        if i % 2 == 0 {
+            timed(&mut wa, a.1, n, &mut va)?;
+            timed(&mut wb, b.1, n, &mut vb)?;
+        } else {
+            timed(&mut wb, b.1, n, &mut vb)?;
+            timed(&mut wa, a.1, n, &mut va)?;
+        }
+        ratios.push(median(va[from_a..].to_vec()) / median(vb[from_b..].to_vec()));
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Ok(Pair { a: quantiles(va), b: quantiles(vb), ratio: median(ratios), ratio_range: (lo, hi), batches })
 }
 
 /// What a throughput window measured.
@@ -79,7 +170,7 @@ pub struct Load {
 /// connection would spend it switching between threads. A connection gets
 /// its next `depth` requests once all answers to the previous ones are in.
 pub fn throughput(
-    socket: &Path,
+    address: &Address,
     request: &Request,
     clients: usize,
     depth: usize,
@@ -92,14 +183,14 @@ pub fn throughput(
     let (ready_tx, ready_rx) = mpsc::channel::<Result<i32, String>>();
     let thread = {
         let (stop, done) = (stop.clone(), done.clone());
-        let (socket, request) = (socket.to_path_buf(), request.clone());
+        let (address, request) = (address.clone(), request.clone());
         std::thread::spawn(move || -> Result<(), String> {
             let setup = (|| {
                 sys::pin_current(cpu).map_err(|e| format!("pin: {e}"))?;
                 let mut conns = Vec::with_capacity(clients);
                 for _ in 0..clients {
                     let mut w =
-                        Wire::connect(&socket, request.framing, DEADLINE).map_err(|e| format!("connect: {e}"))?;
+                        Wire::connect(&address, request.framing, DEADLINE).map_err(|e| format!("connect: {e}"))?;
                     let first = w.call(&request.bytes).map_err(|e| format!("first call: {e}"))?;
                     if !is_success(first) {
                         return Err(format!("unexpected answer: {}", String::from_utf8_lossy(first)));
@@ -191,7 +282,7 @@ pub fn throughput(
 /// daemon and client were (their means over the windows).
 pub fn throughput_runs(
     env: &Env,
-    socket: &Path,
+    address: &Address,
     request: &Request,
     clients: usize,
     depth: usize,
@@ -199,7 +290,7 @@ pub fn throughput_runs(
 ) -> Result<(Stat, String), String> {
     let mut loads = Vec::new();
     for _ in 0..env.plan.tput_runs {
-        loads.push(throughput(socket, request, clients, depth, env.cpus.other, env.plan.tput_window, daemon)?);
+        loads.push(throughput(address, request, clients, depth, env.cpus.other, env.plan.tput_window, daemon)?);
     }
     let mean = |get: fn(&Load) -> Option<f64>| {
         let v: Vec<f64> = loads.iter().filter_map(get).collect();
@@ -257,7 +348,7 @@ fn floor(env: &Env) -> Result<Quantiles, String> {
     let launch = Launch {
         name: "floor server".into(),
         dir,
-        socket: socket.clone(),
+        address: Address::Unix(socket.clone()),
         pid_file: socket.clone(),
         detached: false,
         probe,
@@ -267,7 +358,102 @@ fn floor(env: &Env) -> Result<Quantiles, String> {
     server.wait_answering(DEADLINE)?;
     sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
     let request = Request { bytes: Request::echo(Proto::Ndjson).bytes, framing: Framing::Line };
-    latency(&socket, &request, env.plan.warmup, env.plan.latency_samples, false)
+    latency(&Endpoint::plain(&Address::Unix(socket)), &request, env.plan.warmup, env.plan.latency_samples, false)
+}
+
+/// A tcp port on loopback that nothing listens on right now.
+fn free_port() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("find a free tcp port: {e}"))?;
+    l.local_addr().map_err(|e| format!("find a free tcp port: {e}"))
+}
+
+/// Starts `echo-daemon -f --max-connections 256` on the daemon's core with
+/// `extra` arguments, on a unix socket in its directory or on a free tcp
+/// port on loopback, and waits until it answers.
+fn echo_daemon(env: &Env, name: &str, tcp: bool, extra: &[&str]) -> Result<Running, String> {
+    let dir = bench_dir(name)?;
+    let pid_file = dir.join("d.pid");
+    let address = if tcp { Address::Tcp(free_port()?) } else { Address::Unix(dir.join("d.sock")) };
+    let mut cmd = Command::new(env.bins.join("echo-daemon"));
+    cmd.arg("-f").arg("--socket").arg(address.to_string()).arg("--pidfile").arg(&pid_file);
+    cmd.args(["--max-connections", "256"]).args(extra);
+    // On tcp with a token this probe is refused, which is answer enough.
+    let probe = Request::ndjson("daemon.info", "");
+    let launch = Launch { name: name.into(), dir, address, pid_file, detached: false, probe, cpu: env.cpus.daemon };
+    let mut d = Running::start(&mut cmd, launch)?;
+    d.wait_answering(DEADLINE)?;
+    Ok(d)
+}
+
+/// The token a daemon on tcp wrote beside its pid file: 64 hex digits and
+/// a newline.
+fn read_token(d: &Running) -> Result<String, String> {
+    let path = d.pid_file.with_extension("token");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let token = text.strip_suffix('\n').unwrap_or(&text);
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{}: not a token ({} bytes)", path.display(), text.len()));
+    }
+    Ok(token.to_string())
+}
+
+/// `rpc.latency.tcp.{ndjson,http}.{token,notoken}` and their ratios: the
+/// echo daemon on tcp with its token beside the same binary with
+/// `--no-token`, interleaved, from the calling thread (pinned to the
+/// daemon's core).
+fn tcp_token_latency(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
+    let same = env.cpus.same();
+    let with = echo_daemon(env, "rpc-tcp-token", true, &[])?;
+    let without = echo_daemon(env, "rpc-tcp-notoken", true, &["--no-token"])?;
+    let token = read_token(&with)?;
+    // The figures compare nothing unless the token is really asked for.
+    let mut w = Wire::connect(&with.address, Framing::Line, DEADLINE).map_err(|e| format!("connect: {e}"))?;
+    let refused = w.call(&Request::echo(Proto::Ndjson).bytes).map_err(|e| format!("call without the token: {e}"))?;
+    if is_success(refused) {
+        return Err(format!("{} answered a call without its token", with.address));
+    }
+    drop(w);
+    let authenticated = Endpoint { address: with.address.clone(), handshake: Some(Request::authenticate(&token)) };
+    let sides = [
+        (
+            "ndjson",
+            (authenticated, Request::echo(Proto::Ndjson)),
+            (Endpoint::plain(&without.address), Request::echo(Proto::Ndjson)),
+            "rpc.authenticate once per connection, untimed",
+        ),
+        (
+            "http",
+            (Endpoint::plain(&with.address), Request::echo(Proto::HttpJson).bearer(&token)),
+            (Endpoint::plain(&without.address), Request::echo(Proto::HttpJson)),
+            "JSON-RPC, Authorization: Bearer on every request",
+        ),
+    ];
+    for (framing, a, b, how) in &sides {
+        super::progress(&format!("rpc: latency tcp {framing}, token and --no-token interleaved"));
+        let pair = latency_pair((&a.0, &a.1), (&b.0, &b.1), env.plan.warmup, env.plan.latency_samples)?;
+        let name = format!("rpc.latency.tcp.{framing}");
+        let batches = format!("interleaved with the other in {} alternate batches", pair.batches);
+        out.push(
+            Figure::new(format!("{name}.token"), &same, "µs", Stat::Q(pair.a))
+                .note(format!("echo-daemon on tcp 127.0.0.1 with its token; {how}; {batches}")),
+        );
+        out.push(
+            Figure::new(format!("{name}.notoken"), &same, "µs", Stat::Q(pair.b))
+                .note(format!("the same binary with --no-token; {batches}")),
+        );
+        out.push(
+            Figure::new(format!("{name}.ratio"), &same, "x", Stat::Value { value: pair.ratio, runs: pair.batches })
+                .target(Target::at_most(Of::Value, 1.05, "within 5% (<= 1.05)"))
+                .note(format!(
+                    "token p50 / notoken p50: median over {} batch pairs (range {:.3}-{:.3}); of all samples {:.3}",
+                    pair.batches,
+                    pair.ratio_range.0,
+                    pair.ratio_range.1,
+                    pair.a.p50 / pair.b.p50
+                )),
+        );
+    }
+    Ok(())
 }
 
 pub fn run(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
@@ -293,28 +479,15 @@ pub fn run(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         Err(e) => Peer::Skipped(e.clone()),
     };
 
-    let dir = bench_dir("rpc")?;
-    let (socket, pid_file) = (dir.join("d.sock"), dir.join("d.pid"));
-    let mut cmd = Command::new(env.bins.join("echo-daemon"));
-    cmd.arg("-f").arg("--socket").arg(format!("unix://{}", socket.display())).arg("--pidfile").arg(&pid_file);
-    cmd.args(["--max-connections", "256"]);
-    let launch = Launch {
-        name: "echo-daemon".into(),
-        dir,
-        socket: socket.clone(),
-        pid_file,
-        detached: false,
-        probe: Request::ndjson("daemon.info", ""),
-        cpu: env.cpus.daemon,
-    };
-    let mut d = Running::start(&mut cmd, launch)?;
-    d.wait_answering(DEADLINE)?;
+    let mut d = echo_daemon(env, "rpc", false, &[])?;
+    let socket = d.address.clone();
     let pid = d.pid()?;
 
     sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
     for proto in [Proto::Ndjson, Proto::HttpJson, Proto::HttpXml] {
         super::progress(&format!("rpc: latency {}", proto.name()));
-        let q = latency(&socket, &Request::echo(proto), env.plan.warmup, env.plan.latency_samples, true)?;
+        let endpoint = Endpoint::plain(&socket);
+        let q = latency(&endpoint, &Request::echo(proto), env.plan.warmup, env.plan.latency_samples, true)?;
         let mut f = Figure::new(format!("rpc.latency.{}", proto.name()), &same, "µs", Stat::Q(q));
         match proto {
             Proto::Ndjson | Proto::HttpJson => {
@@ -326,6 +499,7 @@ pub fn run(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         }
         out.push(f);
     }
+    tcp_token_latency(env, out)?;
     sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
 
     for proto in [Proto::Ndjson, Proto::HttpJson] {

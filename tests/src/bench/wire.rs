@@ -6,11 +6,15 @@
 //! answer a line) and HTTP/1.1 with keep-alive (an answer is a head and a
 //! `Content-Length` body). A [`Wire`] keeps what it read past one answer for
 //! the next, so pipelined answers that arrive together are all found.
+//! A `Wire` connects to a unix socket or to tcp (with `TCP_NODELAY`, as the
+//! daemon sets on its side).
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::Duration;
+
+use forkd_os::Address;
 
 /// How answers are delimited on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +86,28 @@ impl Request {
         }
     }
 
+    /// This HTTP request with `Authorization: Bearer TOKEN`, the way a tcp
+    /// client presents the daemon's token. Line requests are unchanged: a
+    /// newline-delimited connection authenticates once, with
+    /// [`Request::authenticate`].
+    pub fn bearer(&self, token: &str) -> Request {
+        if self.framing != Framing::Http {
+            return self.clone();
+        }
+        let at = self.bytes.windows(2).position(|w| w == b"\r\n").map_or(self.bytes.len(), |i| i + 2);
+        let mut bytes = self.bytes[..at].to_vec();
+        bytes.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+        bytes.extend_from_slice(&self.bytes[at..]);
+        Request { bytes, framing: Framing::Http }
+    }
+
+    /// `rpc.authenticate(token)`, what a newline-delimited connection on tcp
+    /// sends before anything else.
+    pub fn authenticate(token: &str) -> Request {
+        let line = format!(r#"{{"jsonrpc":"2.0","method":"rpc.authenticate","params":{{"token":"{token}"}},"id":0}}"#);
+        Request { bytes: format!("{line}\n").into_bytes(), framing: Framing::Line }
+    }
+
     /// `depth` copies of this request, to be written at once.
     pub fn repeated(&self, depth: usize) -> Vec<u8> {
         self.bytes.repeat(depth)
@@ -100,9 +126,61 @@ fn json_body(method: &str, params: &str) -> String {
 /// workers fits with room to spare.
 const MAX_ANSWER: usize = 64 << 20;
 
+/// A unix or tcp stream.
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))),
+            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(on),
+            Stream::Tcp(s) => s.set_nonblocking(on),
+        }
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A connection to a daemon that sends encoded requests and frames answers.
 pub struct Wire {
-    stream: UnixStream,
+    stream: Stream,
     framing: Framing,
     buf: Vec<u8>,
     start: usize,
@@ -111,10 +189,16 @@ pub struct Wire {
 
 impl Wire {
     /// Connects; reads time out after `timeout`.
-    pub fn connect(path: &Path, framing: Framing, timeout: Duration) -> io::Result<Wire> {
-        let stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+    pub fn connect(address: &Address, framing: Framing, timeout: Duration) -> io::Result<Wire> {
+        let stream = match address {
+            Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            Address::Tcp(addr) => {
+                let s = TcpStream::connect_timeout(addr, timeout)?;
+                s.set_nodelay(true)?;
+                Stream::Tcp(s)
+            }
+        };
+        stream.set_timeouts(timeout)?;
         Ok(Wire { stream, framing, buf: vec![0; 16 * 1024], start: 0, end: 0 })
     }
 
@@ -136,7 +220,7 @@ impl Wire {
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+        self.stream.raw_fd()
     }
 
     /// Writes all of `bytes` on a non-blocking stream, waiting for room
@@ -323,5 +407,19 @@ mod tests {
     fn content_length_is_case_insensitive() {
         assert_eq!(content_length(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n"), Some(12));
         assert_eq!(content_length(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn bearer_goes_after_the_request_line() {
+        let r = Request::http("/", "application/json", "{}").bearer("ab12");
+        let text = String::from_utf8(r.bytes).unwrap();
+        assert!(text.starts_with("POST / HTTP/1.1\r\nAuthorization: Bearer ab12\r\nHost: localhost\r\n"), "{text}");
+        assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"), "{text}");
+        let line = Request::ndjson("my.echo", "");
+        assert_eq!(line.bearer("ab12").bytes, line.bytes);
+        assert_eq!(
+            Request::authenticate("ab12").bytes,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.authenticate\",\"params\":{\"token\":\"ab12\"},\"id\":0}\n"
+        );
     }
 }
