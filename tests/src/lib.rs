@@ -113,6 +113,9 @@ impl Daemon {
             .arg(&pid_file)
             .args(args)
             .current_dir(dir.path())
+            // The daemon's clients find the token themselves; one in the
+            // environment the tests run in must not stand in for it.
+            .env_remove("FORKD_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -134,10 +137,12 @@ impl Daemon {
     pub fn wait_answering(&mut self) {
         let socket = self.socket.clone();
         let options = self.connect_options();
+        let log = self.dir.join("stderr.log");
         let child = &mut self.child;
         wait_until("the daemon to answer", DEADLINE, || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("the daemon exited before answering: {status}");
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the daemon exited before answering: {status}\n{log}");
             }
             Client::connect_with(&socket, &options).and_then(|mut c| c.call("daemon.info", Value::Null)).is_ok()
         });

@@ -43,73 +43,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts `bin_name -f -v --socket ADDRESS --pidfile DIR/d.pid ARGS` in
-/// `dir`, without waiting for it; its stderr goes to `DIR/stderr.log`.
-fn spawn(dir: &TempDir, bin_name: &str, socket: &Address, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-    let pid_file = dir.join("d.pid");
-    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let mut cmd = Command::new(bin(bin_name));
-    cmd.args(["-f", "-v", "--socket", &socket.to_string(), "--pidfile"])
-        .arg(&pid_file)
-        .args(args)
-        .current_dir(dir.path())
-        .env_remove("FORKD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .process_group(0);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("start the daemon");
-    Daemon { child, socket: socket.clone(), pid_file, dir: dir.path().to_path_buf() }
-}
-
-/// The token file the daemon derives from its pid file `DIR/d.pid`.
-fn token_path(d: &Daemon) -> PathBuf {
-    d.dir.join("d.token")
-}
-
-/// How the test's in-process clients connect: the token read from the
-/// daemon's token file, never from the test process's environment.
-fn options(d: &Daemon) -> ConnectOptions {
-    ConnectOptions::new(DEADLINE).token_file(token_path(d))
-}
-
-fn client(d: &Daemon) -> Client {
-    Client::connect_with(&d.socket, &options(d)).expect("connect to the daemon with its token")
-}
-
-/// Waits until the daemon answers `daemon.info` to a client with the token.
-fn wait_answering(d: &mut Daemon) {
-    let (socket, options) = (d.socket.clone(), options(d));
-    let log = d.dir.join("stderr.log");
-    let child = &mut d.child;
-    wait_until("the daemon to answer", DEADLINE, || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the daemon exited before answering: {status}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        Client::connect_with(&socket, &options).and_then(|mut c| c.call("daemon.info", Value::Null)).is_ok()
-    });
-}
-
 /// An echo daemon on 127.0.0.1 and a free port, answering.
 fn start_tcp(dir: &TempDir, args: &[&str]) -> (Daemon, u16) {
     let port = free_port();
     let address: Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
-    let mut d = spawn(dir, ECHO, &address, args, &[]);
-    wait_answering(&mut d);
-    (d, port)
-}
-
-/// A daemon on `DIR/d.sock`, answering.
-fn start_unix(dir: &TempDir, bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-    let mut d = spawn(dir, bin_name, &Address::Unix(dir.join("d.sock")), args, env);
-    wait_answering(&mut d);
-    d
+    (Daemon::start_at(dir, ECHO, &address, args, &[]), port)
 }
 
 fn socket_path(d: &Daemon) -> PathBuf {
@@ -117,10 +55,6 @@ fn socket_path(d: &Daemon) -> PathBuf {
         Address::Unix(p) => p.clone(),
         other => panic!("not a unix socket: {other}"),
     }
-}
-
-fn token(d: &Daemon) -> String {
-    std::fs::read_to_string(token_path(d)).expect("read the token file").trim_end().to_string()
 }
 
 fn stdout(out: &Output) -> String {
@@ -195,7 +129,7 @@ fn tcp_lines(port: u16) -> (TcpStream, BufReader<TcpStream>) {
 
 /// A fresh client with the token gets its echo.
 fn assert_echoes(d: &Daemon, message: &str) {
-    let got = client(d).call("my.echo", json!({ "message": message })).expect("a fresh client gets its echo");
+    let got = d.client().call("my.echo", json!({ "message": message })).expect("a fresh client gets its echo");
     assert_eq!(got, json!(message));
 }
 
@@ -281,7 +215,7 @@ const SHUTDOWN: &str = r#"{"jsonrpc":"2.0","method":"daemon.shutdown","id":1}"#;
 fn forged_cross_origin_posts_are_refused_and_the_daemon_runs_on() {
     let dir = TempDir::new("sec-forged");
     let (d, port) = start_tcp(&dir, &[]);
-    let bearer = format!("Authorization: Bearer {}", token(&d));
+    let bearer = format!("Authorization: Bearer {}", d.token());
     let cases: [(&str, Vec<&str>, &str); 4] = [
         // What a page may send cross-origin without a preflight.
         ("a text/plain POST", vec!["-H", "Content-Type: text/plain", "-d", SHUTDOWN], "415"),
@@ -349,7 +283,7 @@ fn tcp_without_a_token_is_refused_over_http_and_ndjson() {
 fn tcp_token_file_is_0600_64_hex_digits_and_removed_at_stop() {
     let dir = TempDir::new("sec-tokenfile");
     let (mut d, _) = start_tcp(&dir, &[]);
-    let path = token_path(&d);
+    let path = d.token_file();
     let meta = std::fs::symlink_metadata(&path).expect("the token file exists");
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -367,7 +301,7 @@ fn tcp_token_file_is_0600_64_hex_digits_and_removed_at_stop() {
 fn tcp_with_the_token_serves_curl_python_ndjson_and_the_clients() {
     let dir = TempDir::new("sec-token");
     let (d, port) = start_tcp(&dir, &[]);
-    let token = token(&d);
+    let token = d.token();
     let url = format!("http://127.0.0.1:{port}/");
 
     // curl with a bearer token.
@@ -398,7 +332,7 @@ fn tcp_with_the_token_serves_curl_python_ndjson_and_the_clients() {
     assert_eq!(read_line(&mut r), "{\"jsonrpc\":\"2.0\",\"result\":\"ndjson\",\"id\":1}\n");
 
     // forkd::Client with the token file.
-    let got = client(&d).call("my.echo", json!({"message": "client"})).unwrap();
+    let got = d.client().call("my.echo", json!({"message": "client"})).unwrap();
     assert_eq!(got, json!("client"));
 
     // Plain Client::connect in a child process given FORKD_TOKEN.
@@ -427,7 +361,7 @@ fn tcp_with_the_token_serves_curl_python_ndjson_and_the_clients() {
 fn a_unix_client_of_another_user_is_refused_and_logged() {
     let dir = TempDir::new("sec-peer");
     open_to_others(&dir);
-    let d = start_unix(&dir, PROBE, &[], &[("PROBE_SOCKET_MODE", "666")]);
+    let d = Daemon::start(&dir, PROBE, &[], &[("PROBE_SOCKET_MODE", "666")]);
     let sock = socket_path(&d);
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666, "the fixture did not widen the socket's mode");
@@ -558,7 +492,7 @@ impl Drop for Holder {
 #[test]
 fn a_one_mib_batch_is_one_error_and_the_daemon_stays_small() {
     let dir = TempDir::new("sec-bigbatch");
-    let d = start_unix(&dir, ECHO, &[], &[]);
+    let d = Daemon::start(&dir, ECHO, &[], &[]);
     // `[1,1,...,1]` just under the 1 MiB request bound, newline included.
     let n = ((1 << 20) - 2) / 2 - 1;
     let mut batch = String::with_capacity(1 << 20);
@@ -583,7 +517,7 @@ fn a_one_mib_batch_is_one_error_and_the_daemon_stays_small() {
 #[test]
 fn a_100k_entry_multicall_is_one_error_and_the_daemon_stays_small() {
     let dir = TempDir::new("sec-multicall");
-    let d = start_unix(&dir, ECHO, &[], &[]);
+    let d = Daemon::start(&dir, ECHO, &[], &[]);
     let entries = vec!["{}"; 100_000].join(",");
     let request =
         format!("{{\"jsonrpc\":\"2.0\",\"method\":\"system.multicall\",\"params\":[[{entries}]],\"id\":1}}\n");
@@ -602,7 +536,7 @@ fn ten_flooders_that_never_read_leave_the_daemon_small_and_serving() {
     let dir = TempDir::new("sec-flooders");
     // Room for the ten flooders and the normal clients: with the default
     // of ten connections the flooders alone would hold every slot.
-    let d = start_unix(&dir, ECHO, &["--max-connections", "16"], &[]);
+    let d = Daemon::start(&dir, ECHO, &["--max-connections", "16"], &[]);
     // A line is a batch of 1000 echoes of 240 bytes: about 300 KB in, 275 KB
     // out. Fifty of them per client, never reading: 15 MB each.
     const LINES: usize = 50;
@@ -670,7 +604,7 @@ fn slow_header_clients_holding_every_slot_are_dropped_at_their_deadline() {
     const SLACK: Duration = Duration::from_secs(2);
     let dir = TempDir::new("sec-slowloris");
     // The default --max-connections, 10: the slow clients take them all.
-    let d = start_unix(&dir, ECHO, &["--request-timeout", "2"], &[]);
+    let d = Daemon::start(&dir, ECHO, &["--request-timeout", "2"], &[]);
     let head = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Slow: ".to_vec();
     let stop = Arc::new(AtomicBool::new(false));
     let mut slow = Vec::new();
@@ -737,9 +671,9 @@ fn slow_header_clients_holding_every_slot_are_dropped_at_their_deadline() {
 #[test]
 fn a_panicking_handler_answers_internal_error_and_the_daemon_serves_on() {
     let dir = TempDir::new("sec-panic");
-    let d = start_unix(&dir, PROBE, &[], &[]);
+    let d = Daemon::start(&dir, PROBE, &[], &[]);
     let pid = d.pid();
-    let mut c = client(&d);
+    let mut c = d.client();
     match c.call("test.panic", Value::Null) {
         Err(ClientError::Rpc { code: INTERNAL_ERROR, .. }) => {}
         other => panic!("test.panic answered {other:?}"),
@@ -747,7 +681,7 @@ fn a_panicking_handler_answers_internal_error_and_the_daemon_serves_on() {
     // The same connection and a fresh one are served by the same process.
     assert_eq!(c.call("my.echo", json!({"message": "same"})).unwrap(), json!("same"));
     assert_echoes(&d, "fresh");
-    let info = client(&d).call("daemon.info", Value::Null).unwrap();
+    let info = d.client().call("daemon.info", Value::Null).unwrap();
     assert_eq!(info["pid"], json!(pid));
     assert!(alive(pid));
     wait_until("the panic to be logged", DEADLINE, || d.log().contains("test.panic panicked"));
