@@ -537,39 +537,7 @@ fn ten_flooders_that_never_read_leave_the_daemon_small_and_serving() {
     // Room for the ten flooders and the normal clients: with the default
     // of ten connections the flooders alone would hold every slot.
     let d = Daemon::start(&dir, ECHO, &["--max-connections", "16"], &[]);
-    // A line is a batch of 1000 echoes of 240 bytes: about 300 KB in, 275 KB
-    // out. Fifty of them per client, never reading: 15 MB each.
-    const LINES: usize = 50;
-    let message = "f".repeat(240);
-    let batch: Vec<Value> = (1..=1000)
-        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "my.echo", "params": {"message": message}}))
-        .collect();
-    let line = format!("{}\n", Value::Array(batch));
-    let flood = Arc::new(line.repeat(LINES).into_bytes());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut flooders = Vec::new();
-    for _ in 0..10 {
-        let s = UnixStream::connect(socket_path(&d)).unwrap();
-        let written = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (mut s, written, flood, stop) = (s.try_clone().unwrap(), written.clone(), flood.clone(), stop.clone());
-            // Short write timeouts so that the thread can see `stop` while
-            // the daemon holds it blocked.
-            s.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
-            std::thread::spawn(move || {
-                let mut at = 0;
-                while at < flood.len() && !stop.load(Ordering::SeqCst) {
-                    match s.write(&flood[at..(at + 64 * 1024).min(flood.len())]) {
-                        Ok(n) => at += n,
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                        Err(_) => break,
-                    }
-                    written.store(at, Ordering::SeqCst);
-                }
-            })
-        };
-        flooders.push((s, written, thread));
-    }
+    let (flooders, line, flood, stop) = start_flooders(&d);
     // Each flooder got three lines in: the daemon read and answered at
     // least two of them (the socket holds well under one).
     for (i, (_, written, _)) in flooders.iter().enumerate() {
@@ -593,6 +561,79 @@ fn ten_flooders_that_never_read_leave_the_daemon_small_and_serving() {
         drop(s);
     }
     assert_echoes(&d, "after the flood");
+    assert!(alive(d.pid()));
+}
+
+/// A batch line of 1000 echoes and ten clients writing fifty of them each,
+/// never reading: (the clients with how much each wrote and its thread,
+/// the line, the whole flood, the flag that stops them).
+#[allow(clippy::type_complexity)]
+fn start_flooders(
+    d: &Daemon,
+) -> (Vec<(UnixStream, Arc<AtomicUsize>, std::thread::JoinHandle<()>)>, String, Arc<Vec<u8>>, Arc<AtomicBool>) {
+    // A line is a batch of 1000 echoes of 240 bytes: about 300 KB in, 275 KB
+    // out. Fifty of them per client, never reading: 15 MB each.
+    const LINES: usize = 50;
+    let message = "f".repeat(240);
+    let batch: Vec<Value> = (1..=1000)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "my.echo", "params": {"message": message}}))
+        .collect();
+    let line = format!("{}\n", Value::Array(batch));
+    let flood = Arc::new(line.repeat(LINES).into_bytes());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for _ in 0..10 {
+        let s = UnixStream::connect(socket_path(d)).unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (mut s, written, flood, stop) = (s.try_clone().unwrap(), written.clone(), flood.clone(), stop.clone());
+            // Short write timeouts so that the thread can see `stop` while
+            // the daemon holds it blocked.
+            s.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+            std::thread::spawn(move || {
+                let mut at = 0;
+                while at < flood.len() && !stop.load(Ordering::SeqCst) {
+                    match s.write(&flood[at..(at + 64 * 1024).min(flood.len())]) {
+                        Ok(n) => at += n,
+                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                    written.store(at, Ordering::SeqCst);
+                }
+            })
+        };
+        flooders.push((s, written, thread));
+    }
+    (flooders, line, flood, stop)
+}
+
+#[test]
+fn ten_non_readers_holding_every_slot_are_closed_after_the_request_timeout() {
+    let dir = TempDir::new("sec-non-readers");
+    // The default --max-connections, 10: the ten flooders hold every slot.
+    let d = Daemon::start(&dir, ECHO, &["--request-timeout", "2"], &[]);
+    let (flooders, line, flood, stop) = start_flooders(&d);
+    for (i, (_, written, _)) in flooders.iter().enumerate() {
+        wait_until(&format!("flooder {i} to get three batches in"), DEADLINE, || {
+            written.load(Ordering::SeqCst) >= 3 * line.len()
+        });
+    }
+    // Their answers wait unread: after the request timeout they are closed,
+    // and a normal client, waiting in the backlog meanwhile, is answered.
+    let got = d.client().call("my.echo", json!({ "message": "after them" })).expect("answered once they are closed");
+    assert_eq!(got, json!("after them"));
+    // The daemon closed them: their writes fail, and each flooder's
+    // thread ends without being told to.
+    for (i, (_, written, thread)) in flooders.iter().enumerate() {
+        wait_until(&format!("flooder {i}'s connection to be closed"), DEADLINE, || thread.is_finished());
+        assert!(written.load(Ordering::SeqCst) < flood.len(), "flooder {i} ended by writing it all, not by a close");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for (s, _, thread) in flooders {
+        thread.join().unwrap();
+        drop(s);
+    }
+    assert!(d.log().contains("have not been read"), "the closing is logged:\n{}", d.log());
     assert!(alive(d.pid()));
 }
 

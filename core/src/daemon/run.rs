@@ -328,7 +328,12 @@ impl Loop<'_> {
         let sup = self.ctl.sup.poll_timeout(|id| Some(self.links.get(&id)?.hang_deadline(hang?)));
         // A request that began to arrive must be whole by its deadline.
         let timeout = self.config.request_timeout;
-        let requests = self.clients.values().filter_map(|c| c.request_since).map(|(t, _)| t + timeout).min();
+        let requests = self
+            .clients
+            .values()
+            .flat_map(|c| c.request_since.map(|(t, _)| t).into_iter().chain(c.stalled_since))
+            .map(|t| t + timeout)
+            .min();
         let commands = self
             .links
             .values()

@@ -22,6 +22,9 @@ pub(super) struct Client {
     /// When the request now arriving was first seen, and how many requests
     /// the connection had taken whole then.
     pub(super) request_since: Option<(Instant, u64)>,
+    /// Since when answers have waited for a client that does not read
+    /// them: the socket takes no more, and the client has not made room.
+    pub(super) stalled_since: Option<Instant>,
 }
 
 impl Client {
@@ -43,11 +46,16 @@ pub(super) fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io:
             Ok(n) => {
                 client.conn.consume(n);
                 client.last_active = now;
+                client.stalled_since = None;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                client.stalled_since.get_or_insert(now);
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
     }
+    client.stalled_since = None;
     Ok(())
 }
 
@@ -73,7 +81,8 @@ impl Loop<'_> {
                     };
                     let now = os.now();
                     let conn = Conn::with_access(limits, access);
-                    let client = Client { fd, conn, last_active: now, eof: false, request_since: None };
+                    let client =
+                        Client { fd, conn, last_active: now, eof: false, request_since: None, stalled_since: None };
                     self.clients.insert(id, client);
                     self.publish(Event::ClientConnect { conn: id });
                 }
@@ -232,10 +241,12 @@ impl Loop<'_> {
         }
     }
 
-    /// Closes connections idle past the idle timeout, and times out
-    /// requests that began to arrive longer than the request timeout ago:
-    /// a client that sends a byte now and then keeps its connection from
-    /// going idle, but not its request from being late.
+    /// Closes connections idle past the idle timeout, times out requests
+    /// that began to arrive longer than the request timeout ago (a client
+    /// that sends a byte now and then keeps its connection from going
+    /// idle, but not its request from being late), and closes connections
+    /// whose answers have waited that long for a client that does not read
+    /// them (it holds a slot, and memory, that others need).
     pub(super) fn expire_idle<O: Os>(&mut self, os: &mut O) {
         let now = os.now();
         let idle = self.config.idle_timeout;
@@ -252,6 +263,16 @@ impl Loop<'_> {
                 client.request_since = None;
             }
             self.pump(os, id);
+        }
+        let stalled: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.stalled_since.is_some_and(|since| now >= since + timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            log::warn!("closing connection {id}: its answers have not been read for {timeout:?}");
+            self.close_client(os, id);
         }
         let expired: Vec<u64> = self
             .clients
