@@ -79,6 +79,36 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
     }
 }
 
+/// Waits until `child` exits, at most `deadline`: on a pidfd, which turns
+/// readable when the process ends, so nothing polls or sleeps. `None` when
+/// it is still running then.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    // Safety: pidfd_open takes a pid and flags, and returns a new descriptor.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as libc::c_int;
+    if pidfd < 0 {
+        // Already reaped, or the kernel has no pidfd: ask directly.
+        return child.try_wait().expect("wait for the child");
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            // Safety: the descriptor is ours and closed once.
+            unsafe { libc::close(pidfd) };
+            return Some(status);
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            // Safety: as above.
+            unsafe { libc::close(pidfd) };
+            return None;
+        }
+        let mut pollfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+        let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // Safety: one valid pollfd. EINTR only means: look again.
+        unsafe { libc::poll(&mut pollfd, 1, ms.max(1)) };
+    }
+}
+
 /// Whether a process is alive (a zombie counts as gone).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

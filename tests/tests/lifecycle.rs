@@ -12,10 +12,9 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use forkd_os::Address;
-use forkd_tests::{alive, bin, wait_until, Client, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, bin, wait_exit, wait_until, Client, Daemon, TempDir, DEADLINE};
 use serde_json::Value;
 
 /// A command that ran to its end.
@@ -44,17 +43,10 @@ fn run_in(dir: &TempDir, bin_name: &str, args: &[&str], env: &[(&str, &str)]) ->
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("run the command");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{bin_name} {}` did not exit within {DEADLINE:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(status) = wait_exit(&mut child, DEADLINE) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`{bin_name} {}` did not exit within {DEADLINE:?}", args.join(" "));
     };
     Ran {
         code: status.code().unwrap_or(-1),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use forkd::ConnectOptions;
 use forkd_os::Address;
-use forkd_tests::{alive, bin, run, wait_until, Client, ClientError, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, bin, run, wait_exit, wait_until, Client, ClientError, Daemon, TempDir, DEADLINE};
 use serde_json::{json, Value};
 
 const ECHO: &str = "echo-daemon";
@@ -150,17 +150,10 @@ fn assert_rss_bounded(d: &Daemon, when: &str) {
 /// `DEADLINE`, and returns its exit code and stderr.
 fn run_to_exit(mut cmd: Command) -> (i32, String) {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the daemon did not exit within {DEADLINE:?}: it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(status) = wait_exit(&mut child, DEADLINE) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon did not exit within {DEADLINE:?}: it should have refused to start");
     };
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
