@@ -94,28 +94,16 @@ impl Choices {
 const CONN_LIMITS: Limits =
     Limits { max_request: 4096, max_output: 8192, read_buffer: 1024, max_pending: 8, max_batch: 64 };
 
-/// The most output one owed answer can render, for a request of at most
-/// `max_request` bytes and the dispatcher below.
-///
-/// The worst case is a JSON-RPC batch of one-digit elements, `[1,1,...]`:
-/// each costs two bytes of request and answers an 89-byte "request must be
-/// an object" error plus its comma, 45 times its size. Everything else
-/// answers less per request byte (the dispatcher echoes its params, or
-/// answers at most `BIG` bytes), plus a bounded overhead: HTTP headers, an
-/// XML-RPC fault, a parse error's message.
-const fn answer_max(max_request: usize) -> usize {
-    46 * max_request + 4096
-}
-
-/// How much unsent output a connection may hold: under `max_output` when
-/// it took its last request, plus every owed answer rendering at once when
-/// the deferred one at the front completes, plus one `100 Continue`.
-///
-/// Note what this means: `max_output` bounds when the connection stops
-/// reading, not the memory it holds, which grows with
-/// `max_pending * max_request`.
+/// How much unsent output a connection may hold. Answers rendered but not
+/// sent (queued behind a deferred one, or in the output) stay under
+/// `max_output` whenever a request is taken, and one request's answers
+/// stop at `max_output` too: past it each entry left is answered by a short
+/// error instead, which echoes its id (the ids of one request add up to at
+/// most `max_request`). So: twice `max_output`, the ids twice over, a short
+/// error per batch entry, the small plain answers (health, refusals) that
+/// the bound does not count, one per owed answer, and headers.
 const fn output_max(limits: &Limits) -> usize {
-    limits.max_output + limits.max_pending * answer_max(limits.max_request) + 64
+    2 * limits.max_output + 2 * limits.max_request + (limits.max_batch + 1) * 256 + limits.max_pending * 512 + 4096
 }
 
 /// The size of the `big` method's answer.
