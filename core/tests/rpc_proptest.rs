@@ -224,7 +224,7 @@ fn arb_http() -> impl Strategy<Value = Vec<u8>> {
 
 fn arb_limits() -> impl Strategy<Value = Limits> {
     (8usize..400, 1usize..600, 1usize..6, 1usize..4).prop_map(|(max_request, max_output, max_pending, max_batch)| {
-        Limits { max_request, max_output, read_buffer: 1024, max_pending, max_batch }
+        Limits { max_request, max_output, read_buffer: 1024, max_pending, max_batch, max_values: 1 << 16 }
     })
 }
 
@@ -282,6 +282,17 @@ proptest! {
         if client.conn.is_closing() {
             prop_assert!(client.conn.should_close(), "closing, settled, but not closable");
         }
+    }
+
+    /// The scan that bounds a request before it is parsed never counts
+    /// fewer values than it holds, and counts a batch's entries exactly,
+    /// whatever the spacing.
+    #[test]
+    fn a_request_s_shape_bounds_what_parsing_builds(value in arb_json(), pretty in any::<bool>()) {
+        let text = if pretty { serde_json::to_string_pretty(&value).unwrap() } else { value.to_string() };
+        let shape = forkd_core::rpc::jsonrpc::Shape::of(text.as_bytes());
+        prop_assert!(shape.values >= count_values(&value), "{shape:?} for {text}");
+        prop_assert_eq!(shape.batch, value.as_array().map(Vec::len), "{}", text);
     }
 
     #[test]
@@ -350,6 +361,15 @@ fn arb_leaf() -> impl Strategy<Value = Value> {
         "[a-z0-9 .\"\\\\\n\u{e9}]{0,8}".prop_map(Value::from),
         Just(Value::from("2.0")),
     ]
+}
+
+/// How many values parsing `value` builds: itself and everything inside.
+fn count_values(value: &Value) -> usize {
+    1 + match value {
+        Value::Array(items) => items.iter().map(count_values).sum(),
+        Value::Object(map) => map.values().map(count_values).sum(),
+        _ => 0,
+    }
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {

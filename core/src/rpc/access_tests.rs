@@ -134,12 +134,13 @@ fn unix_connections_need_no_token() {
 
 #[test]
 fn batches_and_answers_are_bounded() {
-    let limits = Limits { max_batch: 3, max_output: 200, ..Limits::default() };
+    let limits = Limits { max_batch: 3, max_output: 200, max_values: 20, ..Limits::default() };
     let make = move || Harness::with_access(limits.clone(), Access::default());
     let echo = |n: usize, text: &str| {
         format!(r#"{{"jsonrpc":"2.0","method":"my.echo","params":{{"message":"{text}"}},"id":{n}}}"#)
     };
     let long = "x".repeat(120);
+    let deep = format!("{}\n", "[".repeat(30) + &"]".repeat(30));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("a batch of three runs", format!("[{},{},{}]\n", echo(1, "a"), echo(2, "b"), echo(3, "c")).into_bytes()),
         (
@@ -147,6 +148,7 @@ fn batches_and_answers_are_bounded() {
             format!("[{},{},{},{}]\n", echo(1, "a"), echo(2, "b"), echo(3, "c"), echo(4, "d")).into_bytes(),
         ),
         ("[1,1,1,1] is a batch too", b"[1,1,1,1]\n".to_vec()),
+        ("too many values is refused before parsing", deep.into_bytes()),
         ("one answer over the bound is an error", format!("{}\n", echo(1, &"x".repeat(300))).into_bytes()),
         (
             "the batch stops where its answer passes the bound",

@@ -96,11 +96,22 @@ pub struct Limits {
     /// The most entries a batch may have; a larger one is answered with one
     /// error and runs nothing. Default 1000.
     pub max_batch: usize,
+    /// The most JSON values one request may hold (every array, object and
+    /// element counts); a request with more is answered with one error
+    /// before it is parsed. Default 65536.
+    pub max_values: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request: 1 << 20, max_output: 1 << 20, read_buffer: 1024, max_pending: 1024, max_batch: 1000 }
+        Limits {
+            max_request: 1 << 20,
+            max_output: 1 << 20,
+            read_buffer: 1024,
+            max_pending: 1024,
+            max_batch: 1000,
+            max_values: 1 << 16,
+        }
     }
 }
 
@@ -432,7 +443,12 @@ impl Conn {
         };
         let line = &buf[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let decoded = if line.iter().all(u8::is_ascii_whitespace) { None } else { Some(jsonrpc::decode(line)) };
+        let (max_batch, max_values) = (self.limits.max_batch, self.limits.max_values);
+        let decoded = if line.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(jsonrpc::decode_bounded(line, max_batch, max_values))
+        };
         let pipelined = self.start > 0;
         self.start += end + 1;
         self.taken += 1;
@@ -530,7 +546,8 @@ impl Conn {
             return true;
         }
         match http::body_kind(head.content_type.as_deref()) {
-            Some(BodyKind::Json) => match jsonrpc::decode(&body) {
+            Some(BodyKind::Json) => match jsonrpc::decode_bounded(&body, self.limits.max_batch, self.limits.max_values)
+            {
                 Ok(message) => self.run_json(message, envelope, dispatch),
                 // The body was delimited by its length, so the framing
                 // holds: answer the parse error and keep the connection.

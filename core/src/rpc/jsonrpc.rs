@@ -65,6 +65,80 @@ pub fn decode(bytes: &[u8]) -> Result<Message, RpcError> {
     Ok(decode_value(value))
 }
 
+/// Decodes a payload as [`decode`] does, unless its shape is over the
+/// bounds: more than `max_batch` entries in a batch, or more than
+/// `max_values` JSON values in all. Such a payload is refused by a message
+/// with one invalid entry (error -32005), found by a scan that allocates
+/// nothing, before serde_json builds a value for each of its parts: a
+/// megabyte of `[1,1,…]` would otherwise cost a hundred megabytes to
+/// refuse.
+pub fn decode_bounded(bytes: &[u8], max_batch: usize, max_values: usize) -> Result<Message, RpcError> {
+    let shape = Shape::of(bytes);
+    let over = match shape.batch {
+        Some(n) if n > max_batch => Some(format!("batch of {n} entries: at most {max_batch}")),
+        _ if shape.values > max_values => {
+            Some(format!("request with more than {max_values} values ({} counted)", shape.values))
+        }
+        _ => None,
+    };
+    match over {
+        Some(why) => {
+            Ok(Message::Single(Entry::Invalid { id: Value::Null, error: RpcError::new(super::error::LIMIT, why) }))
+        }
+        None => decode(bytes),
+    }
+}
+
+/// How large a payload is, told from its bytes without parsing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// An upper bound on how many values it holds: every array, object and
+    /// element (each `[`, `{` and `,` outside strings, and one more).
+    pub values: usize,
+    /// When it is an array: how many elements it has.
+    pub batch: Option<usize>,
+}
+
+impl Shape {
+    /// Scans `bytes` once. Malformed JSON gets some shape; the parse that
+    /// follows refuses it.
+    pub fn of(bytes: &[u8]) -> Shape {
+        let (mut values, mut depth, mut in_string, mut escaped) = (1usize, 0usize, false, false);
+        let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
+        let is_array = first.is_some_and(|i| bytes[i] == b'[');
+        let (mut top_commas, mut element) = (0usize, false);
+        for &b in bytes {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            // Anything but space or the closing bracket inside the outer
+            // array is (part of) an element.
+            element |= is_array && depth == 1 && !b.is_ascii_whitespace() && b != b']';
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    values += 1;
+                    depth += 1;
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b',' => {
+                    values += 1;
+                    top_commas += usize::from(depth == 1);
+                }
+                _ => {}
+            }
+        }
+        let batch = is_array.then_some(if element { top_commas + 1 } else { 0 });
+        Shape { values, batch }
+    }
+}
+
 /// Decodes a payload that is already JSON.
 pub fn decode_value(value: Value) -> Message {
     match value {

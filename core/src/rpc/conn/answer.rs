@@ -127,14 +127,6 @@ impl Conn {
         let seq = self.next_seq();
         let (batch, entries) = match message {
             Message::Single(entry) => (false, vec![entry]),
-            Message::Batch(entries) if entries.len() > self.limits.max_batch => {
-                let error = RpcError::new(
-                    codes::LIMIT,
-                    format!("batch of {} entries: at most {}", entries.len(), self.limits.max_batch),
-                );
-                log::debug!("refused {}: {}", self.access.peer, error.message);
-                (false, vec![Entry::Invalid { id: Value::Null, error }])
-            }
             Message::Batch(entries) => (true, entries),
         };
         let max = self.limits.max_output;
