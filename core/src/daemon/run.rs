@@ -233,7 +233,11 @@ impl Loop<'_> {
             fds.push(PollFd::new(self.signal_fd, Ready::READ));
             // (`is_none_or` is newer than the workspace's rust-version.)
             let paused = self.accept_paused.is_some_and(|at| now < at);
-            let accepting = self.listener.is_some() && self.clients.len() < self.config.max_connections && !paused;
+            // Full, the listener is still polled while a connection that has
+            // not shown the token holds a slot: a new one may take it.
+            let room = self.clients.len() < self.config.max_connections
+                || self.clients.values().any(|c| !c.conn.is_authenticated());
+            let accepting = self.listener.is_some() && room && !paused;
             if let (true, Some(l)) = (accepting, self.listener) {
                 fds.push(PollFd::new(l, Ready::READ));
             }
@@ -331,7 +335,10 @@ impl Loop<'_> {
         let requests = self
             .clients
             .values()
-            .flat_map(|c| c.request_since.map(|(t, _)| t).into_iter().chain(c.stalled_since))
+            .flat_map(|c| {
+                let unauthenticated = (!c.conn.is_authenticated()).then_some(c.connected_at);
+                c.request_since.map(|(t, _)| t).into_iter().chain(c.stalled_since).chain(unauthenticated)
+            })
             .map(|t| t + timeout)
             .min();
         let commands = self

@@ -360,9 +360,17 @@ impl Conn {
         self.flush();
     }
 
-    /// Whether the client has presented the token (or needs none).
+    /// Whether the client has presented the token (or needs none): on
+    /// newline-delimited JSON once `rpc.authenticate` succeeded, over HTTP
+    /// once a request carried it (each request is still checked on its
+    /// own).
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// Who is at the other end, as the log names it.
+    pub fn peer(&self) -> &str {
+        &self.access.peer
     }
 
     fn has_room(&self) -> bool {

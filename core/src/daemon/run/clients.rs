@@ -25,6 +25,7 @@ pub(super) struct Client {
     /// Since when answers have waited for a client that does not read
     /// them: the socket takes no more, and the client has not made room.
     pub(super) stalled_since: Option<Instant>,
+    pub(super) connected_at: Instant,
 }
 
 impl Client {
@@ -62,11 +63,15 @@ pub(super) fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io:
 impl Loop<'_> {
     pub(super) fn accept<O: Os>(&mut self, os: &mut O, listener: Fd) {
         for _ in 0..ACCEPTS_PER_TURN {
-            if self.clients.len() >= self.config.max_connections {
+            let full = self.clients.len() >= self.config.max_connections;
+            if full && self.clients.values().all(|c| c.conn.is_authenticated()) {
                 break;
             }
             match os.accept(listener) {
                 Ok(fd) => {
+                    if full {
+                        self.evict_unauthenticated(os);
+                    }
                     let Some(access) = self.admit(os, fd) else {
                         os.close(fd);
                         continue;
@@ -81,8 +86,15 @@ impl Loop<'_> {
                     };
                     let now = os.now();
                     let conn = Conn::with_access(limits, access);
-                    let client =
-                        Client { fd, conn, last_active: now, eof: false, request_since: None, stalled_since: None };
+                    let client = Client {
+                        fd,
+                        conn,
+                        last_active: now,
+                        eof: false,
+                        request_since: None,
+                        stalled_since: None,
+                        connected_at: now,
+                    };
                     self.clients.insert(id, client);
                     self.publish(Event::ClientConnect { conn: id });
                 }
@@ -103,6 +115,23 @@ impl Loop<'_> {
                 }
             }
         }
+    }
+
+    /// All slots are taken and a new connection was accepted: the oldest
+    /// connection that has not shown the token makes room for it, so that
+    /// clients without the token cannot hold every slot against those with
+    /// it.
+    pub(super) fn evict_unauthenticated<O: Os>(&mut self, os: &mut O) {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.conn.is_authenticated())
+            .min_by_key(|(id, c)| (c.connected_at, **id))
+            .map(|(id, _)| *id);
+        let Some(id) = oldest else { return };
+        let peer = self.clients[&id].conn.peer().to_string();
+        log::warn!("closing connection of {peer}: all slots are taken, and it has not shown the token");
+        self.close_client(os, id);
     }
 
     /// Who a new connection's peer is and what it may do: a unix peer must
@@ -241,7 +270,9 @@ impl Loop<'_> {
         }
     }
 
-    /// Closes connections idle past the idle timeout, times out requests
+    /// Closes connections that have not shown the token within the request
+    /// timeout of connecting, closes connections idle past the idle
+    /// timeout, times out requests
     /// that began to arrive longer than the request timeout ago (a client
     /// that sends a byte now and then keeps its connection from going
     /// idle, but not its request from being late), and closes connections
@@ -263,6 +294,17 @@ impl Loop<'_> {
                 client.request_since = None;
             }
             self.pump(os, id);
+        }
+        let unauthenticated: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.conn.is_authenticated() && now >= c.connected_at + timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unauthenticated {
+            let peer = self.clients[&id].conn.peer().to_string();
+            log::warn!("closing connection of {peer}: it has not shown the token within {timeout:?}");
+            self.close_client(os, id);
         }
         let stalled: Vec<u64> = self
             .clients

@@ -82,7 +82,12 @@ impl Conn {
         }
         match (&policy.token, &head.authorization) {
             (None, _) => None,
-            (Some(token), Some(auth)) if http::bearer_token(auth).is_some_and(|t| tokens_equal(&t, token)) => None,
+            (Some(token), Some(auth)) if http::bearer_token(auth).is_some_and(|t| tokens_equal(&t, token)) => {
+                // Every request is still checked on its own; this only
+                // tells the loop that the client has shown the token.
+                self.authenticated = true;
+                None
+            }
             (Some(_), presented) => {
                 let why = if presented.is_some() { "wrong token" } else { "no token" };
                 self.auth_failed(why);
