@@ -190,3 +190,23 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn a_request_without_the_token_arriving_in_pieces_is_answered_401() {
+    // Its head is checked again at each read of its body: the refusal is
+    // counted once, when answered, or the connection would close unanswered
+    // after the third read.
+    let policy = Policy { token: Some(TOKEN.into()), ..Policy::default() };
+    let access = Access { policy: Rc::new(policy), peer: "127.0.0.1:4000".into() };
+    let mut conn = Conn::with_access(Limits::default(), access);
+    let mut ran = false;
+    for byte in post("application/json", CALL) {
+        conn.handle_bytes(&[byte], &mut |_, _| {
+            ran = true;
+            Reply::Value(Value::Bool(true))
+        });
+    }
+    assert!(!ran, "a call without the token ran");
+    let out = String::from_utf8_lossy(conn.output()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 401"), "got {out:?}");
+}

@@ -609,6 +609,12 @@ impl Conn {
             // 100 before it sends, in which case it is told at once.
             if complete || (head.expect_continue && !self.continue_sent) {
                 self.start += if complete { head.len + body_len } else { avail };
+                // Counted once, when answered: a body that arrives in
+                // several reads passes through here once for each.
+                if status == Status::Unauthorized {
+                    let why = if head.authorization.is_some() { "wrong token" } else { "no token" };
+                    self.auth_failed(why);
+                }
                 return self.refuse(status);
             }
             return false;
@@ -655,8 +661,10 @@ impl Conn {
 
     /// The checks every HTTP request passes before anything runs: the
     /// browser defences (see [`http`](super::http)), the RPC path and
-    /// content type, then the token. `None` when it may go on.
-    fn check_http(&mut self, head: &http::Head, is_post: bool) -> Option<Status> {
+    /// content type, then the token. `None` when it may go on. It may run
+    /// more than once for one request (while its body arrives), so it
+    /// changes nothing; the caller counts a refusal when it answers it.
+    fn check_http(&self, head: &http::Head, is_post: bool) -> Option<Status> {
         let policy = std::rc::Rc::clone(&self.access.policy);
         let host_ok = match &head.host {
             Some(host) => http::host_allowed(host, &policy.allowed_hosts),
@@ -688,11 +696,7 @@ impl Conn {
         match (&policy.token, &head.authorization) {
             (None, _) => None,
             (Some(token), Some(auth)) if http::bearer_token(auth).is_some_and(|t| tokens_equal(&t, token)) => None,
-            (Some(_), presented) => {
-                let why = if presented.is_some() { "wrong token" } else { "no token" };
-                self.auth_failed(why);
-                Some(Status::Unauthorized)
-            }
+            (Some(_), _) => Some(Status::Unauthorized),
         }
     }
 
