@@ -874,7 +874,8 @@ impl Client {
         let mut label = label;
         let mut fatal = req.is_fatal(framing);
         let too_large = text.len() > self.ctx.daemon.max_request;
-        if let (Cred::Without { .. }, false) = (&cred, too_large) {
+        let refused = matches!(cred, Cred::Without { .. }) && !too_large;
+        if refused {
             // Refused before it runs: HTTP at once, NDJSON call by call
             // until the third refusal closes the connection.
             match framing {
@@ -919,6 +920,9 @@ impl Client {
         let commit = match framing {
             Framing::Ndjson if too_large => self.ctx.daemon.max_request + 1,
             Framing::Http if too_large => bytes.len() - text.len(),
+            // A refusal is told at once to a client that waits for a 100
+            // before its body.
+            Framing::Http if refused && !expect_continue.is_empty() => bytes.len() - text.len(),
             _ => bytes.len(),
         };
         Rendered { bytes, owed: expect.map(|expect| Owed { label, expect }), fatal, commit }
