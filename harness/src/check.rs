@@ -21,7 +21,11 @@
 //! - the stop ends within its bound, and nothing of the daemon outlives it:
 //!   no process, socket, pid file or region, none still mapped by the
 //!   daemon when it exits;
-//! - the daemon never panics.
+//! - the daemon never panics;
+//! - a refused call never takes effect: the daemon stops by
+//!   `daemon.shutdown` only after an allowed client sent one (refused
+//!   clients send it too), and a worker exits for a restart only when an
+//!   allowed client asked (refused ones do not note theirs).
 //!
 //! A run may hold several daemons: one killed on purpose and the one
 //! started after it over its stale files. Each is judged over its own life;
@@ -122,6 +126,8 @@ struct Facts {
     accepts: BTreeMap<u64, u64>,
     /// Restarts asked on connections not yet accepted: (when, conn, name).
     pending_restarts: Vec<(u64, u64, String)>,
+    /// When a client allowed to call `daemon.shutdown` sent it.
+    shutdowns_asked: Vec<u64>,
     /// Workers that outlived a killed daemon: (when seen, pid).
     orphans: Vec<(u64, i32)>,
     /// Each process's last line before its exit.
@@ -183,6 +189,7 @@ fn facts(trace: &[String]) -> Facts {
                         f.pending_restarts.push((l.t, c, name.to_string()));
                     }
                 }
+                None if c == "shutdown-requested" => f.shutdowns_asked.push(l.t),
                 None => f.checks.push((l.t, c.to_string())),
             }
             continue;
@@ -428,6 +435,14 @@ fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Ve
         if !d.stopped_by(*t) && !hung.contains(pid) && !restarting {
             let name = d.workers.get(pid).map(|(n, i, _)| format!("{n}.{i}")).unwrap_or_default();
             out.push(format!("at {}: the daemon killed worker {name} (pid {pid}), which did not hang", secs(*t)));
+        }
+    }
+
+    // A refused call never takes effect: a stop by `daemon.shutdown` was
+    // asked by a client allowed to (refused ones are not noted).
+    if let Some((t, reason)) = &d.stopping {
+        if reason == "daemon.shutdown" && !f.shutdowns_asked.iter().any(|a| *a <= *t) {
+            out.push(format!("at {}: the daemon stopped by a daemon.shutdown no allowed client sent", secs(*t)));
         }
     }
 

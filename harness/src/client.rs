@@ -16,16 +16,19 @@
 //! `VIOLATION` line at once, and its exit code says it saw one.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use forkd_core::daemon::codes;
+use forkd_core::rpc::codes as rpc_codes;
 use forkd_os::sim::SimOs;
-use forkd_os::{Address, Fd, KillTarget, Os, Pid, Signal};
+use forkd_os::{Fd, KillTarget, Os, Pid, Signal};
 use serde_json::{json, Value};
 
 use crate::rng::Rng;
-use crate::scenario::{BatchItem, ClientPlan, DaemonPlan, Framing, Req, Step, WorkerCall, DESCRIPTION, SOCKET};
+use crate::scenario::{
+    BadToken, BatchItem, ClientPlan, DaemonPlan, Forgery, Framing, Req, Step, WorkerCall, DESCRIPTION, HOST, TOKEN_FILE,
+};
 use crate::wire::{self, Short};
 
 /// How long a simple request (one no worker takes part in) may go
@@ -39,6 +42,12 @@ pub const LAST_PATIENCE: Duration = Duration::from_secs(3);
 pub const DEFERRED_PATIENCE: Duration = Duration::from_secs(12);
 /// How long writing a request may take.
 const WRITE_PATIENCE: Duration = Duration::from_secs(1);
+/// How long past the request timeout a trickling request goes on.
+const TRICKLE_GRACE: Duration = Duration::from_secs(1);
+/// A token of the right length that is not the daemon's.
+const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// After this many refused calls an NDJSON connection is closed.
+const MAX_REFUSALS: u32 = 3;
 
 /// What a client knows of the world.
 #[derive(Clone, Debug)]
@@ -57,6 +66,9 @@ pub struct ClientCtx {
 /// The entry of a client process; its exit code is 1 if it saw a
 /// violation.
 pub fn run(os: &mut SimOs, ctx: ClientCtx) -> i32 {
+    if let Some(uid) = ctx.plan.uid {
+        os.set_uid(uid);
+    }
     let mut client = Client { rng: Rng::new(ctx.plan.seed), ctx, conn: None, next: 1, violations: 0 };
     os.sleep_until(client.ctx.epoch + client.ctx.plan.start);
     let steps = client.ctx.plan.steps.clone();
@@ -85,6 +97,10 @@ enum Expect {
     Batch(Vec<(Value, Check)>),
     /// An HTTP refusal, then end of file.
     Refused(u16),
+    /// An HTTP refusal of either status, then end of file: a request that
+    /// trickles in on a connection that has not shown the token is timed
+    /// out (408), unless a new connection took its slot first (503).
+    RefusedEither(u16, u16),
 }
 
 /// What an answer's outcome must be.
@@ -123,6 +139,35 @@ struct Conn {
     fatal: bool,
     /// A request that waits on workers was sent.
     deferred: bool,
+    cred: Cred,
+}
+
+/// What a connection presents to the daemon.
+#[derive(Clone, Debug, Default)]
+enum Cred {
+    /// Nothing is needed (the unix socket).
+    #[default]
+    Unix,
+    /// The daemon's token (tcp).
+    Token(String),
+    /// Not the token: every call is refused; `refused` so far.
+    Without { bad: BadToken, refused: u32 },
+}
+
+impl Cred {
+    /// The `Authorization` header line of its HTTP requests.
+    fn header(&self) -> String {
+        match self {
+            Cred::Unix | Cred::Without { bad: BadToken::Missing, .. } => String::new(),
+            Cred::Token(t) => format!("Authorization: Bearer {t}\r\n"),
+            Cred::Without { bad: BadToken::Wrong, .. } => format!("Authorization: Bearer {WRONG_TOKEN}\r\n"),
+        }
+    }
+
+    /// Whether its calls run (the checker is told of what may act).
+    fn runs(&self) -> bool {
+        !matches!(self, Cred::Without { .. })
+    }
 }
 
 struct Client {
@@ -146,21 +191,23 @@ impl Client {
     fn step(&mut self, os: &mut SimOs, step: &Step) {
         match step {
             Step::Connect(framing) => {
-                self.close(os);
-                match os.connect(&Address::Unix(PathBuf::from(SOCKET))) {
-                    Ok(fd) => {
-                        self.conn = Some(Conn {
-                            fd,
-                            framing: *framing,
-                            input: Vec::new(),
-                            owed: VecDeque::new(),
-                            fatal: false,
-                            deferred: false,
-                        })
-                    }
-                    Err(e) => os.note(format_args!("CHECK refused client={}: {e}", self.id())),
-                }
+                let cred = match self.ctx.daemon.tcp {
+                    None => Cred::Unix,
+                    Some(_) => match self.token(os) {
+                        Some(t) => Cred::Token(t),
+                        None => {
+                            self.close(os);
+                            return;
+                        }
+                    },
+                };
+                self.connect(os, *framing, cred);
             }
+            Step::ConnectWithout(framing, bad) => {
+                self.connect(os, *framing, Cred::Without { bad: *bad, refused: 0 });
+            }
+            Step::Trickle(req) => self.trickle(os, req),
+            Step::Stranger(framing, req) => self.stranger(os, *framing, req),
             Step::Send(reqs) => self.send(os, reqs),
             Step::Await => self.await_answers(os),
             Step::Sleep(d) => {
@@ -169,22 +216,22 @@ impl Client {
             }
             Step::Close => self.close(os),
             Step::CloseMidRequest(req) => {
-                let Some(conn) = self.conn.take() else { return };
-                let framing = conn.framing;
+                let Some(framing) = self.conn.as_ref().map(|c| c.framing) else { return };
                 let bytes = self.render(req, framing).bytes;
+                let conn = self.conn.take().expect("checked above");
                 let cut = 1 + self.rng.below(bytes.len() as u64 - 1) as usize;
                 let deadline = os.now() + WRITE_PATIENCE;
                 let _ = wire::write_all(os, conn.fd, &bytes[..cut], deadline);
                 os.close(conn.fd);
             }
             Step::Flood { requests, hold } => {
-                let Some(conn) = self.conn.take() else { return };
-                let framing = conn.framing;
+                let Some(framing) = self.conn.as_ref().map(|c| c.framing) else { return };
                 let mut bytes = Vec::new();
-                let big = "f".repeat(self.ctx.daemon.max_request.saturating_sub(150).clamp(1, 1000));
+                let big = "f".repeat(self.ctx.daemon.max_request.saturating_sub(200).clamp(1, 1000));
                 for _ in 0..*requests {
                     bytes.extend(self.render(&Req::Echo(big.clone()), framing).bytes);
                 }
+                let conn = self.conn.take().expect("checked above");
                 // Written until the socket takes no more: the daemon must
                 // not stall for a client that never reads.
                 let deadline = os.now() + Duration::from_millis(50);
@@ -210,6 +257,129 @@ impl Client {
         }
     }
 
+    /// Opens a connection presenting `cred`; on NDJSON over tcp the first
+    /// call is `rpc.authenticate`.
+    fn connect(&mut self, os: &mut SimOs, framing: Framing, cred: Cred) {
+        self.close(os);
+        match os.connect(&self.ctx.daemon.address()) {
+            Ok(fd) => {
+                let authenticate = framing == Framing::Ndjson
+                    && matches!(cred, Cred::Token(_) | Cred::Without { bad: BadToken::Wrong, .. });
+                self.conn = Some(Conn {
+                    fd,
+                    framing,
+                    input: Vec::new(),
+                    owed: VecDeque::new(),
+                    fatal: false,
+                    deferred: false,
+                    cred,
+                });
+                if authenticate {
+                    self.send(os, &[Req::Authenticate]);
+                }
+            }
+            Err(e) => os.note(format_args!("CHECK refused client={}: {e}", self.id())),
+        }
+    }
+
+    /// The daemon's token, from its file (readable by its user alone).
+    fn token(&mut self, os: &mut SimOs) -> Option<String> {
+        match os.read_private_file(Path::new(TOKEN_FILE), 4096) {
+            Ok(Some(bytes)) => Some(String::from_utf8_lossy(&bytes).trim().to_string()),
+            // The daemon is gone (or not back yet after a crash).
+            Ok(None) => {
+                os.note(format_args!("CHECK refused client={}: no token file", self.id()));
+                None
+            }
+            Err(e) => {
+                self.violation(os, format_args!("cannot read the token file {TOKEN_FILE}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Writes part of `req`, then a byte every quarter of the idle timeout
+    /// (so the connection never goes idle) until the request timeout has
+    /// passed; never the last byte, so the request is never whole. The
+    /// daemon must answer the timeout (HTTP 408, or -32600 with id null)
+    /// and close.
+    fn trickle(&mut self, os: &mut SimOs, req: &Req) {
+        let Some(framing) = self.conn.as_ref().map(|c| c.framing) else { return };
+        let bytes = self.render(req, framing).bytes;
+        let expect = match framing {
+            Framing::Ndjson => Expect::One(Value::Null, Check::Error(-32600)),
+            // Its head never completes, so its token is never seen.
+            Framing::Http if self.ctx.daemon.tcp.is_some() => Expect::RefusedEither(408, 503),
+            Framing::Http => Expect::Refused(408),
+        };
+        let conn = self.conn.as_mut().expect("checked above");
+        conn.owed.push_back(Owed { label: "a request trickling in".into(), expect });
+        conn.fatal = true;
+        let fd = conn.fd;
+        let gap = (self.ctx.daemon.idle_timeout / 4).max(Duration::from_millis(1));
+        // Enough for HTTP's framing to be decided ("POST ").
+        let mut at = 0;
+        let mut next = (bytes.len() / 4).clamp(6, 24);
+        let until = os.now() + self.ctx.daemon.request_timeout + TRICKLE_GRACE;
+        loop {
+            if let Err((_, why)) = wire::write_all(os, fd, &bytes[at..next], os.now() + WRITE_PATIENCE) {
+                if matches!(why, Short::Deadline) {
+                    os.note(format_args!("CHECK gave-up simple client={}: trickling stuck", self.id()));
+                    return self.close(os);
+                }
+                break;
+            }
+            at = next;
+            if os.now() >= until || at + 1 >= bytes.len() {
+                break;
+            }
+            let wake = os.now() + gap;
+            os.sleep_until(wake);
+            if self.drain(os) {
+                return self.end_of_file(os);
+            }
+            if self.conn.as_ref().is_none_or(|c| c.owed.is_empty()) {
+                break;
+            }
+            next = at + 1;
+        }
+        // Past the timeout and still owed: the daemon may not have taken
+        // the connection yet (all its slots busy), and the request's clock
+        // starts when it does. Judged as a simple request left unanswered.
+        if self.conn.as_ref().is_some_and(|c| !c.owed.is_empty()) && os.now() >= until {
+            let labels = self.owed_labels();
+            os.note(format_args!("CHECK gave-up simple client={}: {labels}", self.id()));
+            return self.close(os);
+        }
+        self.await_answers(os);
+    }
+
+    /// As a user the daemon does not allow: connects and writes `req`; the
+    /// daemon must close the connection without a byte of answer.
+    fn stranger(&mut self, os: &mut SimOs, framing: Framing, req: &Req) {
+        self.close(os);
+        let fd = match os.connect(&self.ctx.daemon.address()) {
+            Ok(fd) => fd,
+            Err(e) => return os.note(format_args!("CHECK refused client={}: {e}", self.id())),
+        };
+        let bytes = self.render(req, framing).bytes;
+        let _ = wire::write_all(os, fd, &bytes, os.now() + WRITE_PATIENCE);
+        let deadline = os.now() + SIMPLE_PATIENCE;
+        let mut buf = [0u8; 4096];
+        match wire::read_some(os, fd, &mut buf, deadline) {
+            Ok(0) | Err(Short::Closed | Short::Error(_)) => {}
+            Ok(n) => {
+                let uid = self.ctx.plan.uid.unwrap_or_default();
+                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.violation(os, format_args!("a peer of uid {uid} was answered: {got:?}"));
+            }
+            Err(Short::Deadline) => {
+                os.note(format_args!("CHECK gave-up simple client={}: a stranger's connection stays open", self.id()));
+            }
+        }
+        os.close(fd);
+    }
+
     /// Writes requests back to back; those written whole are owed answers.
     fn send(&mut self, os: &mut SimOs, reqs: &[Req]) {
         let Some(framing) = self.conn.as_ref().map(|c| c.framing) else { return };
@@ -228,8 +398,15 @@ impl Client {
         // A restarted worker comes back even if it is not forever: the
         // checker must know its exit was asked for, and the note must come
         // before the daemon can act on the request.
-        for name in reqs.iter().flat_map(restarts) {
+        // A refused call runs nothing: the checker is not told of it, so
+        // that its effect, if it had one, would be a violation.
+        let runs = self.conn.as_ref().is_some_and(|c| c.cred.runs());
+        let max_batch = self.ctx.daemon.max_batch;
+        for name in reqs.iter().filter(|_| runs).flat_map(|r| restarts(r, max_batch)) {
             os.note(format_args!("CHECK restart-requested {name}"));
+        }
+        if runs && reqs.contains(&Req::Shutdown) {
+            os.note(format_args!("CHECK shutdown-requested"));
         }
         let conn = self.conn.as_mut().expect("checked above");
         let mut written = 0;
@@ -409,6 +586,7 @@ impl Client {
         match (expect, answer) {
             (Expect::NoContent, Answer::Http { status: 204, .. }) => Ok(()),
             (Expect::Refused(want), Answer::Http { status, .. }) if status == want => Ok(()),
+            (Expect::RefusedEither(a, b), Answer::Http { status, .. }) if status == a || status == b => Ok(()),
             (Expect::One(..) | Expect::Batch(_), Answer::Http { status: 200, body }) => {
                 let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not json: {e}"))?;
                 self.judge_json(expect, &v)
@@ -431,7 +609,7 @@ impl Client {
                 }
                 Ok(())
             }
-            Expect::NoContent | Expect::Refused(_) => Err("expected no json".into()),
+            Expect::NoContent | Expect::Refused(_) | Expect::RefusedEither(..) => Err("expected no json".into()),
         }
     }
 
@@ -548,9 +726,41 @@ impl Client {
     /// The bytes of a request and the answer it is owed (none for a
     /// notification over NDJSON).
     fn render(&mut self, req: &Req, framing: Framing) -> Rendered {
+        let cred = self.conn.as_ref().map(|c| c.cred.clone()).unwrap_or_default();
+        let max_batch = self.ctx.daemon.max_batch;
         let mut body: Option<Value> = None;
         let mut raw: Option<String> = None;
         let (label, expect) = match req {
+            Req::Authenticate => {
+                let id = self.next_id();
+                let token = match &cred {
+                    Cred::Token(t) => t.clone(),
+                    _ => WRONG_TOKEN.to_string(),
+                };
+                body =
+                    Some(json!({"jsonrpc": "2.0", "method": "rpc.authenticate", "params": {"token": token}, "id": id}));
+                (id.to_string(), Some(Expect::One(id, Check::True)))
+            }
+            Req::Forged(forgery) => return self.forged(*forgery, &cred),
+            Req::OverBatch => {
+                let id = self.next_id();
+                let mut entries = vec![
+                    json!({"jsonrpc": "2.0", "method": "daemon.shutdown", "id": id}),
+                    json!({"jsonrpc": "2.0", "method": "daemon.shutdown"}),
+                ];
+                while entries.len() <= max_batch {
+                    entries.push(json!(1));
+                }
+                body = Some(Value::Array(entries));
+                ("an over-limit batch".to_string(), Some(Expect::One(Value::Null, Check::Error(rpc_codes::LIMIT))))
+            }
+            Req::OverMulticall => {
+                let id = self.next_id();
+                let calls: Vec<Value> =
+                    (0..=max_batch).map(|_| json!({"methodName": "daemon.shutdown", "params": []})).collect();
+                body = Some(json!({"jsonrpc": "2.0", "method": "system.multicall", "params": [calls], "id": id}));
+                (id.to_string(), Some(Expect::One(id, Check::Error(rpc_codes::LIMIT))))
+            }
             Req::Echo(msg) => {
                 let id = self.next_id();
                 let msg = format!("{} {msg}", id.as_str().unwrap_or_default());
@@ -649,7 +859,10 @@ impl Client {
                 body = Some(Value::Array(entries));
                 let label =
                     format!("batch[{}]", parts.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(","));
-                let expect = if parts.is_empty() {
+                let expect = if items.len() > max_batch {
+                    // Refused whole: one error, and nothing of it runs.
+                    Some(Expect::One(Value::Null, Check::Error(rpc_codes::LIMIT)))
+                } else if parts.is_empty() {
                     (framing == Framing::Http).then_some(Expect::NoContent)
                 } else {
                     Some(Expect::Batch(parts))
@@ -662,11 +875,32 @@ impl Client {
                 (id.to_string(), Some(Expect::One(id, Check::Worker(call.clone()))))
             }
         };
+        let call_id = body.as_ref().and_then(|b| b.get("id")).cloned();
         let text = raw.unwrap_or_else(|| body.map(|b| b.to_string()).unwrap_or_default());
         let mut expect = expect;
         let mut label = label;
         let mut fatal = req.is_fatal(framing);
         let too_large = text.len() > self.ctx.daemon.max_request;
+        let refused = matches!(cred, Cred::Without { .. }) && !too_large;
+        if refused {
+            // Refused before it runs: HTTP at once, NDJSON call by call
+            // until the third refusal closes the connection.
+            match framing {
+                Framing::Http => {
+                    expect = Some(Expect::Refused(401));
+                    fatal = true;
+                }
+                Framing::Ndjson => {
+                    let id = call_id.expect("a refused client sends calls with ids");
+                    expect = Some(Expect::One(id, Check::Error(rpc_codes::UNAUTHORIZED)));
+                    if let Some(Cred::Without { refused, .. }) = self.conn.as_mut().map(|c| &mut c.cred) {
+                        *refused += 1;
+                        fatal |= *refused >= MAX_REFUSALS;
+                    }
+                }
+            }
+            label = format!("{label} (refused: no token)");
+        }
         if too_large {
             // Whatever it was meant to be, it is too large now.
             fatal = true;
@@ -682,7 +916,8 @@ impl Client {
         let bytes = match framing {
             Framing::Ndjson => format!("{text}\n").into_bytes(),
             Framing::Http => format!(
-                "POST / HTTP/1.1\r\nHost: forkd\r\nContent-Type: application/json\r\n{expect_continue}Content-Length: {}\r\n\r\n{text}",
+                "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n{}{expect_continue}Content-Length: {}\r\n\r\n{text}",
+                cred.header(),
                 text.len()
             )
             .into_bytes(),
@@ -692,9 +927,34 @@ impl Client {
         let commit = match framing {
             Framing::Ndjson if too_large => self.ctx.daemon.max_request + 1,
             Framing::Http if too_large => bytes.len() - text.len(),
+            // A refusal is told at once to a client that waits for a 100
+            // before its body.
+            Framing::Http if refused && !expect_continue.is_empty() => bytes.len() - text.len(),
             _ => bytes.len(),
         };
         Rendered { bytes, owed: expect.map(|expect| Owed { label, expect }), fatal, commit }
+    }
+
+    /// An HTTP request a web page could make a browser send, carrying a
+    /// `daemon.shutdown` (and the token, so that only the browser checks
+    /// refuse it): refused with its status, and the connection closed.
+    fn forged(&mut self, forgery: Forgery, cred: &Cred) -> Rendered {
+        let id = self.next_id();
+        let call = json!({"jsonrpc": "2.0", "method": "daemon.shutdown", "id": id}).to_string();
+        let (content_type, host, origin, body) = match forgery {
+            Forgery::TextPlain => ("text/plain", HOST, "", call),
+            Forgery::Form => ("application/x-www-form-urlencoded", HOST, "", "method=daemon.shutdown".to_string()),
+            Forgery::ForeignHost => ("application/json", "attacker.example", "", call),
+            Forgery::ForeignOrigin => ("application/json", HOST, "Origin: http://attacker.example\r\n", call),
+        };
+        let bytes = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{origin}{}Content-Length: {}\r\n\r\n{body}",
+            cred.header(),
+            body.len()
+        )
+        .into_bytes();
+        let owed = Owed { label: format!("a forged request ({forgery:?})"), expect: Expect::Refused(forgery.status()) };
+        Rendered { commit: bytes.len(), bytes, owed: Some(owed), fatal: true }
     }
 
     /// A call with its params by position or by name, at random.
@@ -708,11 +968,12 @@ impl Client {
     }
 }
 
-/// The workers a request asks to restart.
-fn restarts(req: &Req) -> Vec<&str> {
+/// The workers a request asks to restart (a batch over `max_batch` runs
+/// nothing).
+fn restarts(req: &Req, max_batch: usize) -> Vec<&str> {
     match req {
         Req::Worker(WorkerCall::Restart(n)) => vec![n.as_str()],
-        Req::Batch(items) => items
+        Req::Batch(items) if items.len() <= max_batch => items
             .iter()
             .filter_map(|i| match i {
                 BatchItem::Worker(WorkerCall::Restart(n)) | BatchItem::NotifyWorker(WorkerCall::Restart(n)) => {

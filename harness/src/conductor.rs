@@ -22,11 +22,11 @@ use forkd_core::daemon::{Config, Daemon, Hooks, StartError};
 use forkd_core::rpc::{Method, ParamType, Reply};
 use forkd_core::supervisor::WorkerSpec;
 use forkd_os::sim::SimOs;
-use forkd_os::{Address, Entry, ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Signal, SpawnOptions};
+use forkd_os::{Entry, ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Signal, SpawnOptions};
 
 use crate::chaos;
 use crate::client::{self, ClientCtx};
-use crate::scenario::{ClientPlan, Scenario, StopBy, DESCRIPTION, PID_FILE, SOCKET};
+use crate::scenario::{ClientPlan, Scenario, StopBy, DESCRIPTION, HOST, PID_FILE, TOKEN_FILE};
 use crate::wire;
 use crate::workers::{self, Probe};
 
@@ -47,7 +47,9 @@ pub fn stop_bound(sc: &Scenario) -> Duration {
 /// The daemon of a scenario: the echo method, the workers, the config.
 pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
     let mut config = Config::new(DESCRIPTION);
-    config.address = Address::Unix(SOCKET.into());
+    config.address = sc.daemon.address();
+    config.max_batch = sc.daemon.max_batch;
+    config.request_timeout = sc.daemon.request_timeout;
     config.pid_file = PID_FILE.into();
     config.read_buffer = sc.daemon.read_buffer;
     config.idle_timeout = sc.daemon.idle_timeout;
@@ -56,7 +58,7 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
     config.restart = sc.daemon.restart.clone();
     // The clients' HTTP requests name the daemon `forkd`: the allow-list
     // of Host names is exercised by every HTTP request.
-    config.allowed_hosts = vec!["forkd".into()];
+    config.allowed_hosts = vec![HOST.into()];
     let mut daemon = Daemon::new(config);
     daemon
         .registry
@@ -303,7 +305,8 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     let until = os.now() + Duration::from_millis(10);
     os.sleep_until(until);
     children.reap(os);
-    if children.exited(daemon) == Some(ExitStatus::Signaled(Signal::Kill.number())) {
+    let crashed = children.exited(daemon) == Some(ExitStatus::Signaled(Signal::Kill.number()));
+    if crashed {
         let until = os.now() + ORPHAN_BOUND;
         os.sleep_until(until);
         children.reap(os);
@@ -373,6 +376,12 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
             os.close(fd);
         }
         Err(e) => os.note(format_args!("VIOLATION conductor: the pid lock outlived the daemon: {e}")),
+    }
+    // A token file left by a crashed daemon is used as it is by the next,
+    // and so left in place at its stop, as documented: it is the
+    // conductor's to remove. Any other left behind is the daemon's fault.
+    if crashed && os.file_exists(std::path::Path::new(TOKEN_FILE)) {
+        let _ = os.remove_file(std::path::Path::new(TOKEN_FILE));
     }
     // Whatever else of the harness is still around.
     let rest: Vec<Pid> = harness.iter().copied().filter(|p| *p != me).collect();

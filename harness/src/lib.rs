@@ -12,6 +12,14 @@
 //! follows from one master seed ([`scenario`]), so a failure is replayed by
 //! its seed alone.
 //!
+//! The control plane's refusals are driven too: on about half the seeds
+//! the daemon listens on tcp with its token, which well-behaved clients
+//! read from its file and present; other clients call without it, forge
+//! browser requests, pass `max_batch`, trickle a request past the request
+//! timeout, or connect to the unix socket as another user. Each must get
+//! exactly its refusal, no refused call may take effect, and everyone
+//! else's answers must stay as they were.
+//!
 //! Invariants are checked as the run goes by the processes that see them
 //! break, and at the end by [`check`] over the world's report and trace.
 //! Now and then the daemon is killed (its workers must end by themselves,

@@ -12,6 +12,15 @@
 //! of fault on or off and picks its rate, and weights the kinds of requests
 //! and chaos differently, so that some seeds hammer one corner hard instead
 //! of every seed touching every corner lightly.
+//!
+//! The control plane's refusals have clients of their own, drawn from a
+//! generator of their own (so that the rest of a seed's choices stay as
+//! they were): on about half the seeds the daemon listens on tcp with its
+//! token, and some connections then call without it or with a wrong one;
+//! some HTTP requests are the ones a browser could forge; some batches and
+//! multicalls pass `max_batch`; some requests trickle in past the request
+//! timeout; on unix, some clients connect as another user. Each refused
+//! client must get exactly its refusal, and nothing it asked may run.
 
 use std::time::Duration;
 
@@ -25,6 +34,10 @@ use crate::rng::Rng;
 pub const SOCKET: &str = "/sim/forkd.sock";
 /// The daemon's pid file.
 pub const PID_FILE: &str = "/sim/forkd.pid";
+/// The token file of a daemon on tcp: the pid file's, with `.token`.
+pub const TOKEN_FILE: &str = "/sim/forkd.token";
+/// The `Host` the daemon allows besides loopback names.
+pub const HOST: &str = "forkd";
 /// The daemon's description (`daemon.info`).
 pub const DESCRIPTION: &str = "forkd simulated daemon";
 
@@ -63,6 +76,21 @@ pub struct DaemonPlan {
     pub max_connections: usize,
     pub max_request: usize,
     pub restart: RestartPolicy,
+    /// `Some(port)`: the daemon listens on 127.0.0.1:port, with a token;
+    /// `None`: on the unix socket [`SOCKET`].
+    pub tcp: Option<u16>,
+    pub max_batch: usize,
+    pub request_timeout: Duration,
+}
+
+impl DaemonPlan {
+    /// Where the daemon listens.
+    pub fn address(&self) -> forkd_os::Address {
+        match self.tcp {
+            Some(port) => forkd_os::Address::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+            None => forkd_os::Address::Unix(SOCKET.into()),
+        }
+    }
 }
 
 /// One worker of the daemon.
@@ -89,6 +117,9 @@ pub struct ClientPlan {
     /// The liveness client: a request it gives up on is always a violation
     /// while the daemon runs.
     pub last: bool,
+    /// Runs as this user instead of the daemon's (a stranger on the unix
+    /// socket, whose connections are closed unanswered).
+    pub uid: Option<u32>,
 }
 
 /// How a connection frames its requests.
@@ -98,11 +129,57 @@ pub enum Framing {
     Http,
 }
 
+/// What a connection on tcp presents instead of the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadToken {
+    /// Nothing: NDJSON calls at once, HTTP sends no `Authorization`.
+    Missing,
+    /// A token of the right length that is not the daemon's.
+    Wrong,
+}
+
+/// An HTTP request a web page could make a browser send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgery {
+    /// A `text/plain` POST: 415.
+    TextPlain,
+    /// A form POST: 415.
+    Form,
+    /// A `Host` the daemon does not know (DNS rebinding): 421.
+    ForeignHost,
+    /// A foreign `Origin`: 403.
+    ForeignOrigin,
+}
+
+impl Forgery {
+    /// The status that refuses it.
+    pub fn status(self) -> u16 {
+        match self {
+            Forgery::TextPlain | Forgery::Form => 415,
+            Forgery::ForeignHost => 421,
+            Forgery::ForeignOrigin => 403,
+        }
+    }
+}
+
 /// One step of a client's script.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// Opens a connection (closing the one before, if any).
+    /// Opens a connection (closing the one before, if any); on tcp it
+    /// presents the token (NDJSON: an `rpc.authenticate` first; HTTP: a
+    /// Bearer header on every request).
     Connect(Framing),
+    /// On tcp, opens a connection that does not present the token: every
+    /// call on it is refused (-32006, HTTP 401), NDJSON's third refusal and
+    /// HTTP's first close it, and none of them runs.
+    ConnectWithout(Framing, BadToken),
+    /// Writes part of a request, then a byte now and then (within the idle
+    /// timeout) until the request timeout has passed: answered HTTP 408, or
+    /// -32600 with id null, and closed.
+    Trickle(Req),
+    /// A client of another user connects to the unix socket and writes a
+    /// request: the connection is closed at accept, unanswered.
+    Stranger(Framing, Req),
     /// Writes these requests back to back: pipelined when several.
     Send(Vec<Req>),
     /// Waits for every answer owed.
@@ -146,6 +223,18 @@ pub enum Req {
     BadHead,
     Worker(WorkerCall),
     Shutdown,
+    /// HTTP only: a forged request (carrying `daemon.shutdown`), refused
+    /// and closed.
+    Forged(Forgery),
+    /// A batch of `max_batch + 1` entries, `daemon.shutdown` among them:
+    /// one -32005 with id null, and nothing runs.
+    OverBatch,
+    /// A `system.multicall` of `max_batch + 1` calls of `daemon.shutdown`:
+    /// -32005, and nothing runs.
+    OverMulticall,
+    /// `rpc.authenticate` with the connection's token (what `Connect` and
+    /// `ConnectWithout` send first on tcp).
+    Authenticate,
 }
 
 /// An element of a batch.
@@ -189,7 +278,7 @@ impl Req {
     /// Whether it ends its connection (after its answer).
     pub fn is_fatal(&self, framing: Framing) -> bool {
         match self {
-            Req::TooLarge | Req::BadHead => true,
+            Req::TooLarge | Req::BadHead | Req::Forged(_) => true,
             Req::ParseError => framing == Framing::Ndjson,
             _ => false,
         }
@@ -254,12 +343,21 @@ impl Scenario {
         };
         let n_clients = r.range(2, 32) as usize;
         let max_connections = *r.pick(&[2usize, 4, 8, 16, 64, 64, 64, 64]);
+        // The security choices come from a generator of their own, so that
+        // the seed's other choices stay what they were.
+        let mut sr = Rng::derive(seed, "security");
+        let idle_timeout = ms(*r.pick(&[300, 800, 2000]));
         let daemon = DaemonPlan {
             read_buffer: *r.pick(&[7usize, 64, 256, 1024, 4096]),
-            idle_timeout: ms(*r.pick(&[300, 800, 2000])),
+            idle_timeout,
             max_connections,
             max_request: *r.pick(&[512usize, 2048, 8192]),
             restart,
+            tcp: sr.chance(50).then(|| 7000 + sr.below(1000) as u16),
+            max_batch: *sr.pick(&[4usize, 6, 8]),
+            // Past the idle timeout on some seeds: a trickle keeps its
+            // connection from going idle, not its request from being late.
+            request_timeout: ms(*sr.pick(&[200, 500, 1000, 2500])),
         };
         let n_workers = r.weighted(&[15, 40, 30, 15]);
         let faulty = *r.pick(&[0u64, 5, 20, 50]);
@@ -276,18 +374,27 @@ impl Scenario {
         let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
         let phase = ms(r.range(1000, 12000));
         let mix = Mix::swarm(&mut r);
-        let clients = (0..n_clients)
+        let rogues = Rogues::swarm(&mut sr, &daemon);
+        let mut clients = (0..n_clients)
             .map(|i| {
                 let mut cr = Rng::new(r.fork());
-                ClientPlan {
-                    id: i as u32 + 1,
-                    start: ms(cr.below(phase.as_millis() as u64 / 2)),
-                    steps: client_script(&mut cr, &mix, &names, &daemon, phase),
-                    seed: cr.fork(),
-                    last: false,
-                }
+                let mut sec = Rng::new(sr.fork());
+                let start = ms(cr.below(phase.as_millis() as u64 / 2));
+                let mut steps = client_script(&mut cr, &mix, &names, &daemon, phase);
+                rogue_connections(&mut sec, &rogues, &mix, &names, &daemon, &mut steps);
+                ClientPlan { id: i as u32 + 1, start, steps, seed: cr.fork(), last: false, uid: None }
             })
             .collect::<Vec<_>>();
+        // Strangers: clients of other users on the unix socket.
+        if daemon.tcp.is_none() && sr.chance(rogues.stranger) {
+            for k in 0..sr.range(1, 3) {
+                let id = clients.len() as u32 + 1;
+                let steps = stranger_script(&mut sr, &names, &daemon);
+                let start = ms(sr.below(phase.as_millis() as u64 / 2));
+                clients.push(ClientPlan { id, start, steps, seed: sr.fork(), last: false, uid: Some(1000 + k as u32) });
+            }
+        }
+        let n_clients = clients.len();
         let chaos = chaos_plan(&mut r, phase);
         let stop = *r.pick(&[StopBy::Shutdown, StopBy::Shutdown, StopBy::Term, StopBy::Int]);
         let last = last_client(n_clients as u32 + 1, stop, r.fork());
@@ -357,8 +464,16 @@ impl Scenario {
             hang_timeout: Some(ms(2000)),
             stop_timeout: ms(50),
         };
-        let daemon =
-            DaemonPlan { read_buffer: 64, idle_timeout: ms(1000), max_connections: 8, max_request: 4096, restart };
+        let daemon = DaemonPlan {
+            read_buffer: 64,
+            idle_timeout: ms(1000),
+            max_connections: 8,
+            max_request: 4096,
+            restart,
+            tcp: None,
+            max_batch: 1000,
+            request_timeout: ms(10_000),
+        };
         let workers = vec![
             WorkerPlan {
                 name: "alpha".into(),
@@ -381,7 +496,7 @@ impl Scenario {
         all.extend(steps);
         all.push(Step::Await);
         all.push(Step::Close);
-        let client = ClientPlan { id: 1, start: Duration::ZERO, steps: all, seed: r.fork(), last: false };
+        let client = ClientPlan { id: 1, start: Duration::ZERO, steps: all, seed: r.fork(), last: false, uid: None };
         Scenario {
             seed,
             world_seed: crate::rng::derive(seed, "world"),
@@ -574,6 +689,130 @@ fn client_script(r: &mut Rng, mix: &Mix, names: &[String], daemon: &DaemonPlan, 
     steps
 }
 
+/// How often each kind of refused client comes, per seed.
+struct Rogues {
+    /// Percent of clients that open refused connections besides their own.
+    rate: u64,
+    /// Weights: without the token (tcp only), forged, over the batch
+    /// bound, trickling.
+    weights: [u64; 4],
+    /// Percent of unix seeds with clients of other users.
+    stranger: u64,
+}
+
+impl Rogues {
+    fn swarm(r: &mut Rng, daemon: &DaemonPlan) -> Rogues {
+        let mut weights = [0u64; 4];
+        for w in &mut weights {
+            *w = if r.chance(60) { r.range(1, 5) } else { 0 };
+        }
+        if daemon.tcp.is_none() {
+            weights[0] = 0;
+        }
+        if weights.iter().all(|w| *w == 0) {
+            weights[r.range(1, 3) as usize] = 1;
+        }
+        Rogues { rate: *r.pick(&[0, 20, 40, 70]), weights, stranger: *r.pick(&[0, 30, 60]) }
+    }
+}
+
+/// Adds a few refused connections to a client's script, each between two
+/// of its own (every connection ends with a close, and a `Connect` closes
+/// the one before).
+fn rogue_connections(
+    r: &mut Rng,
+    rogues: &Rogues,
+    mix: &Mix,
+    names: &[String],
+    daemon: &DaemonPlan,
+    steps: &mut Vec<Step>,
+) {
+    if !r.chance(rogues.rate) {
+        return;
+    }
+    for _ in 0..r.range(1, 3) {
+        let framing = if r.chance(50) { Framing::Http } else { Framing::Ndjson };
+        let mut conn = Vec::new();
+        match r.weighted(&rogues.weights) {
+            0 => {
+                let bad = if r.chance(50) { BadToken::Missing } else { BadToken::Wrong };
+                conn.push(Step::ConnectWithout(framing, bad));
+                let reqs: Vec<Req> = (0..r.range(1, 5)).map(|_| refused_call(r, names)).collect();
+                if r.chance(50) {
+                    conn.push(Step::Send(reqs));
+                    conn.push(Step::Await);
+                } else {
+                    for req in reqs {
+                        conn.push(Step::Send(vec![req]));
+                        conn.push(Step::Await);
+                    }
+                }
+            }
+            1 => {
+                conn.push(Step::Connect(Framing::Http));
+                let mut reqs = Vec::new();
+                if r.chance(50) {
+                    reqs.push(Req::Echo(message(r)));
+                }
+                let forgery =
+                    *r.pick(&[Forgery::TextPlain, Forgery::Form, Forgery::ForeignHost, Forgery::ForeignOrigin]);
+                reqs.push(Req::Forged(forgery));
+                conn.push(Step::Send(reqs));
+                conn.push(Step::Await);
+            }
+            2 => {
+                conn.push(Step::Connect(framing));
+                let over = if r.chance(50) { Req::OverBatch } else { Req::OverMulticall };
+                let mut reqs = vec![over];
+                if r.chance(50) {
+                    reqs.push(request(r, mix, names, framing));
+                    reqs.retain(|q| !q.is_fatal(framing) || matches!(q, Req::OverBatch | Req::OverMulticall));
+                }
+                conn.push(Step::Send(reqs));
+                conn.push(Step::Await);
+            }
+            _ => {
+                conn.push(Step::Connect(framing));
+                conn.push(Step::Trickle(Req::Echo(format!("slow {}", "s".repeat(r.range(80, 120) as usize)))));
+            }
+        }
+        conn.push(Step::Close);
+        let _ = daemon;
+        let at: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Step::Connect(_)))
+            .map(|(i, _)| i)
+            .chain([steps.len()])
+            .collect();
+        let i = *r.pick(&at);
+        steps.splice(i..i, conn);
+    }
+}
+
+/// A call that would act if it ran: a refused connection must not run it.
+fn refused_call(r: &mut Rng, names: &[String]) -> Req {
+    match r.weighted(&[3, 3, 2, 2, 1]) {
+        0 => Req::Echo(message(r)),
+        1 => Req::Shutdown,
+        2 => Req::Worker(WorkerCall::Pause(None)),
+        3 => Req::Worker(WorkerCall::Restart(worker_name(r, names))),
+        _ => Req::Info,
+    }
+}
+
+/// A client of another user: a few connections, each closed unanswered.
+fn stranger_script(r: &mut Rng, names: &[String], daemon: &DaemonPlan) -> Vec<Step> {
+    let think = (daemon.idle_timeout.as_millis() as u64 / 4).max(1);
+    let mut steps = Vec::new();
+    for _ in 0..r.range(1, 3) {
+        let framing = if r.chance(50) { Framing::Http } else { Framing::Ndjson };
+        steps.push(Step::Stranger(framing, refused_call(r, names)));
+        steps.push(Step::Sleep(ms(r.range(0, think))));
+    }
+    steps
+}
+
 fn chaos_plan(r: &mut Rng, phase: Duration) -> Vec<(Duration, Chaos)> {
     let level = r.weighted(&[20, 50, 30]);
     let n = [0, r.range(1, 10), r.range(10, 100)][level];
@@ -639,5 +878,5 @@ fn last_client(id: u32, stop: StopBy, seed: u64) -> ClientPlan {
         steps.push(Step::Await);
     }
     steps.push(Step::Close);
-    ClientPlan { id, start: Duration::ZERO, steps, seed, last: true }
+    ClientPlan { id, start: Duration::ZERO, steps, seed, last: true, uid: None }
 }

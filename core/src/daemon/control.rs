@@ -335,7 +335,8 @@ fn value(v: Value) -> Reply {
 
 /// Adds the built-in methods to `registry`.
 pub fn register_builtins(registry: &mut Registry<Ctl>) {
-    let methods: Vec<Method<Ctl>> = vec![
+    let methods: Vec<Method<Ctl>> =
+        vec![
         Method::new("daemon.info", |ctl: &mut Ctl, _| {
             value(json!({
                 "pid": ctl.info.pid.0,
@@ -419,8 +420,9 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         Method::new("worker.scale", |ctl: &mut Ctl, args| {
             let name = args.get_str("name").unwrap_or_default().to_string();
             let n = args.get_i64("instances").unwrap_or(-1);
-            if !(0..=4096).contains(&n) {
-                return Reply::Error(RpcError::invalid_params("param 'instances' must be between 0 and 4096"));
+            if !(0..=i64::try_from(ctl.max_workers).unwrap_or(i64::MAX)).contains(&n) {
+                let max = ctl.max_workers;
+                return Reply::Error(RpcError::invalid_params(format!("param 'instances' must be between 0 and {max}")));
             }
             if ctl.is_stopping() {
                 return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));

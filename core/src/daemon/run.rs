@@ -234,9 +234,8 @@ impl Loop<'_> {
             // (`is_none_or` is newer than the workspace's rust-version.)
             let paused = self.accept_paused.is_some_and(|at| now < at);
             // Full, the listener is still polled while a connection that has
-            // not shown the token holds a slot: a new one may take it.
-            let room = self.clients.len() < self.config.max_connections
-                || self.clients.values().any(|c| !c.conn.is_authenticated());
+            // not shown the token in time holds a slot: a new one may take it.
+            let room = self.clients.len() < self.config.max_connections || self.evictable(now).is_some();
             let accepting = self.listener.is_some() && room && !paused;
             if let (true, Some(l)) = (accepting, self.listener) {
                 fds.push(PollFd::new(l, Ready::READ));
@@ -335,10 +334,7 @@ impl Loop<'_> {
         let requests = self
             .clients
             .values()
-            .flat_map(|c| {
-                let unauthenticated = (!c.conn.is_authenticated()).then_some(c.connected_at);
-                c.request_since.map(|(t, _)| t).into_iter().chain(c.stalled_since).chain(unauthenticated)
-            })
+            .flat_map(|c| c.request_since.map(|(t, _)| t).into_iter().chain(c.stalled_since))
             .map(|t| t + timeout)
             .min();
         let commands = self
@@ -351,7 +347,11 @@ impl Loop<'_> {
             })
             .min();
         let accept = self.accept_paused.filter(|_| self.listener.is_some());
-        [clients, sup, commands, self.stop_deadline, keepalive_at, accept, requests].into_iter().flatten().min()
+        let evictable = self.next_evictable(self.ctl.now);
+        [clients, sup, commands, self.stop_deadline, keepalive_at, accept, requests, evictable]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn publish(&mut self, event: Event) {

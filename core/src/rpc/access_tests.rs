@@ -58,6 +58,9 @@ fn forged_browser_requests_run_nothing() {
         ("200 an allowed name", request("POST / HTTP/1.1\r\nHost: forkd.internal:80\r\nContent-Type: application/json\r\n", CALL)),
         ("200 IPv6 literal", request("POST / HTTP/1.1\r\nHost: [::1]:10042\r\nContent-Type: application/json; charset=utf-8\r\n", CALL)),
         ("404 another path", request("POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n", CALL)),
+        ("400 two content types", request("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Type: application/json\r\n", CALL)),
+        ("421 a port out of range", request("POST / HTTP/1.1\r\nHost: 127.0.0.1:99999\r\nContent-Type: application/json\r\n", CALL)),
+        ("417 an expectation other than 100-continue", request("POST / HTTP/1.1\r\nHost: localhost\r\nExpect: foo\r\nContent-Type: application/json\r\n", CALL)),
         ("405 a preflight", b"OPTIONS / HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\r\n".to_vec()),
     ];
     let cases: Vec<(&str, &[u8])> = cases.iter().map(|(n, b)| (*n, b.as_slice())).collect();
@@ -191,4 +194,24 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[test]
+fn a_request_without_the_token_arriving_in_pieces_is_answered_401() {
+    // Its head is checked again at each read of its body: the refusal is
+    // counted once, when answered, or the connection would close unanswered
+    // after the third read.
+    let policy = Policy { token: Some(TOKEN.into()), ..Policy::default() };
+    let access = Access { policy: Rc::new(policy), peer: "127.0.0.1:4000".into() };
+    let mut conn = Conn::with_access(Limits::default(), access);
+    let mut ran = false;
+    for byte in post("application/json", CALL) {
+        conn.handle_bytes(&[byte], &mut |_, _| {
+            ran = true;
+            Reply::Value(Value::Bool(true))
+        });
+    }
+    assert!(!ran, "a call without the token ran");
+    let out = String::from_utf8_lossy(conn.output()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 401"), "got {out:?}");
 }

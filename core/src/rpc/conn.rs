@@ -360,6 +360,22 @@ impl Conn {
         self.flush();
     }
 
+    /// A newer connection takes this one's slot (it has not shown the
+    /// token): says so (HTTP 503, or -32006 with id null) and closes.
+    pub fn handle_eviction(&mut self) {
+        match self.framing {
+            Some(Framing::Http) => {
+                self.refuse(Status::ServiceUnavailable);
+            }
+            Some(Framing::Ndjson) | None => self.fatal_line(RpcError::new(
+                codes::UNAUTHORIZED,
+                "closed: every connection slot is taken, and this one has not authenticated",
+            )),
+        }
+        self.discard_input();
+        self.flush();
+    }
+
     /// Whether the client has presented the token (or needs none): on
     /// newline-delimited JSON once `rpc.authenticate` succeeded, over HTTP
     /// once a request carried it (each request is still checked on its
@@ -524,6 +540,12 @@ impl Conn {
             // 100 before it sends, in which case it is told at once.
             if complete || (head.expect_continue && !self.continue_sent) {
                 self.start += if complete { head.len + body_len } else { avail };
+                // Counted once, when answered: a body that arrives in
+                // several reads passes through here once for each.
+                if status == Status::Unauthorized {
+                    let why = if head.authorization.is_some() { "wrong token" } else { "no token" };
+                    self.auth_failed(why);
+                }
                 return self.refuse(status);
             }
             return false;

@@ -56,6 +56,8 @@ pub(super) enum Status {
     RequestTimeout,
     UnsupportedMediaType,
     MisdirectedRequest,
+    ServiceUnavailable,
+    ExpectationFailed,
 }
 
 impl Status {
@@ -74,6 +76,8 @@ impl Status {
             Status::RequestTimeout => "408 Request Timeout",
             Status::UnsupportedMediaType => "415 Unsupported Media Type",
             Status::MisdirectedRequest => "421 Misdirected Request",
+            Status::ServiceUnavailable => "503 Service Unavailable",
+            Status::ExpectationFailed => "417 Expectation Failed",
         }
     }
 
@@ -92,6 +96,8 @@ impl Status {
             Status::RequestTimeout => "request not received in time\n",
             Status::UnsupportedMediaType => "content type must be application/json or text/xml\n",
             Status::MisdirectedRequest => "host not allowed\n",
+            Status::ServiceUnavailable => "every connection slot is taken: show the token at once\n",
+            Status::ExpectationFailed => "only 100-continue is understood\n",
         }
     }
 }
@@ -182,9 +188,12 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
                 }
             }
             "transfer-encoding" => chunked = true,
+            "content-type" if content_type.is_some() => return Err(Status::BadRequest),
             "content-type" => content_type = Some(value),
-            // HTTP/1.0 clients never wait for a 100.
-            "expect" => expect_continue = version == 1 && value == "100-continue",
+            // HTTP/1.0 clients never wait for a 100; an HTTP/1.1 client
+            // that expects anything else is told it will not come.
+            "expect" if version == 1 && value != "100-continue" => return Err(Status::ExpectationFailed),
+            "expect" => expect_continue = version == 1,
             _ => {}
         }
     }
@@ -257,7 +266,7 @@ pub(super) fn host_allowed(host: &str, allowed: &[String]) -> bool {
 }
 
 fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+    s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// The token an `Authorization` header carries: `Bearer TOKEN`, or

@@ -14,6 +14,12 @@ pub(super) const READS_PER_TURN: usize = 16;
 /// descriptors or memory, unless a connection closes first.
 pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// How long a new connection has to show the token before a newer one may
+/// take its slot when all are taken: long enough for any client that sends
+/// it first thing, so that a burst of connections cannot push out the ones
+/// just before it.
+pub(super) const EVICT_GRACE: Duration = Duration::from_secs(1);
+
 pub(super) struct Client {
     pub(super) fd: Fd,
     pub(super) conn: Conn,
@@ -63,14 +69,15 @@ pub(super) fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io:
 impl Loop<'_> {
     pub(super) fn accept<O: Os>(&mut self, os: &mut O, listener: Fd) {
         for _ in 0..ACCEPTS_PER_TURN {
+            let now = os.now();
             let full = self.clients.len() >= self.config.max_connections;
-            if full && self.clients.values().all(|c| c.conn.is_authenticated()) {
+            if full && self.evictable(now).is_none() {
                 break;
             }
             match os.accept(listener) {
                 Ok(fd) => {
                     if full {
-                        self.evict_unauthenticated(os);
+                        self.evict_unauthenticated(os, now);
                     }
                     let Some(access) = self.admit(os, fd) else {
                         os.close(fd);
@@ -121,17 +128,41 @@ impl Loop<'_> {
     /// connection that has not shown the token makes room for it, so that
     /// clients without the token cannot hold every slot against those with
     /// it.
-    pub(super) fn evict_unauthenticated<O: Os>(&mut self, os: &mut O) {
-        let oldest = self
-            .clients
-            .iter()
-            .filter(|(_, c)| !c.conn.is_authenticated())
-            .min_by_key(|(id, c)| (c.connected_at, **id))
-            .map(|(id, _)| *id);
-        let Some(id) = oldest else { return };
-        let peer = self.clients[&id].conn.peer().to_string();
-        log::warn!("closing connection of {peer}: all slots are taken, and it has not shown the token");
+    pub(super) fn evict_unauthenticated<O: Os>(&mut self, os: &mut O, now: Instant) {
+        let Some(id) = self.evictable(now) else { return };
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        log::warn!("closing connection of {}: all slots are taken, and it has not shown the token", client.conn.peer());
+        // One try at telling it why; the slot is freed whatever the socket
+        // takes.
+        client.conn.handle_eviction();
+        let _ = flush(os, client, now);
         self.close_client(os, id);
+    }
+
+    /// The connection a new one may push out when all slots are taken: the
+    /// oldest that has not shown the token within [`EVICT_GRACE`].
+    pub(super) fn evictable(&self, now: Instant) -> Option<u64> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| !c.conn.is_authenticated() && now >= c.connected_at + EVICT_GRACE)
+            .min_by_key(|(id, c)| (c.connected_at, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// When a connection that has not shown the token becomes one that a
+    /// new connection may push out, while all slots are taken: the loop
+    /// then polls the listener again. Only future instants: once it can be
+    /// pushed out, the listener's readiness is what the loop waits for.
+    pub(super) fn next_evictable(&self, now: Instant) -> Option<Instant> {
+        if self.clients.len() < self.config.max_connections {
+            return None;
+        }
+        self.clients
+            .values()
+            .filter(|c| !c.conn.is_authenticated())
+            .map(|c| c.connected_at + EVICT_GRACE)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Who a new connection's peer is and what it may do: a unix peer must
@@ -270,9 +301,7 @@ impl Loop<'_> {
         }
     }
 
-    /// Closes connections that have not shown the token within the request
-    /// timeout of connecting, closes connections idle past the idle
-    /// timeout, times out requests
+    /// Closes connections idle past the idle timeout, times out requests
     /// that began to arrive longer than the request timeout ago (a client
     /// that sends a byte now and then keeps its connection from going
     /// idle, but not its request from being late), and closes connections
@@ -294,17 +323,6 @@ impl Loop<'_> {
                 client.request_since = None;
             }
             self.pump(os, id);
-        }
-        let unauthenticated: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| !c.conn.is_authenticated() && now >= c.connected_at + timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in unauthenticated {
-            let peer = self.clients[&id].conn.peer().to_string();
-            log::warn!("closing connection of {peer}: it has not shown the token within {timeout:?}");
-            self.close_client(os, id);
         }
         let stalled: Vec<u64> = self
             .clients
