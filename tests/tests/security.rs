@@ -703,38 +703,39 @@ fn slow_header_clients_holding_every_slot_are_dropped_at_their_deadline() {
 #[test]
 fn connections_without_the_token_cannot_hold_every_slot() {
     let dir = TempDir::new("sec-unauth-slots");
-    // The default ten slots; two seconds to show the token.
-    let (d, port) = start_tcp(&dir, &["--request-timeout", "2"]);
+    // The default ten slots.
+    let (d, port) = start_tcp(&dir, &[]);
     // Ten connections without the token, each keeping itself busy with an
     // empty line now and then (which resets its idle timer).
     let mut holders: Vec<(TcpStream, BufReader<TcpStream>)> = (0..10).map(|_| tcp_lines(port)).collect();
     for (s, _) in holders.iter_mut() {
         s.write_all(b"\n").unwrap();
     }
-    // A client with the token is answered at once: it takes the slot of the
-    // oldest of them, which is closed.
-    let (mut s, mut r) = tcp_lines(port);
     let auth =
         format!(r#"{{"jsonrpc":"2.0","method":"rpc.authenticate","params":{{"token":"{}"}},"id":0}}"#, d.token());
-    s.write_all(format!("{auth}\n{}", echo_line(1, "in")).as_bytes()).unwrap();
-    assert_eq!(read_line(&mut r).trim_end(), r#"{"jsonrpc":"2.0","result":true,"id":0}"#);
-    assert_eq!(read_line(&mut r).trim_end(), r#"{"jsonrpc":"2.0","result":"in","id":1}"#);
-    let (_, first) = &mut holders[0];
-    let mut rest = Vec::new();
-    let end = first.read_to_end(&mut rest).map_err(|e| e.kind());
-    assert!(matches!(end, Ok(0) | Err(ErrorKind::ConnectionReset)), "the oldest holder was closed: {end:?}");
-    // The others are closed once two seconds have passed without the token,
-    // however busy they keep themselves.
-    for (i, (s, r)) in holders.iter_mut().enumerate().skip(1) {
-        let _ = s.write_all(b"\n");
+    // Clients with the token are answered: each takes the slot of the
+    // oldest holder (once its second of grace is over), which is told why
+    // and closed.
+    let mut served = Vec::new();
+    for (i, (_, holder)) in holders.iter_mut().enumerate() {
+        let (mut s, mut r) = tcp_lines(port);
+        s.write_all(format!("{auth}\n{}", echo_line(1, "in")).as_bytes()).unwrap();
+        assert_eq!(read_line(&mut r).trim_end(), r#"{"jsonrpc":"2.0","result":true,"id":0}"#, "client {i}");
+        assert_eq!(read_line(&mut r).trim_end(), r#"{"jsonrpc":"2.0","result":"in","id":1}"#, "client {i}");
+        let told = read_line(holder);
+        assert_eq!(error_code(&told), Some(UNAUTHORIZED), "holder {i} is told why: {told}");
         let mut rest = Vec::new();
-        let end = r.read_to_end(&mut rest).map_err(|e| e.kind());
-        assert!(matches!(end, Ok(0) | Err(ErrorKind::ConnectionReset)), "holder {i}: {end:?}");
+        let end = holder.read_to_end(&mut rest).map_err(|e| e.kind());
+        assert!(matches!(end, Ok(0) | Err(ErrorKind::ConnectionReset)), "holder {i} is closed: {end:?}");
+        served.push((s, r));
     }
     assert!(d.log().contains("has not shown the token"), "{}", d.log());
-    // The authenticated connection stays.
-    s.write_all(echo_line(2, "still").as_bytes()).unwrap();
-    assert_eq!(read_line(&mut r).trim_end(), r#"{"jsonrpc":"2.0","result":"still","id":2}"#);
+    // Every slot is now an authenticated connection's, and none is pushed
+    // out: they all still answer.
+    for (i, (s, r)) in served.iter_mut().enumerate() {
+        s.write_all(echo_line(2, "still").as_bytes()).unwrap();
+        assert_eq!(read_line(r).trim_end(), r#"{"jsonrpc":"2.0","result":"still","id":2}"#, "client {i}");
+    }
 }
 
 // 7. panics
