@@ -44,7 +44,7 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         };
     match action {
         Action::Help => {
-            print!("{}", console::usage(&builder.daemon.config));
+            print!("{}", console::usage_named(&builder.daemon.config, args.first().map(String::as_str)));
             0
         }
         Action::Status => status(&config.address, &connect_options(&config, token)),
@@ -196,16 +196,42 @@ fn connect_options(config: &Config, token: Option<String>) -> ConnectOptions {
 }
 
 fn connect(address: &Address, options: &ConnectOptions) -> Result<Client, u8> {
-    Client::connect_with(address, options).map_err(|e| match e {
+    Client::connect_with(address, options).map_err(|e| match &e {
+        // The socket file is there, but its mode keeps this user out: a
+        // daemon runs, and this user may not control it.
+        ClientError::Io(_, io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("error: {e}: this user may not use the daemon's socket (see SECURITY.md)");
+            1
+        }
         ClientError::Io(..) | ClientError::Closed(_) => {
             eprintln!("error: not running: {e}");
             3
         }
-        e => {
+        _ => {
             eprintln!("error: {e}");
             1
         }
     })
+}
+
+/// Says what a failed call means. A daemon that closes a unix connection
+/// before answering anything may have refused this user (its log says
+/// so), which is worth saying.
+fn call_failed(address: &Address, e: &ClientError) {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    let unanswered = match e {
+        ClientError::Closed(_) => true,
+        ClientError::Io(_, io) => matches!(io.kind(), BrokenPipe | ConnectionReset),
+        _ => false,
+    };
+    if unanswered && matches!(address, Address::Unix(_)) {
+        eprintln!(
+            "error: {e}: the daemon closed the connection unanswered; it admits only its own user, root \
+             and the users and groups it allows (see SECURITY.md)"
+        );
+    } else {
+        eprintln!("error: {e}");
+    }
 }
 
 fn status(address: &Address, options: &ConnectOptions) -> u8 {
@@ -344,7 +370,7 @@ fn call(address: &Address, options: &ConnectOptions, method: &str, args: &[Strin
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            call_failed(address, &e);
             1
         }
     }

@@ -72,6 +72,10 @@ fn command(config: &Config) -> Command {
                 .value_name("PATH")
                 .help(format!("Pid file [default: {}]", d.pid_file.display())),
         )
+        .arg(Arg::new("socket-mode").long("socket-mode").value_name("OCTAL").help(format!(
+            "Permission bits of a unix control socket, e.g. 660 with --allow-gid [default: {:o}]",
+            d.socket_mode
+        )))
         .arg(
             Arg::new("socket-buffer")
                 .long("socket-buffer")
@@ -208,6 +212,15 @@ pub fn usage(config: &Config) -> String {
     command(config).render_help().to_string()
 }
 
+/// The usage text with the binary's own name in its `Usage:` line.
+pub(crate) fn usage_named(config: &Config, argv0: Option<&str>) -> String {
+    let name = argv0.and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str());
+    match name {
+        Some(name) => command(config).bin_name(name).render_help().to_string(),
+        None => usage(config),
+    }
+}
+
 /// The parsed command line.
 #[derive(Debug)]
 pub(crate) struct Parsed {
@@ -266,6 +279,12 @@ fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
             return Err("invalid pid file: empty path".into());
         }
         c.pid_file = PathBuf::from(p);
+    }
+    if let Some(mode) = m.get_one::<String>("socket-mode") {
+        c.socket_mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("invalid socket mode {mode:?}: expected octal permission bits, at most 777"))?;
     }
     if let Some(n) = m.get_one::<u32>("socket-buffer") {
         c.read_buffer = *n as usize;
@@ -362,6 +381,10 @@ mod tests {
         assert_eq!(c.pid_file, PathBuf::from("/srv/x.pid"));
         assert_eq!(c.max_connections, 64);
         assert_eq!(log, Some(PathBuf::from("/srv/l")));
+        let (_, c, _) = run(&["-f", "--socket-mode", "0660"]).unwrap();
+        assert_eq!(c.socket_mode, 0o660);
+        let e = run(&["-f", "--socket-mode", "999"]).unwrap_err();
+        assert!(e.contains("invalid socket mode"), "{e}");
     }
 
     #[test]
