@@ -187,8 +187,8 @@ pub trait Os: Sized + 'static {
     /// Reads a small file that must be private to the caller: `Ok(None)` when
     /// nothing is at `path`; an error (`PermissionDenied`, with a message
     /// saying why) when it is a symbolic link, not a regular file, owned by
-    /// another user than [`Os::uid`], or readable or writable by group or
-    /// others. At most `limit` bytes are read (`InvalidData` past it).
+    /// another user than [`Os::uid`], readable or writable by group or
+    /// others, or hard-linked. At most `limit` bytes are read (`InvalidData` past it).
     fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
 
     /// Creates a new file of mode 0600 holding `data` (`O_CREAT | O_EXCL |

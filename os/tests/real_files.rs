@@ -121,6 +121,18 @@ fn a_new_pid_file_is_0600() {
 }
 
 #[test]
+fn a_hard_linked_private_file_is_refused() {
+    let dir = TempDir::new();
+    let path = dir.join("linked.token");
+    let mut os = RealOs::new().expect("RealOs::new");
+    os.write_private_file(&path, b"s3cr3t").expect("write_private_file");
+    fs::hard_link(&path, dir.join("elsewhere")).expect("link");
+    let err = os.read_private_file(&path, 64).expect_err("read a hard-linked file");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    assert_eq!(err.to_string(), "has 2 hard links");
+}
+
+#[test]
 fn a_hard_linked_pid_file_is_refused() {
     let dir = TempDir::new();
     let path = dir.join("linked.pid");
@@ -144,11 +156,25 @@ fn a_directory_at_the_pid_file_path_is_refused() {
 
 #[test]
 fn a_pid_file_locked_by_a_process_it_does_not_name_is_locked_by_other() {
-    isolated(Duration::from_secs(20), || {
+    // No process has this pid: it is past any pid_max.
+    locked_by_a_reader(999_999_999);
+}
+
+#[test]
+fn a_pid_file_naming_a_live_process_but_locked_by_another_is_locked_by_other() {
+    // Init is alive, and holds no lock on the file: the kernel's list of
+    // locks says who does.
+    locked_by_a_reader(1);
+}
+
+/// A child that is no daemon holds a shared lock on a pid file that names
+/// `named`: taking the file is refused as locked by another process, and
+/// the file is left as it was.
+fn locked_by_a_reader(named: i32) {
+    isolated(Duration::from_secs(20), move || {
         let dir = TempDir::new();
         let path = dir.join("held.pid");
-        // No process has this pid: it is past any pid_max.
-        fs::write(&path, "999999999\n").expect("write");
+        fs::write(&path, format!("{named}\n")).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         let mut os = RealOs::new().expect("RealOs::new");
         let sig = os.install_signals(&[Signal::Chld]).expect("install");
@@ -181,7 +207,7 @@ fn a_pid_file_locked_by_a_process_it_does_not_name_is_locked_by_other() {
         assert_eq!(os.read(here, &mut buf).expect("read"), 4, "the child holds the lock");
         let before = snapshot(&path);
         match os.lock_pid_file(&path) {
-            Err(PidFileError::LockedByOther(Some(999_999_999))) => {}
+            Err(PidFileError::LockedByOther(Some(pid))) if pid == named => {}
             other => panic!("expected a lock held by another process, got {other:?}"),
         }
         assert_eq!(snapshot(&path), before, "the holder's file is unchanged");

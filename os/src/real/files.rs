@@ -56,9 +56,13 @@ pub(super) fn lock_pid_file(path: &Path, pid: Pid) -> Result<Fd, PidFileError> {
     if let Err(e) = syscall!(flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) {
         if e.kind() == io::ErrorKind::WouldBlock {
             // Dropping `file` closes it, and the holder keeps its lock.
-            return Err(match read_pid(&file) {
-                Some(pid) if is_running(pid) => PidFileError::Locked(Some(pid)),
-                named => PidFileError::LockedByOther(named),
+            return Err(match (read_pid(&file), lock_holders(st.st_ino)) {
+                // Linux says who holds it: the daemon the file names, or
+                // some other process.
+                (Some(pid), Some(holders)) if holders.contains(&pid) => PidFileError::Locked(Some(pid)),
+                (named, Some(_)) => PidFileError::LockedByOther(named),
+                (Some(pid), None) if is_running(pid) => PidFileError::Locked(Some(pid)),
+                (named, None) => PidFileError::LockedByOther(named),
             });
         }
         return Err(PidFileError::Io(e));
@@ -93,6 +97,25 @@ fn not_ours(owner: u32, me: u32) -> String {
 }
 
 /// Whether `pid` names a process: one we may not signal exists too.
+/// The processes that hold a lock on the file of inode `ino`, from
+/// `/proc/locks` (lines such as `1: FLOCK  ADVISORY  WRITE 4242
+/// 08:01:1835012 0 EOF`; waiters, marked `->`, hold nothing). `None` when
+/// the kernel cannot be asked.
+fn lock_holders(ino: libc::ino_t) -> Option<Vec<i32>> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let holders = locks
+        .lines()
+        .filter(|line| !line.contains("->"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (pid, file) = (fields.get(4)?, fields.get(5)?);
+            let inode = file.rsplit(':').next()?.parse::<u64>().ok()?;
+            (inode == ino as u64).then(|| pid.parse().ok()).flatten()
+        })
+        .collect();
+    Some(holders)
+}
+
 fn is_running(pid: i32) -> bool {
     // kill(0) and kill(-n) name groups, not the process a file names.
     pid > 0
@@ -162,6 +185,10 @@ pub(super) fn read_private_file(path: &Path, limit: usize) -> io::Result<Option<
     let mode = st.st_mode & 0o7777;
     if mode & 0o077 != 0 {
         return Err(denied(format!("readable or writable by others (mode {mode:04o})")));
+    }
+    // Another name for the same file may be one that others can reach.
+    if st.st_nlink != 1 {
+        return Err(denied(format!("has {} hard links", st.st_nlink)));
     }
     // One byte past the limit tells a file that is too large. std's read
     // retries EINTR itself.
