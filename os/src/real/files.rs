@@ -57,9 +57,13 @@ pub(super) fn lock_pid_file(path: &Path, pid: Pid) -> Result<Fd, PidFileError> {
         if e.kind() == io::ErrorKind::WouldBlock {
             // Dropping `file` closes it, and the holder keeps its lock.
             return Err(match (read_pid(&file), lock_holders(st.st_ino)) {
-                // Linux says who holds it: the daemon the file names, or
-                // some other process.
-                (Some(pid), Some(holders)) if holders.contains(&pid) => PidFileError::Locked(Some(pid)),
+                // Linux says who took the lock: the daemon the file names
+                // (if it still runs: a dead daemon's children may hold its
+                // lock on, and the list still names the daemon), or some
+                // other process.
+                (Some(pid), Some(holders)) if holders.contains(&pid) && is_running(pid) => {
+                    PidFileError::Locked(Some(pid))
+                }
                 (named, Some(_)) => PidFileError::LockedByOther(named),
                 (Some(pid), None) if is_running(pid) => PidFileError::Locked(Some(pid)),
                 (named, None) => PidFileError::LockedByOther(named),
@@ -110,7 +114,7 @@ fn lock_holders(ino: libc::ino_t) -> Option<Vec<i32>> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (pid, file) = (fields.get(4)?, fields.get(5)?);
             let inode = file.rsplit(':').next()?.parse::<u64>().ok()?;
-            (inode == ino as u64).then(|| pid.parse().ok()).flatten()
+            (inode == ino).then(|| pid.parse().ok()).flatten()
         })
         .collect();
     Some(holders)
