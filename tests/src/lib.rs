@@ -216,14 +216,10 @@ impl Daemon {
     /// Waits for the daemon to exit and returns its exit code (or 128 +
     /// signal).
     pub fn wait_exit(&mut self, deadline: Duration) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                use std::os::unix::process::ExitStatusExt;
-                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            }
-            assert!(start.elapsed() < deadline, "the daemon did not exit within {deadline:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(2));
+        use std::os::unix::process::ExitStatusExt;
+        match wait_exit(&mut self.child, deadline) {
+            Some(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            None => panic!("the daemon did not exit within {deadline:?}:\n{}", self.log()),
         }
     }
 
