@@ -39,7 +39,6 @@ mod random;
 mod signals;
 mod time;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 pub use isolated::isolated;
@@ -59,12 +58,46 @@ pub struct RealOs {
     signals: Option<SignalPipe>,
     /// The descriptors handed out and not yet closed, which `close` may
     /// close; any other number it ignores.
-    owned: BTreeSet<i32>,
+    owned: FdSet,
+}
+
+/// A set of descriptor numbers, one bit each, in one allocation. A forked
+/// worker closes the hundreds of descriptors it inherited through this
+/// set: clearing bits in one small block copies a page or two of the
+/// parent's memory, where freeing the nodes of a tree scattered over the
+/// heap would copy a page for each.
+#[derive(Debug, Default)]
+struct FdSet {
+    words: Vec<u64>,
+}
+
+impl FdSet {
+    fn insert(&mut self, fd: i32) {
+        let Ok(fd) = usize::try_from(fd) else { return };
+        let (word, bit) = (fd / 64, fd % 64);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << bit;
+    }
+
+    /// Whether `fd` was in the set; it is not any more.
+    fn remove(&mut self, fd: i32) -> bool {
+        let Ok(fd) = usize::try_from(fd) else { return false };
+        let (word, bit) = (fd / 64, fd % 64);
+        match self.words.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => {
+                *w &= !(1 << bit);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl RealOs {
     pub fn new() -> std::io::Result<RealOs> {
-        Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: BTreeSet::new() })
+        Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: FdSet::default() })
     }
 
     /// Makes a descriptor this `RealOs` did not create its own, so that
@@ -195,7 +228,7 @@ impl Os for RealOs {
         // A number this Os did not hand out (or has closed) is someone
         // else's, or stale: closing it could close what another part of
         // the process has just opened.
-        if self.owned.remove(&fd.0) {
+        if self.owned.remove(fd.0) {
             io::close(fd)
         }
     }
