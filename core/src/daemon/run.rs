@@ -69,6 +69,44 @@ const SIGNALS: [Signal; 11] = [
 /// error (a stopped or frozen worker must not hold a client forever).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where the daemon is in its life: the loop's one phase, advanced by
+/// [`Loop::advance`] at the top of every turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Serving.
+    Running,
+    /// Stopping gracefully until `deadline`: no new connection or work,
+    /// workers asked to stop, answers in flight finished.
+    Stopping { deadline: Instant },
+    /// The graceful stop took too long: every worker left was killed, and
+    /// their exits are reaped until `deadline`.
+    Killing { deadline: Instant },
+    /// Nothing is left to wait for: the loop cleans up and returns.
+    Done,
+}
+
+/// What the loop's poll waits for at the latest: its deadlines, by kind.
+/// The earliest of them is the poll's deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A connection goes idle.
+    Idle,
+    /// A request that began to arrive is late, or answers wait unread.
+    Request,
+    /// A connection without the token may be pushed out of its slot.
+    Evict,
+    /// A worker is due to be spawned, signalled, or found hung.
+    Supervisor,
+    /// A worker has not answered a command in time.
+    Command,
+    /// The phase's own deadline (the stop's, the kill's).
+    Phase,
+    /// The service manager's watchdog is due.
+    Keepalive,
+    /// `accept` may be tried again after it lacked resources.
+    AcceptRetry,
+}
+
 struct Loop<'d> {
     config: &'d Config,
     registry: Registry<Ctl>,
@@ -81,7 +119,7 @@ struct Loop<'d> {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     links: BTreeMap<usize, Link>,
-    stop_deadline: Option<Instant>,
+    phase: Phase,
     /// `accept` failed for lack of resources: the listener is not polled
     /// until then (or until a connection closes).
     accept_paused: Option<Instant>,
@@ -151,8 +189,13 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         }
     };
     let (specs, factories): (Vec<_>, Vec<_>) = workers.into_iter().unzip();
-    let seed = u64::from(os.pid().0 as u32) ^ now.as_nanos();
-    let sup = Supervisor::new(specs, config.restart.clone(), seed, now);
+    // The restarts' jitter draws from the world's randomness, as the token
+    // does: in the simulation it replays with the seed.
+    let mut seed = [0u8; 8];
+    if let Err(e) = os.random_bytes(&mut seed) {
+        log::warn!("no random bytes for the restarts' jitter: {e}");
+    }
+    let sup = Supervisor::new(specs, config.restart.clone(), u64::from_le_bytes(seed), now);
     let info = Info {
         pid: os.pid(),
         description: config.description.clone(),
@@ -181,7 +224,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         clients: BTreeMap::new(),
         next_client: 1,
         links: BTreeMap::new(),
-        stop_deadline: None,
+        phase: Phase::Running,
         accept_paused: None,
         read_buf: vec![0; config.read_buffer.max(1)],
         private_fds: hooks.private_fds(),
@@ -209,16 +252,8 @@ impl Loop<'_> {
         loop {
             let now = os.now();
             self.ctl.now = now;
-            if let Some(reason) = self.ctl.stop.clone() {
-                if self.stop_deadline.is_none() {
-                    self.begin_stop(os, hooks, &reason);
-                }
-            }
-            if self.stop_deadline.is_some() && self.finished() {
-                break;
-            }
-            if self.stop_deadline.is_some_and(|d| now >= d) {
-                self.force_stop(os);
+            self.advance(os, hooks, now);
+            if self.phase == Phase::Done {
                 break;
             }
             if let Some(at) = keepalive_at {
@@ -260,7 +295,10 @@ impl Loop<'_> {
                     fds.push(PollFd::new(link.wake, Ready::READ));
                 }
             }
-            let deadline = self.next_deadline(keepalive_at);
+            let deadline = self.next_deadline(keepalive_at).map(|(timer, at)| {
+                log::trace!("poll until {at} ({timer:?})");
+                at
+            });
             if let Err(e) = os.poll(&mut fds, deadline) {
                 log::error!("poll: {e}");
             }
@@ -281,7 +319,7 @@ impl Loop<'_> {
                 }
             }
             // 3. reap
-            if self.ctl.reap || self.stop_deadline.is_some() {
+            if self.ctl.reap || self.phase != Phase::Running {
                 self.ctl.reap = false;
                 self.reap(os);
             }
@@ -320,7 +358,35 @@ impl Loop<'_> {
         self.finish(os, hooks);
     }
 
-    fn next_deadline(&self, keepalive_at: Option<Instant>) -> Option<Instant> {
+    /// Moves the phase on as far as it goes now. Every (phase, event) is
+    /// here: a stop asked for, the stop finished, its deadline passed.
+    fn advance<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, now: Instant) {
+        loop {
+            let next = match self.phase {
+                Phase::Running => match self.ctl.stop.clone() {
+                    Some(reason) => Phase::Stopping { deadline: self.begin_stop(os, hooks, &reason) },
+                    None => Phase::Running,
+                },
+                Phase::Stopping { .. } if self.finished() => Phase::Done,
+                Phase::Stopping { deadline } if now >= deadline => {
+                    Phase::Killing { deadline: self.kill_what_is_left(os, now) }
+                }
+                Phase::Stopping { deadline } => Phase::Stopping { deadline },
+                // What was killed is reaped; connections are not waited for.
+                Phase::Killing { deadline } if now >= deadline || !self.ctl.sup.has_processes() => Phase::Done,
+                Phase::Killing { deadline } => Phase::Killing { deadline },
+                Phase::Done => Phase::Done,
+            };
+            if next == self.phase {
+                return;
+            }
+            log::debug!("phase {:?} -> {next:?}", self.phase);
+            self.phase = next;
+        }
+    }
+
+    /// The earliest deadline the poll must wake for, and its kind.
+    fn next_deadline(&self, keepalive_at: Option<Instant>) -> Option<(Timer, Instant)> {
         let idle = self.config.idle_timeout;
         // Only the connections `expire_idle` may close: one awaiting a
         // deferred answer is never expired, and its past deadline would
@@ -348,10 +414,23 @@ impl Loop<'_> {
             .min();
         let accept = self.accept_paused.filter(|_| self.listener.is_some());
         let evictable = self.next_evictable(self.ctl.now);
-        [clients, sup, commands, self.stop_deadline, keepalive_at, accept, requests, evictable]
-            .into_iter()
-            .flatten()
-            .min()
+        let phase = match self.phase {
+            Phase::Stopping { deadline } | Phase::Killing { deadline } => Some(deadline),
+            Phase::Running | Phase::Done => None,
+        };
+        [
+            (Timer::Idle, clients),
+            (Timer::Supervisor, sup),
+            (Timer::Command, commands),
+            (Timer::Phase, phase),
+            (Timer::Keepalive, keepalive_at),
+            (Timer::AcceptRetry, accept),
+            (Timer::Request, requests),
+            (Timer::Evict, evictable),
+        ]
+        .into_iter()
+        .filter_map(|(timer, at)| Some((timer, at?)))
+        .min_by_key(|(_, at)| *at)
     }
 
     fn publish(&mut self, event: Event) {

@@ -1,5 +1,6 @@
 //! Stopping: beginning a graceful stop, telling when it is complete,
-//! forcing what is left, and the last clean-up.
+//! killing what is left, and the last clean-up. The loop's phase
+//! (`Phase`, in the loop) decides when each runs.
 
 use super::*;
 
@@ -7,8 +8,13 @@ use super::*;
 /// everything left is killed and closed.
 pub(super) const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the killed workers' exits are waited for before the daemon
+/// exits anyway.
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(1);
+
 impl Loop<'_> {
-    pub(super) fn begin_stop<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, reason: &str) {
+    /// Begins a graceful stop; returns its deadline.
+    pub(super) fn begin_stop<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, reason: &str) -> Instant {
         let now = os.now();
         log::info!("stopping ({reason})");
         os.note(format_args!("daemon stopping: {reason}"));
@@ -24,7 +30,7 @@ impl Loop<'_> {
         }
         self.ctl.sup.stop_all(now);
         let stop = self.config.restart.stop_timeout;
-        self.stop_deadline = Some(now + stop * 2 + STOP_GRACE);
+        let deadline = now + stop * 2 + STOP_GRACE;
         // Requests in flight are finished; connections with nothing in
         // flight are closed now.
         let idle: Vec<u64> = self
@@ -46,6 +52,7 @@ impl Loop<'_> {
         }
         self.supervise(os);
         self.deliver_completions(os);
+        deadline
     }
 
     /// Closes the listener and removes its socket file, unless a service
@@ -66,24 +73,17 @@ impl Loop<'_> {
             && self.clients.values().all(|c| c.conn.pending_deferred() == 0 && c.conn.output().is_empty())
     }
 
-    /// The stop took too long: kill what is left.
-    pub(super) fn force_stop<O: Os>(&mut self, os: &mut O) {
+    /// The stop took too long: kills what is left, and returns how long
+    /// the loop waits to reap it (a bounded wait, so that no zombie is left
+    /// and the daemon still exits).
+    pub(super) fn kill_what_is_left<O: Os>(&mut self, os: &mut O, now: Instant) -> Instant {
         log::warn!("stop timed out: killing what is left");
         for inst in self.ctl.sup.instances() {
             if let Some(pid) = inst.state.pid() {
                 let _ = os.kill(KillTarget::Group(pid), Signal::Kill);
             }
         }
-        // Reap what died, with a bounded wait so that no zombie is left.
-        let deadline = os.now() + Duration::from_secs(1);
-        while self.ctl.sup.has_processes() && os.now() < deadline {
-            self.reap(os);
-            if self.ctl.sup.has_processes() {
-                let mut fds = [PollFd::new(self.signal_fd, Ready::READ)];
-                let _ = os.poll(&mut fds, Some((os.now() + Duration::from_millis(10)).min(deadline)));
-                let _ = os.take_signals();
-            }
-        }
+        now + KILL_GRACE
     }
 
     pub(super) fn finish<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
