@@ -344,51 +344,6 @@ impl Conn {
         self.taken
     }
 
-    /// The request that began to arrive took too long: answer an error
-    /// (HTTP 408) and close.
-    pub fn handle_request_timeout(&mut self) {
-        log::warn!("refused {}: request not received in time", self.access.peer);
-        match self.framing {
-            Some(Framing::Http) => {
-                self.refuse(Status::RequestTimeout);
-            }
-            Some(Framing::Ndjson) | None => {
-                self.fatal_line(RpcError::invalid_request("request not received in time"));
-            }
-        }
-        self.discard_input();
-        self.flush();
-    }
-
-    /// A newer connection takes this one's slot (it has not shown the
-    /// token): says so (HTTP 503, or -32006 with id null) and closes.
-    pub fn handle_eviction(&mut self) {
-        match self.framing {
-            Some(Framing::Http) => {
-                self.refuse(Status::ServiceUnavailable);
-            }
-            Some(Framing::Ndjson) | None => self.fatal_line(RpcError::new(
-                codes::UNAUTHORIZED,
-                "closed: every connection slot is taken, and this one has not authenticated",
-            )),
-        }
-        self.discard_input();
-        self.flush();
-    }
-
-    /// Whether the client has presented the token (or needs none): on
-    /// newline-delimited JSON once `rpc.authenticate` succeeded, over HTTP
-    /// once a request carried it (each request is still checked on its
-    /// own).
-    pub fn is_authenticated(&self) -> bool {
-        self.authenticated
-    }
-
-    /// Who is at the other end, as the log names it.
-    pub fn peer(&self) -> &str {
-        &self.access.peer
-    }
-
     fn has_room(&self) -> bool {
         // Answers owed, with each deferred call of a batch counted: a batch
         // of deferred calls is one entry of the queue but many calls.
