@@ -5,6 +5,7 @@
 //! console flags, then calls [`run`] with the real `Os`; the harness calls
 //! the same `run` with the simulated one.
 
+mod builtins;
 mod config;
 mod control;
 mod run;
@@ -14,8 +15,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use builtins::register_builtins;
 pub use config::Config;
-pub use control::{codes, register_builtins, Ctl, Info};
+pub use control::{codes, Ctl, Info};
 pub use run::run;
 
 use forkd_os::{Address, Os};
