@@ -1,5 +1,6 @@
-//! `Ctl`, the handle on the daemon that RPC methods and event listeners get,
-//! and the built-in `daemon.*` and `worker.*` methods.
+//! `Ctl`, the handle on the daemon that RPC methods and event listeners get
+//! (the built-in `daemon.*` and `worker.*` methods use it too; they live in
+//! `builtins`).
 //!
 //! `Ctl` never performs I/O. What a method asks of the daemon — stop, send a
 //! command to a worker, raise an event — is recorded here and carried out by
