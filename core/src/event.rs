@@ -145,10 +145,6 @@ impl<C> Bus<C> {
         found
     }
 
-    pub fn has_listeners(&self, topic: &Topic) -> bool {
-        self.listeners.get(topic).is_some_and(|l| !l.is_empty())
-    }
-
     /// Calls every listener of the event's topic.
     pub fn publish(&mut self, ctx: &mut C, event: &Event) {
         if let Some(list) = self.listeners.get_mut(&event.topic()) {

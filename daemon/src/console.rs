@@ -56,7 +56,7 @@ fn command(config: &Config) -> Command {
                 .short('s')
                 .long("hardstart")
                 .action(ArgAction::SetTrue)
-                .help("Remove a stale socket and pid file before starting"),
+                .help("Hard start (the original's flag): accepted, and changes nothing, as a stale socket or pid file never blocks a start"),
         )
         .arg(
             Arg::new("socket")

@@ -212,11 +212,6 @@ impl Conn {
         }
     }
 
-    /// The limits the connection was made with.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The framing, once the first bytes have decided it.
     pub fn framing(&self) -> Option<Framing> {
         self.framing

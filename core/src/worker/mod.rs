@@ -12,7 +12,8 @@
 //!
 //! - [`Worker`] is what users implement; [`Context`] is what they see.
 //! - [`channel`] is the shared-memory layout and its protocol; the daemon's
-//!   supervisor reads and writes it with [`Channel`]'s "daemon side" methods.
+//!   loop (its worker links, not the supervisor, which is pure) reads and
+//!   writes it with [`Channel`]'s "daemon side" methods.
 //! - [`process`] is the worker process's entry, [`run_worker`], generic over
 //!   the `Os`: it never calls the kernel itself.
 //! - [`checks`] is a scenario written once and run both in the simulation
