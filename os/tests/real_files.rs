@@ -10,39 +10,17 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use forkd_os::contract::{read_to_end, reap_n, wait_ready, write_all};
 use forkd_os::real::{isolated, RealOs};
 use forkd_os::{ExitStatus, Os, PidFileError, Signal, SpawnOptions};
 
+mod support;
+use support::TempDir;
+
 const NOBODY: u32 = 65534;
-
-/// A directory of its own, removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("forkd-real-files-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Content, owner, mode and link count: what "left as it was" compares.
 fn snapshot(path: &Path) -> (Vec<u8>, u32, u32, u64) {

@@ -15,16 +15,19 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::panic;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use forkd_os::real::{thread_count, RealOs};
+
+mod support;
 use forkd_os::{
     Address, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, PidFileError, PollFd, Ready, Signal,
     SpawnOptions,
 };
+use support::TempDir;
 
 /// How long any single wait in a scenario may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,30 +81,6 @@ fn run_child(opts: SpawnOptions, entry: impl FnOnce(&mut RealOs) -> i32 + Send +
     let status = wait_for_exit(&mut os, signal_fd, child);
     assert_eq!(os.try_reap().expect("try_reap"), None);
     status
-}
-
-/// A directory of its own under the system's temporary directory, removed
-/// with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("forkd-real-smoke-{}-{n}", std::process::id()));
-        fs::create_dir(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 fn write_all(os: &mut RealOs, fd: Fd, mut data: &[u8]) {
