@@ -352,17 +352,16 @@ pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     assert!(region.len() >= 64);
     assert_eq!(region.load(0, Acquire), 0, "a new region is zeroed");
     let child_view = region.clone();
+    let (here, there) = os.socket_pair().unwrap();
     let child = os
         .spawn(
             SpawnOptions::default(),
             Box::new(move |os: &mut O| {
-                // Spin politely until the parent's write shows, with a deadline.
-                let deadline = os.now() + TIMEOUT;
-                while child_view.load(1, Acquire) != 42 {
-                    if os.now() >= deadline {
-                        return 1;
-                    }
-                    os.sleep_until(os.now() + Duration::from_millis(1));
+                // The parent's byte comes after its write to the region, so
+                // the write must show once the byte is there.
+                wait_ready(os, there, Ready::READ);
+                if child_view.load(1, Acquire) != 42 {
+                    return 1;
                 }
                 child_view.fetch_add(1, 1, AcqRel);
                 0
@@ -370,9 +369,12 @@ pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
         )
         .unwrap();
     region.store(1, 42, Release);
+    write_all(os, here, &[1]);
     let reaped = reap_n(os, sig, 1);
     assert_eq!(reaped, vec![(child, ExitStatus::Exited(0))], "the child saw the parent's write");
     assert_eq!(region.load(1, Acquire), 43, "and the parent sees the child's");
+    os.close(here);
+    os.close(there);
     // Safety: the child's clone went with the child; nothing is used after.
     unsafe { os.shm_unmap(region) };
 }
