@@ -35,3 +35,35 @@ mod sim {
     use super::*;
     for_each_check!(sim_check);
 }
+
+/// What `contract::deadlines_fire_in_order` cannot ask of the kernel, where
+/// a sleeper may wake late: in a simulated world every deadline is met
+/// exactly, so sleepers wake in the order of their deadlines, at them.
+#[test]
+fn simulated_sleepers_wake_exactly_at_their_deadlines_in_their_order() {
+    use forkd_os::contract::{read_to_end, reap_n, write_all};
+    use forkd_os::{Os, Signal, SpawnOptions};
+    use std::time::Duration;
+
+    run("simulated_sleepers_wake_exactly_at_their_deadlines_in_their_order", |os, _| {
+        let sig = os.install_signals(&[Signal::Chld]).unwrap();
+        let (here, there) = os.socket_pair().unwrap();
+        let start = os.now();
+        for i in [3u8, 1, 2] {
+            let deadline = start + Duration::from_millis(60 * u64::from(i));
+            os.spawn(
+                SpawnOptions::default(),
+                Box::new(move |os: &mut forkd_os::sim::SimOs| {
+                    os.sleep_until(deadline);
+                    write_all(os, there, &[i, u8::from(os.now() == deadline)]);
+                    0
+                }),
+            )
+            .unwrap();
+        }
+        os.close(there);
+        assert_eq!(read_to_end(os, here), vec![1, 1, 2, 1, 3, 1], "(child, woke at its deadline), in order");
+        assert_eq!(reap_n(os, sig, 3).len(), 3);
+        os.close(here);
+    });
+}

@@ -3,14 +3,17 @@
 //! and what is left behind once the daemon is gone.
 //!
 //! Every test runs its own daemon in its own directory. Nothing sleeps to
-//! synchronise: each test polls `worker.list` (or the process table) with a
-//! deadline until the state it expects shows up. The few checks that
-//! something does *not* happen (loops while paused, a retired instance
-//! restarted) look again after a fixed interval, which is the point of them
-//! and not a synchronisation.
+//! synchronise and nothing reads a clock: each test polls `worker.list` (or
+//! the process table) with a deadline until the state it expects shows up.
+//! The few checks that something does *not* happen (loops while paused, a
+//! retired instance restarted) wait for an event of the daemon's own that
+//! comes long after it would have: an idle connection closed at the
+//! daemon's socket timeout. How fast things happen is measured by
+//! `cargo xtask bench`, not asserted here.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 
 use forkd_tests::{alive, wait_until, Client, ClientError, Daemon, TempDir, DEADLINE};
 use serde_json::{json, Value};
@@ -113,6 +116,24 @@ fn wait_clean_exit(d: &mut Daemon) -> i32 {
     code
 }
 
+/// A copy daemon whose idle connections are closed after one second, for the
+/// tests that wait on that as an event (see [`one_socket_timeout`]).
+fn copy_daemon_timing_out(dir: &TempDir, env: &[(&str, &str)]) -> Daemon {
+    Daemon::start(dir, "copy-daemon", &["--socket-timeout", "1"], env)
+}
+
+/// Opens a connection that sends nothing and waits until the daemon closes
+/// it at its socket timeout: proof that the daemon's loop has gone on for
+/// that long since the call, by its own clock, without the test reading one.
+fn one_socket_timeout(d: &Daemon) {
+    let forkd_os::Address::Unix(socket) = &d.socket else { unreachable!("tests use unix sockets") };
+    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log()));
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or_else(|e| panic!("the idle connection was not closed: {e}\n{}", d.log()));
+    assert_eq!(n, 0, "an idle connection got an answer");
+}
+
 fn rpc_error(result: Result<Value, ClientError>) -> (i64, String) {
     match result {
         Err(ClientError::Rpc { code, message, .. }) => (code, message),
@@ -160,16 +181,13 @@ fn a_killed_forever_worker_is_looping_again_shortly_after() {
     let dir = TempDir::new("kill-worker");
     let d = copy_daemon(&dir, &[]);
     let old = pid_of(&wait_looping(&d, None));
-    let start = Instant::now();
     kill(old, libc::SIGKILL);
     let entry = wait_looping(&d, Some(old));
-    let elapsed = start.elapsed();
-    eprintln!("kill -9 of the worker to a new one looping: {elapsed:?}");
     assert!(!alive(old), "the killed worker {old} is still there");
     assert_eq!(entry["restarts"], 1, "{entry}");
     assert_eq!(entry["last_exit"], json!({ "signal": "SIGKILL" }), "{entry}");
-    // The first restart is immediate: no backoff, no looptime to wait.
-    assert!(elapsed < Duration::from_secs(2), "restart took {elapsed:?}");
+    // The first restart is immediate (no backoff, no looptime to wait); how
+    // long it takes is `cargo xtask bench`'s restart latency.
     assert_eq!(children(d.pid()), BTreeSet::from([pid_of(&entry)]), "one worker process");
     drop(d);
     assert_no_new_shm(&shm);
@@ -197,22 +215,18 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
     let d = copy_daemon(&dir, &[]);
     wait_looping(&d, None);
     let mut client = d.client();
+    wait_until("the first iteration", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(1));
+    let loops = handyman(&d)["loops"].as_u64();
 
-    let start = Instant::now();
-    let paused = client.call("worker.pause", json!({ "name": "handyman" })).unwrap();
-    let pause_took = start.elapsed();
-    assert_eq!(paused, true);
+    assert_eq!(client.call("worker.pause", json!({ "name": "handyman" })).unwrap(), true);
     // Acknowledged before the answer: the state is already paused.
     assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "paused");
-
-    let start = Instant::now();
-    let resumed = client.call("worker.resume", json!({ "name": "handyman" })).unwrap();
-    let resume_took = start.elapsed();
-    assert_eq!(resumed, true);
+    assert_eq!(client.call("worker.resume", json!({ "name": "handyman" })).unwrap(), true);
     assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "looping");
-    eprintln!("looptime 10 s: worker.pause answered in {pause_took:?}, worker.resume in {resume_took:?}");
-    assert!(pause_took < Duration::from_secs(1), "pause took {pause_took:?}");
-    assert!(resume_took < Duration::from_secs(1), "resume took {resume_took:?}");
+    // Both were acknowledged between two iterations, ten seconds apart: by
+    // the wake-up byte, not at the next iteration. How fast is measured by
+    // `cargo xtask bench`'s pause latency.
+    assert_eq!(handyman(&d)["loops"].as_u64(), loops, "pause and resume waited for an iteration");
 
     // Without a name: every worker, answered by name.
     assert_eq!(client.call("worker.pause", Value::Null).unwrap(), json!({ "handyman": true }));
@@ -228,16 +242,16 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
 fn a_paused_worker_does_not_loop_and_loops_again_once_resumed() {
     let shm = dev_shm();
     let dir = TempDir::new("pause-fast");
-    let d = copy_daemon(&dir, &[("COPY_LOOPTIME_MS", "20")]);
+    let d = copy_daemon_timing_out(&dir, &[("COPY_LOOPTIME_MS", "20")]);
     wait_until("a few loops", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(3));
 
     assert_eq!(call(&d, "worker.pause", json!({ "name": "handyman" })), true);
     let entry = handyman(&d);
     assert_eq!(entry["state"], "paused");
     let loops = entry["loops"].as_u64().unwrap();
-    // Ten looptimes: a worker that still looped would have looped by now.
-    let paused_at = Instant::now();
-    wait_until("ten looptimes to pass", DEADLINE, || paused_at.elapsed() >= Duration::from_millis(200));
+    // A socket timeout of the daemon's is fifty looptimes: a worker that
+    // still looped while paused would have looped by the time it fires.
+    one_socket_timeout(&d);
     let entry = handyman(&d);
     assert_eq!(entry["state"], "paused");
     assert_eq!(entry["loops"].as_u64(), Some(loops), "looped while paused: {entry}");
@@ -288,11 +302,9 @@ fn a_killed_daemon_leaves_no_worker_behind() {
     let dir = TempDir::new("kill-daemon");
     let mut d = copy_daemon(&dir, &[]);
     let worker = pid_of(&wait_looping(&d, None));
-    let start = Instant::now();
     d.signal(libc::SIGKILL);
     assert_eq!(d.wait_exit(DEADLINE), 128 + libc::SIGKILL);
-    wait_until("the worker to die with the daemon", Duration::from_secs(2), || !alive(worker));
-    eprintln!("kill -9 of the daemon to its worker gone: {:?}", start.elapsed());
+    wait_until("the worker to die with the daemon", DEADLINE, || !alive(worker));
     assert_no_new_shm(&shm);
 }
 
@@ -373,7 +385,7 @@ fn a_worker_has_its_own_process_group_and_restart_replaces_it() {
 fn scale_adds_looping_instances_and_retires_them_for_good() {
     let shm = dev_shm();
     let dir = TempDir::new("scale");
-    let d = copy_daemon(&dir, &[]);
+    let d = copy_daemon_timing_out(&dir, &[]);
     let first = pid_of(&wait_looping(&d, None));
 
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 3 })), 3);
@@ -394,9 +406,9 @@ fn scale_adds_looping_instances_and_retires_them_for_good() {
     let retired: Vec<i32> = pids.iter().copied().filter(|&p| p != first).collect();
     wait_until("the two retired instances to exit", DEADLINE, || retired.iter().all(|&p| !alive(p)));
     // A retired instance that came back would be back at once: the first
-    // restart of a worker is immediate. Look again a while later.
-    let gone_at = Instant::now();
-    wait_until("a while to pass", DEADLINE, || gone_at.elapsed() >= Duration::from_millis(300));
+    // restart of a worker is immediate. Look again once the daemon's loop
+    // has run for a whole socket timeout since.
+    one_socket_timeout(&d);
     let entry = handyman(&d);
     assert_eq!((pid_of(&entry), entry["state"].clone()), (first, json!("looping")));
     assert_eq!(children(d.pid()), BTreeSet::from([first]), "no retired instance restarted");
@@ -412,7 +424,6 @@ fn a_crash_looping_worker_fails_and_stops_the_daemon() {
     let mut d = copy_daemon(&dir, &[]);
     let mut pid = pid_of(&wait_looping(&d, None));
     let mut kills = 0;
-    let start = Instant::now();
     // Kill each new worker as soon as it loops, up to six times; the
     // default policy allows five starts in ten seconds.
     while kills < 6 {
@@ -443,7 +454,6 @@ fn a_crash_looping_worker_fails_and_stops_the_daemon() {
         }
     }
     let code = wait_clean_exit(&mut d);
-    eprintln!("crash loop: {kills} kills, daemon stopped with code {code} after {:?}", start.elapsed());
     assert_eq!(kills, 5, "five starts within ten seconds, then failed:\n{}", d.log());
     assert_eq!(code, 1, "a daemon stopped by a failed worker exits with a failure:\n{}", d.log());
     assert!(d.log().contains("worker handyman failed"), "the log says the worker failed:\n{}", d.log());
