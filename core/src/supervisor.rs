@@ -12,8 +12,13 @@
 //! systemd's manner: a `forever` worker that dies is restarted at once the
 //! first time, then after an exponential backoff with jitter, capped; the
 //! backoff resets once an instance has stayed up for a stable period. More
-//! than `intensity` starts within `period` mark the instance failed, and then
-//! the daemon stops, or keeps running without it, as configured.
+//! than `intensity` starts of one instance within `period` mark that
+//! instance failed (starts are counted per instance, also in a pool), and
+//! then the daemon stops, or keeps running without it, as configured.
+//!
+//! Each instance is in one [`InstanceState`]; every input (a spawn's answer,
+//! an exit, time, a command) becomes an event for one instance, and one
+//! `match (state, event)` without a catch-all arm decides what it does.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,9 +53,12 @@ pub struct RestartPolicy {
     pub backoff_max: Duration,
     /// An instance up this long has its backoff reset.
     pub stable_after: Duration,
-    /// At most this many starts ...
+    /// At most this many starts of one instance ...
     pub intensity: u32,
-    /// ... within this period, or the instance is failed.
+    /// ... within this period, or that instance is failed. Starts are
+    /// counted per instance, a pool's included: a pool of 32 whose members
+    /// each crash now and then is not failed because together they restart
+    /// often; one member that crash-loops is.
     pub period: Duration,
     pub on_failure: OnFailure,
     /// An instance whose heartbeat is older than this is killed (and
@@ -87,24 +95,58 @@ pub enum InstanceState {
     Running {
         pid: Pid,
     },
-    /// Asked to stop; `stage` counts the escalations sent so far.
+    /// Its process is being stopped; `then` says what follows its exit.
     Stopping {
         pid: Pid,
         since: Instant,
-        stage: u8,
+        step: StopStep,
+        then: AfterStop,
     },
     /// Exited and not to be restarted.
     Stopped,
+    /// Scaled away and its process gone: it may be taken again by a scale up.
+    Retired,
     /// Restarted too often.
     Failed,
+}
+
+/// How far a stop has escalated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopStep {
+    /// Asked through its channel; SIGTERM follows after the stop timeout.
+    Asked,
+    /// Sent SIGTERM; SIGKILL follows after the stop timeout again.
+    Termed,
+    /// Sent SIGKILL: nothing is left to send, only the exit to wait for.
+    Killed,
+}
+
+/// What becomes of an instance once its stopping process exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Spawned again at once, whatever its restart policy (`restart`).
+    Restart,
+    /// Treated like a crash, by the restart policy (a hung instance killed).
+    Recover,
+    /// Retired (scaled down).
+    Retire,
+    /// Stopped (the daemon is going down).
+    Stop,
 }
 
 impl InstanceState {
     pub fn pid(&self) -> Option<Pid> {
         match *self {
             InstanceState::Running { pid } | InstanceState::Stopping { pid, .. } => Some(pid),
-            _ => None,
+            InstanceState::Waiting { .. } | InstanceState::Stopped | InstanceState::Retired | InstanceState::Failed => {
+                None
+            }
         }
+    }
+
+    /// Whether the instance is scaled away, or will be once its process exits.
+    pub fn is_retired(&self) -> bool {
+        matches!(self, InstanceState::Retired | InstanceState::Stopping { then: AfterStop::Retire, .. })
     }
 }
 
@@ -117,13 +159,10 @@ pub struct Instance {
     pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
     pub started_at: Option<Instant>,
+    /// This instance's starts within the policy's period: intensity is
+    /// counted per instance, never per worker or pool.
     starts: VecDeque<Instant>,
     backoff: Duration,
-    /// Set when the instance should not come back once it exits (scaled down).
-    retiring: bool,
-    /// Set by `restart`: the instance comes back at once when it exits,
-    /// whatever its restart policy.
-    restarting: bool,
 }
 
 /// Work for the daemon's loop.
@@ -149,10 +188,35 @@ impl fmt::Display for UnknownPid {
     }
 }
 
+/// What happens to one instance; every public input becomes one of these,
+/// and [`Supervisor::step`] decides it for the instance's state.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// The loop spawned it as this pid.
+    Spawned(Pid),
+    /// The loop could not spawn it.
+    SpawnFailed,
+    /// Its process exited.
+    Exited(ExitStatus),
+    /// Time has come to `now`; `hung` says whether its heartbeat is too old.
+    Timeout { hung: bool },
+    /// The daemon is going down (`stop_all`).
+    StopAll,
+    /// The `restart` command.
+    Restart,
+    /// Scaled down.
+    Retire,
+    /// Taken again by a scale up.
+    Reuse,
+}
+
 pub struct Supervisor {
     specs: Vec<WorkerSpec>,
     policy: RestartPolicy,
     instances: Vec<Instance>,
+    /// The daemon is going down: a mode of the whole supervisor, not of an
+    /// instance. Nothing waiting is spawned from then on, and an instance
+    /// that comes up anyway is stopped at once.
     stopping: bool,
     rng: SplitMix64,
     actions: VecDeque<Action>,
@@ -188,8 +252,6 @@ impl Supervisor {
             started_at: None,
             starts: VecDeque::new(),
             backoff: Duration::ZERO,
-            retiring: false,
-            restarting: false,
         });
         self.actions.push_back(Action::Spawn(id));
     }
@@ -216,23 +278,27 @@ impl Supervisor {
 
     /// Instances of worker `w` that are not retired.
     pub fn instances_of(&self, w: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.instances.len()).filter(move |&i| self.instances[i].worker == w && !self.instances[i].retiring)
+        (0..self.instances.len())
+            .filter(move |&i| self.instances[i].worker == w && !self.instances[i].state.is_retired())
     }
 
     pub fn is_stopping(&self) -> bool {
         self.stopping
     }
 
-    /// Whether some instance still has a process.
     /// How many worker processes there could be at once once worker `w` is
     /// scaled to `n` instances: those of the other workers that run or will,
     /// the `n`, and every retired instance whose process is still stopping.
     pub fn processes_after_scale(&self, w: usize, n: u32) -> usize {
-        let others = self.instances.iter().filter(|i| i.worker != w && !i.retiring && i.state != InstanceState::Failed);
-        let stopping = self.instances.iter().filter(|i| i.retiring && i.state.pid().is_some());
+        let others = self
+            .instances
+            .iter()
+            .filter(|i| i.worker != w && !i.state.is_retired() && i.state != InstanceState::Failed);
+        let stopping = self.instances.iter().filter(|i| i.state.is_retired() && i.state.pid().is_some());
         others.count() + stopping.count() + n as usize
     }
 
+    /// Whether some instance still has a process.
     pub fn has_processes(&self) -> bool {
         self.instances.iter().any(|i| i.state.pid().is_some())
     }
@@ -248,53 +314,256 @@ impl Supervisor {
 
     /// The loop spawned instance `id` as `pid`.
     pub fn spawned(&mut self, id: usize, pid: Pid, now: Instant) {
-        let inst = &mut self.instances[id];
-        inst.state = InstanceState::Running { pid };
-        inst.started_at = Some(now);
-        inst.starts.push_back(now);
-        if self.stopping || inst.retiring {
-            self.request_stop(id, now);
-        }
+        self.step(id, Event::Spawned(pid), now);
     }
 
     /// The loop could not spawn instance `id` (fork failed, no shared
     /// memory): it is tried again after a backoff, counted as a start.
     pub fn spawn_failed(&mut self, id: usize, now: Instant) {
-        let inst = &mut self.instances[id];
-        inst.starts.push_back(now);
-        inst.last_exit = None;
-        self.schedule_restart(id, now);
+        self.step(id, Event::SpawnFailed, now);
     }
 
     /// A child exited. Returns the instance it was, or `UnknownPid` for a
     /// child that is not a worker (an adopted orphan when running as PID 1).
     pub fn handle_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Result<usize, UnknownPid> {
         let id = self.id_of_pid(pid).ok_or(UnknownPid(pid))?;
-        let inst = &mut self.instances[id];
-        inst.last_exit = Some(status);
-        let forever = self.specs[inst.worker].forever;
-        if self.stopping || inst.retiring {
-            inst.state = InstanceState::Stopped;
-            return Ok(id);
-        }
-        if std::mem::take(&mut inst.restarting) {
-            inst.restarts += 1;
-            inst.state = InstanceState::Waiting { at: now };
-            self.actions.push_back(Action::Spawn(id));
-            return Ok(id);
-        }
-        if !forever {
-            inst.state = InstanceState::Stopped;
-            let name = self.specs[inst.worker].name.clone();
-            self.actions.push_back(Action::StopDaemon(format!("worker {name} exited ({status})")));
-            return Ok(id);
-        }
-        if crate::planted::active(crate::planted::Bug::NoRestart) {
-            inst.state = InstanceState::Stopped;
-            return Ok(id);
-        }
-        self.schedule_restart(id, now);
+        self.step(id, Event::Exited(status), now);
         Ok(id)
+    }
+
+    /// The earliest moment `handle_timeout` has something to do.
+    pub fn poll_timeout(&self, heartbeat_deadlines: impl Fn(usize) -> Option<Instant>) -> Option<Instant> {
+        let stop = self.policy.stop_timeout;
+        self.instances
+            .iter()
+            .enumerate()
+            .filter_map(|(id, i)| match i.state {
+                InstanceState::Waiting { at } => (!self.actions.contains(&Action::Spawn(id))).then_some(at),
+                // A killed instance still gets a (needless) wake-up one stop
+                // timeout after the SIGKILL's due time, as it always had.
+                InstanceState::Stopping { since, step, .. } => Some(since + stop * (step.sent() + 1)),
+                InstanceState::Running { .. } => heartbeat_deadlines(id),
+                InstanceState::Stopped | InstanceState::Retired | InstanceState::Failed => None,
+            })
+            .min()
+    }
+
+    /// Time has come to `now`: spawn what waited out its backoff, escalate
+    /// stops, kill what hangs. `hung(id)` says whether an instance's
+    /// heartbeat is older than the hang timeout.
+    pub fn handle_timeout(&mut self, now: Instant, hung: impl Fn(usize) -> bool) {
+        for id in 0..self.instances.len() {
+            let hung = matches!(self.instances[id].state, InstanceState::Running { .. }) && hung(id);
+            self.step(id, Event::Timeout { hung }, now);
+        }
+    }
+
+    /// Stops every instance: the daemon is going down. Nothing is restarted
+    /// from now on.
+    pub fn stop_all(&mut self, now: Instant) {
+        self.stopping = true;
+        for id in 0..self.instances.len() {
+            self.step(id, Event::StopAll, now);
+        }
+        self.actions.retain(|a| !matches!(a, Action::Spawn(_)));
+    }
+
+    /// Restarts one instance: stop it; it comes back as soon as it exited.
+    pub fn restart(&mut self, id: usize, now: Instant) {
+        self.step(id, Event::Restart, now);
+    }
+
+    /// Resizes worker `w`'s pool to `n` instances.
+    pub fn scale(&mut self, w: usize, n: u32, now: Instant) {
+        let live: Vec<usize> = self.instances_of(w).collect();
+        let have = live.len() as u32;
+        if n > have {
+            for _ in have..n {
+                // A retired instance whose process is gone is taken again, so
+                // that scaling up and down does not grow the table forever;
+                // the pool's instances keep the lowest free indexes.
+                let reusable = (0..self.instances.len())
+                    .filter(|&i| self.instances[i].worker == w && self.instances[i].state == InstanceState::Retired)
+                    .min_by_key(|&i| self.instances[i].index);
+                match reusable {
+                    Some(id) => self.step(id, Event::Reuse, now),
+                    None => {
+                        let index =
+                            self.instances.iter().filter(|i| i.worker == w).map(|i| i.index + 1).max().unwrap_or(0);
+                        self.add_instance(w, index, now);
+                    }
+                }
+            }
+        } else {
+            for &id in live.iter().rev().take((have - n) as usize) {
+                self.step(id, Event::Retire, now);
+            }
+        }
+        self.specs[w].instances = n;
+    }
+
+    /// The supervisor's table: what `event` does to instance `id` in each
+    /// state. Every pair is spelt out, so that a new state or event forces a
+    /// decision for each of the others.
+    fn step(&mut self, id: usize, event: Event, now: Instant) {
+        use AfterStop as Then;
+        use Event as E;
+        use InstanceState as S;
+        let stop_timeout = self.policy.stop_timeout;
+        let daemon_stopping = self.stopping;
+        let forever = self.specs[self.instances[id].worker].forever;
+        let inst = &mut self.instances[id];
+        match (inst.state, event) {
+            // The answer to a spawn. Only a waiting instance is ever asked
+            // for; an answer in another state takes the instance up all the
+            // same (the loop did spawn a process), and stops it at once if
+            // the daemon stops or the instance was retired meanwhile.
+            (S::Waiting { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed, E::Spawned(pid)) => {
+                self.start(id, pid, now);
+                if daemon_stopping {
+                    self.ask_stop(id, now, Then::Stop);
+                }
+            }
+            (S::Retired, E::Spawned(pid)) => {
+                self.start(id, pid, now);
+                self.ask_stop(id, now, if daemon_stopping { Then::Stop } else { Then::Retire });
+            }
+            // A failed spawn counts as a start and is tried again after a
+            // backoff, as s6 does, instead of taking the daemon down.
+            (S::Waiting { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed, E::SpawnFailed) => {
+                inst.starts.push_back(now);
+                inst.last_exit = None;
+                self.schedule_restart(id, now);
+            }
+            // Nothing to try again for an instance scaled away.
+            (S::Retired, E::SpawnFailed) => {}
+
+            // Exits. Only an instance with a process has a pid to exit with.
+            (S::Running { .. } | S::Stopping { then: Then::Recover, .. }, E::Exited(status)) => {
+                inst.last_exit = Some(status);
+                if daemon_stopping {
+                    inst.state = S::Stopped;
+                } else if !forever {
+                    inst.state = S::Stopped;
+                    let name = self.specs[inst.worker].name.clone();
+                    self.actions.push_back(Action::StopDaemon(format!("worker {name} exited ({status})")));
+                } else if crate::planted::active(crate::planted::Bug::NoRestart) {
+                    inst.state = S::Stopped;
+                } else {
+                    self.schedule_restart(id, now);
+                }
+            }
+            (S::Stopping { then: Then::Restart, .. }, E::Exited(status)) => {
+                inst.last_exit = Some(status);
+                inst.restarts += 1;
+                inst.state = S::Waiting { at: now };
+                self.actions.push_back(Action::Spawn(id));
+            }
+            (S::Stopping { then: Then::Retire, .. }, E::Exited(status)) => {
+                inst.last_exit = Some(status);
+                inst.state = S::Retired;
+            }
+            (S::Stopping { then: Then::Stop, .. }, E::Exited(status)) => {
+                inst.last_exit = Some(status);
+                inst.state = S::Stopped;
+            }
+            (S::Waiting { .. } | S::Stopped | S::Retired | S::Failed, E::Exited(_)) => {
+                unreachable!("handle_exit found instance {id} by a pid it does not have")
+            }
+
+            // Time.
+            (S::Waiting { at }, E::Timeout { .. }) => {
+                if at <= now && !daemon_stopping && !self.actions.contains(&Action::Spawn(id)) {
+                    self.actions.push_back(Action::Spawn(id));
+                }
+            }
+            (S::Running { pid }, E::Timeout { hung }) => {
+                if hung && !crate::planted::active(crate::planted::Bug::NoHangKill) {
+                    // Killed once, then waited for like a crash: the last
+                    // escalation step, so that nothing signals it again.
+                    inst.state = S::Stopping { pid, since: now, step: StopStep::Killed, then: Then::Recover };
+                    self.actions.push_back(Action::Signal(KillTarget::Group(pid), Signal::Kill));
+                }
+            }
+            (S::Stopping { pid, since, step, then }, E::Timeout { .. }) => {
+                let next = match step {
+                    StopStep::Asked => Some((StopStep::Termed, Signal::Term)),
+                    StopStep::Termed => Some((StopStep::Killed, Signal::Kill)),
+                    StopStep::Killed => None,
+                };
+                if let Some((next, sig)) = next {
+                    if now >= since + stop_timeout * (step.sent() + 1) {
+                        inst.state = S::Stopping { pid, since, step: next, then };
+                        self.actions.push_back(Action::Signal(KillTarget::Group(pid), sig));
+                    }
+                }
+            }
+            (S::Stopped | S::Retired | S::Failed, E::Timeout { .. }) => {}
+
+            // The daemon goes down: what runs is asked to stop, what waits
+            // never starts, and what stops already is not to come back.
+            (S::Running { .. }, E::StopAll) => self.ask_stop(id, now, Then::Stop),
+            (S::Waiting { .. }, E::StopAll) => inst.state = S::Stopped,
+            (S::Stopping { pid, since, step, then }, E::StopAll) => {
+                let then = match then {
+                    Then::Retire => Then::Retire,
+                    Then::Restart | Then::Recover | Then::Stop => Then::Stop,
+                };
+                inst.state = S::Stopping { pid, since, step, then };
+            }
+            (S::Stopped | S::Retired | S::Failed, E::StopAll) => {}
+
+            // The restart command, refused while the daemon stops.
+            (S::Running { pid }, E::Restart) if !daemon_stopping => {
+                inst.state = S::Stopping { pid, since: now, step: StopStep::Asked, then: Then::Restart };
+                self.actions.push_back(Action::RequestStop(id));
+            }
+            (S::Stopped | S::Failed, E::Restart) if !daemon_stopping => {
+                inst.starts.clear();
+                inst.backoff = Duration::ZERO;
+                inst.state = S::Waiting { at: now };
+                self.actions.push_back(Action::Spawn(id));
+            }
+            (S::Running { .. } | S::Stopped | S::Failed, E::Restart) => {}
+            // Already on its way up or down, or scaled away.
+            (S::Waiting { .. } | S::Stopping { .. } | S::Retired, E::Restart) => {}
+
+            // Scaled down.
+            (S::Running { .. }, E::Retire) => self.ask_stop(id, now, Then::Retire),
+            (S::Waiting { .. }, E::Retire) => {
+                inst.state = S::Retired;
+                self.actions.retain(|a| *a != Action::Spawn(id));
+            }
+            (S::Stopping { pid, since, step, .. }, E::Retire) => {
+                inst.state = S::Stopping { pid, since, step, then: Then::Retire };
+            }
+            (S::Stopped | S::Failed | S::Retired, E::Retire) => inst.state = S::Retired,
+
+            // Taken again by a scale up: a fresh start, its restart count kept.
+            (S::Retired, E::Reuse) => {
+                inst.starts.clear();
+                inst.backoff = Duration::ZERO;
+                inst.state = S::Waiting { at: now };
+                self.actions.push_back(Action::Spawn(id));
+            }
+            (S::Waiting { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed, E::Reuse) => {
+                unreachable!("scale reuses only retired instances, not instance {id}")
+            }
+        }
+    }
+
+    fn start(&mut self, id: usize, pid: Pid, now: Instant) {
+        let inst = &mut self.instances[id];
+        inst.state = InstanceState::Running { pid };
+        inst.started_at = Some(now);
+        inst.starts.push_back(now);
+    }
+
+    fn ask_stop(&mut self, id: usize, now: Instant, then: AfterStop) {
+        if let InstanceState::Running { pid } = self.instances[id].state {
+            self.instances[id].state = InstanceState::Stopping { pid, since: now, step: StopStep::Asked, then };
+            self.actions.push_back(Action::RequestStop(id));
+        }
     }
 
     fn schedule_restart(&mut self, id: usize, now: Instant) {
@@ -336,144 +605,16 @@ impl Supervisor {
             self.actions.push_back(Action::Spawn(id));
         }
     }
+}
 
-    /// The earliest moment `handle_timeout` has something to do.
-    pub fn poll_timeout(&self, heartbeat_deadlines: impl Fn(usize) -> Option<Instant>) -> Option<Instant> {
-        let stop = self.policy.stop_timeout;
-        self.instances
-            .iter()
-            .enumerate()
-            .filter_map(|(id, i)| match i.state {
-                InstanceState::Waiting { at } if !self.actions.contains(&Action::Spawn(id)) => Some(at),
-                InstanceState::Stopping { since, stage, .. } => Some(since + stop * (u32::from(stage) + 1)),
-                InstanceState::Running { .. } => heartbeat_deadlines(id),
-                _ => None,
-            })
-            .min()
-    }
-
-    /// Time has come to `now`: spawn what waited out its backoff, escalate
-    /// stops, kill what hangs. `hung(id)` says whether an instance's
-    /// heartbeat is older than the hang timeout.
-    pub fn handle_timeout(&mut self, now: Instant, hung: impl Fn(usize) -> bool) {
-        let stop = self.policy.stop_timeout;
-        for id in 0..self.instances.len() {
-            match self.instances[id].state {
-                InstanceState::Waiting { at }
-                    if at <= now && !self.stopping && !self.actions.contains(&Action::Spawn(id)) =>
-                {
-                    self.actions.push_back(Action::Spawn(id));
-                }
-                InstanceState::Stopping { pid, since, stage } => {
-                    let due = since + stop * (u32::from(stage) + 1);
-                    if now >= due && stage < 2 {
-                        let sig = if stage == 0 { Signal::Term } else { Signal::Kill };
-                        self.instances[id].state = InstanceState::Stopping { pid, since, stage: stage + 1 };
-                        self.actions.push_back(Action::Signal(KillTarget::Group(pid), sig));
-                    }
-                }
-                InstanceState::Running { pid }
-                    if hung(id) && !crate::planted::active(crate::planted::Bug::NoHangKill) =>
-                {
-                    // Killed once, then waited for like a crash: the last
-                    // escalation stage, so that nothing signals it again.
-                    self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 2 };
-                    self.actions.push_back(Action::Signal(KillTarget::Group(pid), Signal::Kill));
-                }
-                _ => {}
-            }
+impl StopStep {
+    /// How many escalations were sent before this step's deadline.
+    fn sent(self) -> u32 {
+        match self {
+            StopStep::Asked => 0,
+            StopStep::Termed => 1,
+            StopStep::Killed => 2,
         }
-    }
-
-    /// Stops every instance: the daemon is going down. Nothing is restarted
-    /// from now on.
-    pub fn stop_all(&mut self, now: Instant) {
-        self.stopping = true;
-        for id in 0..self.instances.len() {
-            match self.instances[id].state {
-                InstanceState::Running { .. } => self.request_stop(id, now),
-                InstanceState::Waiting { .. } => self.instances[id].state = InstanceState::Stopped,
-                _ => {}
-            }
-        }
-        self.actions.retain(|a| !matches!(a, Action::Spawn(_)));
-    }
-
-    fn request_stop(&mut self, id: usize, now: Instant) {
-        if let InstanceState::Running { pid } = self.instances[id].state {
-            self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 0 };
-            self.actions.push_back(Action::RequestStop(id));
-        }
-    }
-
-    /// Restarts one instance: stop it; it comes back as soon as it exited.
-    pub fn restart(&mut self, id: usize, now: Instant) {
-        if self.stopping || self.instances[id].retiring {
-            return;
-        }
-        match self.instances[id].state {
-            InstanceState::Running { pid } => {
-                self.instances[id].restarting = true;
-                self.instances[id].state = InstanceState::Stopping { pid, since: now, stage: 0 };
-                self.actions.push_back(Action::RequestStop(id));
-            }
-            InstanceState::Failed | InstanceState::Stopped => {
-                let inst = &mut self.instances[id];
-                inst.starts.clear();
-                inst.backoff = Duration::ZERO;
-                inst.state = InstanceState::Waiting { at: now };
-                self.actions.push_back(Action::Spawn(id));
-            }
-            _ => {}
-        }
-    }
-
-    /// Resizes worker `w`'s pool to `n` instances.
-    pub fn scale(&mut self, w: usize, n: u32, now: Instant) {
-        let live: Vec<usize> = self.instances_of(w).collect();
-        let have = live.len() as u32;
-        if n > have {
-            for _ in have..n {
-                // A retired instance whose process is gone is taken again, so
-                // that scaling up and down does not grow the table forever;
-                // the pool's instances keep the lowest free indexes.
-                let reusable = (0..self.instances.len())
-                    .filter(|&i| {
-                        let inst = &self.instances[i];
-                        inst.worker == w && inst.retiring && inst.state == InstanceState::Stopped
-                    })
-                    .min_by_key(|&i| self.instances[i].index);
-                match reusable {
-                    Some(id) => {
-                        let inst = &mut self.instances[id];
-                        inst.retiring = false;
-                        inst.restarting = false;
-                        inst.starts.clear();
-                        inst.backoff = Duration::ZERO;
-                        inst.state = InstanceState::Waiting { at: now };
-                        self.actions.push_back(Action::Spawn(id));
-                    }
-                    None => {
-                        let index =
-                            self.instances.iter().filter(|i| i.worker == w).map(|i| i.index + 1).max().unwrap_or(0);
-                        self.add_instance(w, index, now);
-                    }
-                }
-            }
-        } else {
-            for &id in live.iter().rev().take((have - n) as usize) {
-                self.instances[id].retiring = true;
-                match self.instances[id].state {
-                    InstanceState::Running { .. } => self.request_stop(id, now),
-                    InstanceState::Waiting { .. } => {
-                        self.instances[id].state = InstanceState::Stopped;
-                        self.actions.retain(|a| *a != Action::Spawn(id));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.specs[w].instances = n;
     }
 }
 
