@@ -298,7 +298,7 @@ impl Ctl {
     pub(crate) fn state_name(&self, id: usize) -> &'static str {
         match self.sup.instance(id).state {
             InstanceState::Failed => "failed",
-            InstanceState::Stopped | InstanceState::Waiting { .. } => "stopped",
+            InstanceState::Stopped | InstanceState::Retired | InstanceState::Waiting { .. } => "stopped",
             InstanceState::Running { .. } | InstanceState::Stopping { .. } => match self.views[id].state {
                 Some(s) => s.name(),
                 None => "spinup",
