@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::state::State;
+use super::trace::TraceEvent;
 use super::{Faults, SimOs};
 use crate::{Fd, FileKind, Pid};
 
@@ -58,7 +59,7 @@ impl SimOs {
         let mut st = self.enter();
         let node = FileNode::Regular { content: content.to_vec(), lock: None, uid, mode: mode & 0o7777 };
         st.files.insert(path.to_path_buf(), node);
-        st.trace_line(me, format_args!("plant file {} uid {uid} mode {mode:04o}", path.display()));
+        st.record(me, TraceEvent::PlantFile { path: path.to_path_buf(), uid, mode });
     }
 
     /// Puts a symbolic link to `target` at `path`, replacing whatever was
@@ -68,7 +69,7 @@ impl SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         st.files.insert(path.to_path_buf(), FileNode::Symlink { target: target.to_path_buf() });
-        st.trace_line(me, format_args!("plant symlink {} -> {}", path.display(), target.display()));
+        st.record(me, TraceEvent::PlantSymlink { path: path.to_path_buf(), target: target.to_path_buf() });
     }
 
     /// Sets the permission bits of the regular file or socket at `path`
@@ -101,7 +102,7 @@ impl SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         st.proc(me).uid = uid;
-        st.trace_line(me, format_args!("set uid {uid}"));
+        st.record(me, TraceEvent::SetUid(uid));
     }
 
     /// As [`SimOs::set_uid`], for the process's group.
@@ -109,7 +110,7 @@ impl SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         st.proc(me).gid = gid;
-        st.trace_line(me, format_args!("set gid {gid}"));
+        st.record(me, TraceEvent::SetGid(gid));
     }
 
     /// Sets the calling process's umask and returns the previous one
@@ -152,7 +153,7 @@ impl SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         st.config.faults = faults;
-        st.trace_line(me, format_args!("faults {faults:?}"));
+        st.record(me, TraceEvent::Faults(faults));
     }
 
     /// A number from the world's seeded generator, for simulated workloads.

@@ -39,6 +39,9 @@ mod os_impl;
 mod process;
 mod sched;
 mod state;
+mod trace;
+
+pub use trace::{TraceEvent, TraceLine};
 
 use process::Proc;
 use sched::{install_panic_hook, start_thread};
@@ -131,7 +134,7 @@ pub struct Report {
     /// Regions some process still maps (none once every process is gone).
     pub live_regions: usize,
     /// The trace, one event a line.
-    pub trace: Vec<String>,
+    pub trace: Vec<TraceLine>,
     /// Virtual time at the end.
     pub now: Instant,
     pub steps: u64,
@@ -142,7 +145,7 @@ impl Report {
     pub fn trace_hash(&self) -> u64 {
         let mut h: u64 = 0xcbf29ce484222325;
         for line in &self.trace {
-            for b in line.bytes().chain(std::iter::once(b'\n')) {
+            for b in line.to_string().bytes().chain(std::iter::once(b'\n')) {
                 h ^= u64::from(b);
                 h = h.wrapping_mul(0x100000001b3);
             }
@@ -185,7 +188,7 @@ impl World {
             let proc = Proc::new(ROOT_PID, INIT_PID, ROOT_PID);
             st.procs.insert(ROOT_PID.0, proc);
             st.running = Some(ROOT_PID.0);
-            st.trace_line(ROOT_PID.0, format_args!("start"));
+            st.record(ROOT_PID.0, TraceEvent::Start);
             start_thread(&shared, &mut st, ROOT_PID, Box::new(root));
         }
         let mut st = shared.lock();

@@ -13,6 +13,7 @@ use super::net::{Conn, End, Object};
 use super::process::Proc;
 use super::sched::{start_thread, Run, Wait};
 use super::state::State;
+use super::trace::TraceEvent;
 use super::{SimOs, EPHEMERAL_PORTS, STREAM_CAPACITY};
 use crate::{
     Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
@@ -44,7 +45,7 @@ impl Os for SimOs {
         let mut st = self.enter();
         let rate = st.config.faults.spawn_fails;
         if st.fault(rate) {
-            st.trace_line(me, format_args!("spawn -> fault EAGAIN"));
+            st.record(me, TraceEvent::SpawnFault);
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
         let pid = Pid(st.next_pid);
@@ -73,7 +74,7 @@ impl Os for SimOs {
         }
         child.regions = regions;
         st.procs.insert(pid.0, child);
-        st.trace_line(me, format_args!("spawn -> {pid}"));
+        st.record(me, TraceEvent::Spawn(pid));
         start_thread(&self.shared, &mut st, pid, entry);
         Ok(pid)
     }
@@ -96,7 +97,7 @@ impl Os for SimOs {
         let i = st.below(zombies.len() as u64) as usize;
         let (pid, status) = zombies[i];
         st.procs.remove(&pid);
-        st.trace_line(me, format_args!("reap {pid} {status}"));
+        st.record(me, TraceEvent::Reap { child: Pid(pid), status });
         Ok(Some((Pid(pid), status)))
     }
 
@@ -107,7 +108,7 @@ impl Os for SimOs {
             KillTarget::Process(pid) => st.procs.get(&pid.0).map(|p| vec![p.pid.0]).unwrap_or_default(),
             KillTarget::Group(g) => st.procs.values().filter(|p| p.pgid == g && p.alive()).map(|p| p.pid.0).collect(),
         };
-        st.trace_line(me, format_args!("kill {target:?} {signal} -> {victims:?}"));
+        st.record(me, TraceEvent::Kill { target, signal, victims: victims.iter().map(|v| Pid(*v)).collect() });
         if victims.is_empty() {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
@@ -160,8 +161,7 @@ impl Os for SimOs {
         let mut st = self.enter();
         let set = std::mem::take(&mut st.proc(me).pending);
         if !set.is_empty() {
-            let names: Vec<&str> = set.iter().map(Signal::name).collect();
-            st.trace_line(me, format_args!("signals {}", names.join(",")));
+            st.record(me, TraceEvent::Signals(set));
         }
         Ok(set)
     }
@@ -195,7 +195,7 @@ impl Os for SimOs {
             st.tcp_ports.insert(*sa, id);
         }
         let fd = st.install_fd(me, id);
-        st.trace_line(me, format_args!("listen {addr} -> fd {fd}"));
+        st.record(me, TraceEvent::Listen { addr: addr.clone(), fd });
         Ok(fd)
     }
 
@@ -211,14 +211,14 @@ impl Os for SimOs {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         if st.fault(rate) {
-            st.trace_line(me, format_args!("accept -> fault EMFILE"));
+            st.record(me, TraceEvent::AcceptFault);
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
         let Object::Listener { backlog, .. } = &mut st.objects.get_mut(&id).unwrap().0 else { unreachable!() };
         let conn = backlog.pop_front().unwrap();
         let obj = st.new_object(Object::Stream { conn, side: 1 });
         let fd = st.install_fd(me, obj);
-        st.trace_line(me, format_args!("accept -> fd {fd} (conn {conn})"));
+        st.record(me, TraceEvent::Accept { fd, conn });
         Ok(fd)
     }
 
@@ -248,7 +248,7 @@ impl Os for SimOs {
             Address::Tcp(sa) => st.tcp_ports.get(sa).copied(),
         };
         let Some(listener) = listener else {
-            st.trace_line(me, format_args!("connect {addr} -> refused"));
+            st.record(me, TraceEvent::ConnectRefused { addr: addr.clone() });
             return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
         };
         let conn = st.next_conn;
@@ -274,7 +274,7 @@ impl Os for SimOs {
         );
         let obj = st.new_object(Object::Stream { conn, side: 0 });
         let fd = st.install_fd(me, obj);
-        st.trace_line(me, format_args!("connect {addr} -> fd {fd} (conn {conn})"));
+        st.record(me, TraceEvent::Connect { addr: addr.clone(), fd, conn });
         Ok(fd)
     }
 
@@ -289,7 +289,7 @@ impl Os for SimOs {
         let b = st.new_object(Object::Stream { conn, side: 1 });
         let fa = st.install_fd(me, a);
         let fb = st.install_fd(me, b);
-        st.trace_line(me, format_args!("socketpair -> fd {fa}, fd {fb} (conn {conn})"));
+        st.record(me, TraceEvent::SocketPair { a: fa, b: fb, conn });
         Ok((fa, fb))
     }
 
@@ -301,7 +301,7 @@ impl Os for SimOs {
         let available = st.conns[&conn].bufs[other].len();
         if available == 0 {
             if !st.conns[&conn].open[other] {
-                st.trace_line(me, format_args!("read fd {fd} -> eof"));
+                st.record(me, TraceEvent::ReadEof { fd });
                 return Ok(0);
             }
             return Err(io::ErrorKind::WouldBlock.into());
@@ -315,7 +315,7 @@ impl Os for SimOs {
         for (i, b) in c.bufs[other].drain(..n).enumerate() {
             buf[i] = b;
         }
-        st.trace_line(me, format_args!("read fd {fd} -> {n}"));
+        st.record(me, TraceEvent::Read { fd, n });
         Ok(n)
     }
 
@@ -324,7 +324,7 @@ impl Os for SimOs {
         let mut st = self.enter();
         let (conn, side) = Self::stream_of(&st, me, fd)?;
         if !st.conns[&conn].open[1 - side] {
-            st.trace_line(me, format_args!("write fd {fd} -> EPIPE"));
+            st.record(me, TraceEvent::WriteBrokenPipe { fd });
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let room = STREAM_CAPACITY - st.conns[&conn].bufs[side].len();
@@ -337,7 +337,7 @@ impl Os for SimOs {
             n = 1 + st.below(n as u64 - 1) as usize;
         }
         st.conns.get_mut(&conn).unwrap().bufs[side].extend(&buf[..n]);
-        st.trace_line(me, format_args!("write fd {fd} -> {n}"));
+        st.record(me, TraceEvent::Write { fd, n });
         Ok(n)
     }
 
@@ -350,7 +350,7 @@ impl Os for SimOs {
             st.proc(me).signal_fd = None;
         }
         st.close_fd(me, fd.0);
-        st.trace_line(me, format_args!("close fd {fd}"));
+        st.record(me, TraceEvent::Close(fd));
     }
 
     fn poll(&mut self, fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<usize> {
@@ -372,7 +372,7 @@ impl Os for SimOs {
             for p in fds.iter_mut() {
                 p.ready = Ready::NONE;
             }
-            st.trace_line(me, format_args!("poll -> EINTR"));
+            st.record(me, TraceEvent::PollInterrupted);
             return Ok(0);
         }
         let mut n = scan(&st, fds);
@@ -383,7 +383,7 @@ impl Os for SimOs {
             st = self.block(st, wait);
             n = scan(&st, fds);
         }
-        st.trace_line(me, format_args!("poll -> {n}"));
+        st.record(me, TraceEvent::Poll(n));
         Ok(n)
     }
 
@@ -392,7 +392,7 @@ impl Os for SimOs {
         let mut st = self.enter();
         let rate = st.config.faults.shm_fails;
         if st.fault(rate) {
-            st.trace_line(me, format_args!("shm_create -> fault ENOMEM"));
+            st.record(me, TraceEvent::ShmFault);
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         let words = len.div_ceil(8).max(1);
@@ -401,7 +401,7 @@ impl Os for SimOs {
         st.next_region += 1;
         st.regions.insert(id, BTreeSet::from([me]));
         st.proc(me).regions.insert(id);
-        st.trace_line(me, format_args!("shm_create {len} -> region {id}"));
+        st.record(me, TraceEvent::ShmCreate { len, region: id });
         Ok(Region::from_buffer(buf, id))
     }
 
@@ -412,7 +412,7 @@ impl Os for SimOs {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM)); // not mapped
         }
         st.dont_fork.insert((me, region.id()));
-        st.trace_line(me, format_args!("madvise dontfork region {}", region.id()));
+        st.record(me, TraceEvent::ShmKeepFromChildren { region: region.id() });
         Ok(())
     }
 
@@ -422,7 +422,7 @@ impl Os for SimOs {
         if st.proc(me).regions.remove(&region.id()) {
             st.unmap(me, region.id());
         }
-        st.trace_line(me, format_args!("shm_unmap region {}", region.id()));
+        st.record(me, TraceEvent::ShmUnmap { region: region.id() });
     }
 
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
@@ -453,7 +453,7 @@ impl Os for SimOs {
             Ok(Some(named)) => Some(PidFileError::LockedByOther(named)),
         };
         if let Some(e) = refusal {
-            st.trace_line(me, format_args!("lock {} -> {e}", path.display()));
+            st.record(me, TraceEvent::PidLockRefused { path: path.to_path_buf(), error: e.to_string() });
             return Err(e);
         }
         let id = st.new_object(Object::PidLock { path: path.to_path_buf() });
@@ -462,14 +462,14 @@ impl Os for SimOs {
             *content = format!("{me}\n").into_bytes();
         }
         let fd = st.install_fd(me, id);
-        st.trace_line(me, format_args!("lock {} -> fd {fd}", path.display()));
+        st.record(me, TraceEvent::PidLock { path: path.to_path_buf(), fd });
         Ok(fd)
     }
 
     fn remove_file(&mut self, path: &Path) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
-        st.trace_line(me, format_args!("unlink {}", path.display()));
+        st.record(me, TraceEvent::Unlink(path.to_path_buf()));
         match st.files.remove(path) {
             Some(_) => Ok(()),
             None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
@@ -509,7 +509,7 @@ impl Os for SimOs {
             Ok(None) => "none".to_string(),
             Err(e) => e.to_string(),
         };
-        st.trace_line(me, format_args!("read private {} -> {outcome}", path.display()));
+        st.record(me, TraceEvent::ReadPrivate { path: path.to_path_buf(), outcome });
         result
     }
 
@@ -517,12 +517,12 @@ impl Os for SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         if st.files.contains_key(path) {
-            st.trace_line(me, format_args!("write private {} -> exists", path.display()));
+            st.record(me, TraceEvent::WritePrivate { path: path.to_path_buf(), bytes: None });
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         let uid = st.procs[&me].uid;
         st.files.insert(path.to_path_buf(), FileNode::Regular { content: data.to_vec(), lock: None, uid, mode: 0o600 });
-        st.trace_line(me, format_args!("write private {} -> {} bytes", path.display(), data.len()));
+        st.record(me, TraceEvent::WritePrivate { path: path.to_path_buf(), bytes: Some(data.len()) });
         Ok(())
     }
 
@@ -548,13 +548,15 @@ impl Os for SimOs {
             let word = st.rng.next_u64().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
-        st.trace_line(me, format_args!("random {} bytes", buf.len()));
+        st.record(me, TraceEvent::Random(buf.len()));
         Ok(())
     }
 
     fn note(&mut self, event: std::fmt::Arguments<'_>) {
         let me = self.pid.0;
         let mut st = self.shared.lock();
-        st.trace_line(me, event);
+        if st.config.trace {
+            st.record(me, TraceEvent::Note(event.to_string()));
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar};
 
 use super::sched::Run;
 use super::state::State;
+use super::trace::TraceEvent;
 use super::{Held, DEFAULT_UMASK, INIT_PID, ROOT_PID};
 use crate::{ExitStatus, Fd, Pid, Signal, SignalSet};
 
@@ -103,7 +104,7 @@ impl State {
         for r in regions {
             self.unmap(pid, r);
         }
-        self.trace_line(pid, format_args!("exit {status}"));
+        self.record(pid, TraceEvent::Exit(status));
         self.exits.push((Pid(pid), status));
         if Pid(pid) == ROOT_PID {
             self.root_status = Some(status);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, MutexGuard, Once};
 use std::time::Duration;
 
 use super::state::State;
+use super::trace::TraceEvent;
 use super::{Killed, Outcome, Shared, SimOs};
 use crate::{Entry, ExitStatus, Pid, Ready};
 
@@ -77,7 +78,7 @@ impl State {
                 _ => {
                     // Everybody waits and nothing can wake anybody.
                     self.outcome.get_or_insert(Outcome::Deadlock);
-                    self.trace_line(0, format_args!("deadlock"));
+                    self.record(0, TraceEvent::Deadlock);
                     self.aborting = true;
                 }
             }
@@ -121,7 +122,7 @@ impl State {
             None
         };
         if let Some(reason) = reason {
-            self.trace_line(0, format_args!("cut: {reason}"));
+            self.record(0, TraceEvent::Cut(reason.clone()));
             self.outcome.get_or_insert(Outcome::Cut(reason));
             self.aborting = true;
         }
@@ -192,7 +193,7 @@ pub(super) fn process_main(shared: Arc<Shared>, pid: Pid, entry: Entry<SimOs>) {
         Err(payload) if payload.is::<Killed>() => ExitStatus::Signaled(st.procs[&pid.0].fatal.unwrap_or(libc::SIGKILL)),
         Err(_) => {
             let msg = PANIC_MESSAGE.with(|m| m.borrow_mut().take()).unwrap_or_else(|| "panic".into());
-            st.trace_line(pid.0, format_args!("panic: {msg}"));
+            st.record(pid.0, TraceEvent::Panic(msg.clone()));
             st.panics.push((pid, msg));
             ExitStatus::Exited(101)
         }

@@ -2,13 +2,13 @@
 //! connections, files, regions and the trace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::files::FileNode;
 use super::net::{Conn, Object};
 use super::process::Proc;
+use super::trace::{TraceEvent, TraceLine};
 use super::{Config, Held, Outcome, Report, ROOT_PID};
 use crate::rng::SplitMix64;
 use crate::{Address, ExitStatus, Fd, Instant, Pid};
@@ -31,7 +31,7 @@ pub(super) struct State {
     /// Regions marked `MADV_DONTFORK`, by the process that marked them.
     pub(super) dont_fork: BTreeSet<(i32, u64)>,
     pub(super) next_region: u64,
-    pub(super) trace: Vec<String>,
+    pub(super) trace: Vec<TraceLine>,
     pub(super) exits: Vec<(Pid, ExitStatus)>,
     pub(super) panics: Vec<(Pid, String)>,
     pub(super) held_at_exit: BTreeMap<Pid, Held>,
@@ -82,11 +82,9 @@ impl State {
         rate > 0 && self.below(1_000_000) < u64::from(rate)
     }
 
-    pub(super) fn trace_line(&mut self, pid: i32, event: std::fmt::Arguments<'_>) {
+    pub(super) fn record(&mut self, pid: i32, event: TraceEvent) {
         if self.config.trace {
-            let mut line = String::new();
-            let _ = write!(line, "{} {} {}", Instant(self.clock), pid, event);
-            self.trace.push(line);
+            self.trace.push(TraceLine { at: Instant(self.clock), pid: Pid(pid), event });
         }
     }
 
