@@ -35,29 +35,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use forkd_core::supervisor::OnFailure;
-use forkd_os::sim::{Outcome, Report};
-use forkd_os::{ExitStatus, Pid};
+use std::path::Path;
+
+use forkd_os::sim::{Outcome, Report, TraceEvent, TraceLine};
+use forkd_os::{ExitStatus, Fd, KillTarget, Pid, Signal};
 
 use crate::conductor::{stop_bound, ORPHAN_BOUND, SLACK};
 use crate::scenario::{Scenario, PID_FILE};
 use crate::workers::{Probe, CRASH_SITE};
-
-/// One trace line: when, who, what.
-#[derive(Clone, Copy, Debug)]
-pub struct Line<'a> {
-    pub t: u64,
-    pub pid: i32,
-    pub event: &'a str,
-}
-
-/// Parses a trace line, `SECS.MICROS PID EVENT`.
-pub fn parse_line(line: &str) -> Option<Line<'_>> {
-    let (time, rest) = line.split_once(' ')?;
-    let (pid, event) = rest.split_once(' ').unwrap_or((rest, ""));
-    let (secs, micros) = time.split_once('.')?;
-    let t = secs.parse::<u64>().ok()? * 1_000_000_000 + micros.parse::<u64>().ok()? * 1_000;
-    Some(Line { t, pid: pid.parse().ok()?, event })
-}
 
 fn nanos(d: Duration) -> u64 {
     d.as_nanos() as u64
@@ -88,7 +73,8 @@ struct Daemon {
     conns: Vec<(u64, Option<u64>)>,
     /// The SIGKILLs it sent to a worker's group: (when, pid).
     kills: Vec<(u64, i32)>,
-    open_conns: BTreeMap<String, usize>,
+    /// Its open client connections: descriptor to index in `conns`.
+    open_conns: BTreeMap<Fd, usize>,
 }
 
 impl Daemon {
@@ -113,7 +99,7 @@ struct Facts {
     seconds: Vec<i32>,
     harness: Vec<i32>,
     stop_requested: Option<u64>,
-    exits: BTreeMap<i32, (u64, String)>,
+    exits: BTreeMap<i32, (u64, ExitStatus)>,
     violations: Vec<String>,
     checks: Vec<(u64, String)>,
     /// `worker.restart` calls the clients sent: when the daemon could first
@@ -141,119 +127,134 @@ impl Facts {
     }
 }
 
-fn facts(trace: &[String]) -> Facts {
+fn facts(trace: &[TraceLine]) -> Facts {
     let mut f = Facts::default();
-    for raw in trace {
-        let Some(l) = parse_line(raw) else { continue };
-        let e = l.event;
-        if !e.starts_with("exit ") {
-            f.last_line.insert(l.pid, l.t);
-        }
-        if let Some(rest) = e.strip_prefix("harness ") {
-            let last = rest.rsplit(' ').next().unwrap_or_default();
-            if let Some(pid) = last.strip_prefix("pid=").and_then(|p| p.parse::<i32>().ok()) {
-                if rest.starts_with("daemon") {
-                    f.daemons.push(Daemon { pid, born: l.t, ..Daemon::default() });
-                }
-                if rest.starts_with("second") {
-                    f.seconds.push(pid);
-                }
-                f.harness.push(pid);
-            }
-            if rest.starts_with("stop requested") {
-                f.stop_requested = Some(l.t);
-            }
-            if let Some(pid) = rest.strip_prefix("killed the daemon ").and_then(|p| p.parse::<i32>().ok()) {
+    for line in trace {
+        let (t, pid) = (line.at.0, line.pid.0);
+        match &line.event {
+            TraceEvent::Exit(status) => {
+                f.exits.insert(pid, (t, *status));
                 if let Some(d) = f.daemons.iter_mut().find(|d| d.pid == pid) {
-                    d.crashed = true;
+                    d.exit = Some(t);
                 }
+                continue;
             }
-            if let Some(pid) = rest.strip_prefix("orphan ").and_then(|p| p.parse::<i32>().ok()) {
-                f.orphans.push((l.t, pid));
-            }
-            continue;
+            TraceEvent::Note(text) => f.note(t, pid, text),
+            TraceEvent::Connect { conn, .. } => f.connects.push((t, pid, *conn)),
+            TraceEvent::Accept { conn, .. } => f.accepted(t, *conn),
+            _ => {}
         }
-        if let Some(v) = e.strip_prefix("VIOLATION ") {
-            f.violations.push(format!("at {}: {v}", secs(l.t)));
-            continue;
-        }
-        if let Some(c) = e.strip_prefix("CHECK ") {
-            match c.strip_prefix("restart-requested ") {
-                Some(name) => {
-                    // On the connection the client opened last; a request
-                    // waiting in the listen backlog is not seen yet.
-                    let conn = f.connects.iter().rev().find(|(_, pid, _)| *pid == l.pid).map(|(_, _, c)| *c);
-                    if let Some(accepted) = conn.and_then(|c| f.accepts.get(&c)) {
-                        f.restarts_asked.push((l.t.max(*accepted), name.to_string()));
-                    } else if let Some(c) = conn {
-                        f.pending_restarts.push((l.t, c, name.to_string()));
-                    }
-                }
-                None if c == "shutdown-requested" => f.shutdowns_asked.push(l.t),
-                None => f.checks.push((l.t, c.to_string())),
-            }
-            continue;
-        }
-        if let Some(conn) = e
-            .strip_prefix("connect ")
-            .and_then(|r| r.rsplit_once("(conn "))
-            .and_then(|(_, c)| c.strip_suffix(')'))
-            .and_then(|c| c.parse::<u64>().ok())
-        {
-            f.connects.push((l.t, l.pid, conn));
-            continue;
-        }
-        if let Some(conn) = e
-            .strip_prefix("accept -> fd ")
-            .and_then(|r| r.rsplit_once("(conn "))
-            .and_then(|(_, c)| c.strip_suffix(')'))
-            .and_then(|c| c.parse::<u64>().ok())
-        {
-            f.accepts.insert(conn, l.t);
-            // Restarts asked on it before it was accepted count from now.
-            let (ready, waiting): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut f.pending_restarts).into_iter().partition(|(_, c, _)| *c == conn);
-            f.pending_restarts = waiting;
-            f.restarts_asked.extend(ready.into_iter().map(|(_, _, n)| (l.t, n)));
-        }
-        if let Some(status) = e.strip_prefix("exit ") {
-            f.exits.insert(l.pid, (l.t, status.to_string()));
-            if let Some(d) = f.daemons.iter_mut().find(|d| d.pid == l.pid) {
-                d.exit = Some(l.t);
-            }
-            continue;
-        }
-        let Some(d) = f.daemons.iter_mut().find(|d| d.pid == l.pid) else { continue };
-        // A daemon's own lines.
-        if e.starts_with(&format!("lock {PID_FILE} -> fd")) {
-            d.locked.get_or_insert(l.t);
-        } else if let Some(reason) = e.strip_prefix("daemon stopping: ") {
-            d.stopping.get_or_insert((l.t, reason.to_string()));
-        } else if let Some(child) = e.strip_prefix("spawn -> ").and_then(|p| p.parse::<i32>().ok()) {
-            d.children.insert(child, l.t);
-        } else if e == "spawn -> fault EAGAIN" || e == "shm_create -> fault ENOMEM" {
-            d.spawn_faults.push(l.t);
-        } else if let Some(rest) = e.strip_prefix("worker ") {
-            if let Some((who, pid)) = rest.split_once(" started: pid ") {
-                if let (Some((name, inst)), Ok(pid)) = (who.rsplit_once('.'), pid.parse::<i32>()) {
-                    d.workers.insert(pid, (name.to_string(), inst.parse().unwrap_or(0), l.t));
-                }
-            }
-        } else if let Some(rest) = e.strip_prefix("kill Group(Pid(").filter(|r| r.contains(") SIGKILL")) {
-            if let Some(pid) = rest.split(')').next().and_then(|p| p.parse::<i32>().ok()) {
-                d.kills.push((l.t, pid));
-            }
-        } else if let Some(rest) = e.strip_prefix("accept -> fd ") {
-            let fd = rest.split(' ').next().unwrap_or_default().to_string();
-            d.open_conns.insert(fd, d.conns.len());
-            d.conns.push((l.t, None));
-        } else if let Some(fd) = e.strip_prefix("close fd ") {
-            if let Some(i) = d.open_conns.remove(fd) {
-                d.conns[i].1 = Some(l.t);
-            }
+        f.last_line.insert(pid, t);
+        if let Some(d) = f.daemons.iter_mut().find(|d| d.pid == pid) {
+            d.event(t, &line.event);
         }
     }
     f
+}
+
+impl Facts {
+    /// A note of the harness's or a client's; a daemon's own notes are its
+    /// [`Daemon::event`]s.
+    fn note(&mut self, t: u64, pid: i32, text: &str) {
+        if let Some(rest) = text.strip_prefix("harness ") {
+            self.harness_note(t, rest);
+        } else if let Some(v) = text.strip_prefix("VIOLATION ") {
+            self.violations.push(format!("at {}: {v}", secs(t)));
+        } else if let Some(c) = text.strip_prefix("CHECK ") {
+            self.check_note(t, pid, c);
+        }
+    }
+
+    fn harness_note(&mut self, t: u64, rest: &str) {
+        let last = rest.rsplit(' ').next().unwrap_or_default();
+        if let Some(pid) = last.strip_prefix("pid=").and_then(|p| p.parse::<i32>().ok()) {
+            if rest.starts_with("daemon") {
+                self.daemons.push(Daemon { pid, born: t, ..Daemon::default() });
+            }
+            if rest.starts_with("second") {
+                self.seconds.push(pid);
+            }
+            self.harness.push(pid);
+        }
+        if rest.starts_with("stop requested") {
+            self.stop_requested = Some(t);
+        }
+        if let Some(pid) = rest.strip_prefix("killed the daemon ").and_then(|p| p.parse::<i32>().ok()) {
+            if let Some(d) = self.daemons.iter_mut().find(|d| d.pid == pid) {
+                d.crashed = true;
+            }
+        }
+        if let Some(pid) = rest.strip_prefix("orphan ").and_then(|p| p.parse::<i32>().ok()) {
+            self.orphans.push((t, pid));
+        }
+    }
+
+    fn check_note(&mut self, t: u64, pid: i32, c: &str) {
+        match c.strip_prefix("restart-requested ") {
+            Some(name) => {
+                // On the connection the client opened last; a request
+                // waiting in the listen backlog is not seen yet.
+                let conn = self.connects.iter().rev().find(|(_, p, _)| *p == pid).map(|(_, _, c)| *c);
+                if let Some(accepted) = conn.and_then(|c| self.accepts.get(&c)) {
+                    self.restarts_asked.push((t.max(*accepted), name.to_string()));
+                } else if let Some(c) = conn {
+                    self.pending_restarts.push((t, c, name.to_string()));
+                }
+            }
+            None if c == "shutdown-requested" => self.shutdowns_asked.push(t),
+            None => self.checks.push((t, c.to_string())),
+        }
+    }
+
+    fn accepted(&mut self, t: u64, conn: u64) {
+        self.accepts.insert(conn, t);
+        // Restarts asked on it before it was accepted count from now.
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending_restarts).into_iter().partition(|(_, c, _)| *c == conn);
+        self.pending_restarts = waiting;
+        self.restarts_asked.extend(ready.into_iter().map(|(_, _, n)| (t, n)));
+    }
+}
+
+impl Daemon {
+    /// One of the daemon's own events.
+    fn event(&mut self, t: u64, event: &TraceEvent) {
+        match event {
+            TraceEvent::PidLock { path, .. } if path == Path::new(PID_FILE) => {
+                self.locked.get_or_insert(t);
+            }
+            TraceEvent::Spawn(child) => {
+                self.children.insert(child.0, t);
+            }
+            TraceEvent::SpawnFault | TraceEvent::ShmFault => self.spawn_faults.push(t),
+            TraceEvent::Kill { target: KillTarget::Group(group), signal: Signal::Kill, .. } => {
+                self.kills.push((t, group.0));
+            }
+            TraceEvent::Accept { fd, .. } => {
+                self.open_conns.insert(*fd, self.conns.len());
+                self.conns.push((t, None));
+            }
+            TraceEvent::Close(fd) => {
+                if let Some(i) = self.open_conns.remove(fd) {
+                    self.conns[i].1 = Some(t);
+                }
+            }
+            TraceEvent::Note(text) => self.note(t, text),
+            _ => {}
+        }
+    }
+
+    fn note(&mut self, t: u64, text: &str) {
+        if let Some(reason) = text.strip_prefix("daemon stopping: ") {
+            self.stopping.get_or_insert((t, reason.to_string()));
+        } else if let Some(rest) = text.strip_prefix("worker ") {
+            if let Some((who, pid)) = rest.split_once(" started: pid ") {
+                if let (Some((name, inst)), Ok(pid)) = (who.rsplit_once('.'), pid.parse::<i32>()) {
+                    self.workers.insert(pid, (name.to_string(), inst.parse().unwrap_or(0), t));
+                }
+            }
+        }
+    }
 }
 
 /// Judges a finished run; every failure is one line.

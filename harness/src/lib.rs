@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use forkd_os::sim::{Config, Report, World};
+use forkd_os::sim::{Config, Report, TraceLine, World};
 
 pub use scenario::Scenario;
 use workers::Probe;
@@ -71,7 +71,7 @@ pub struct RunResult {
     /// Virtual time at the end, in nanoseconds.
     pub virtual_nanos: u64,
     /// The trace, when it was asked for.
-    pub trace: Option<Vec<String>>,
+    pub trace: Option<Vec<TraceLine>>,
 }
 
 impl RunResult {

@@ -1,7 +1,7 @@
 //! Same seed, same run, bit for bit; another seed, another interleaving.
 
 use forkd_os::contract::{read_to_end, reap_n, write_all};
-use forkd_os::sim::{Report, SimOs, World};
+use forkd_os::sim::{Report, SimOs, TraceEvent, World};
 use forkd_os::{Os, Signal, SpawnOptions};
 
 /// Four children race to write to one stream while the parent reads; who
@@ -49,11 +49,7 @@ fn different_seeds_interleave_differently() {
     assert!(hashes.len() > 1, "eight seeds gave one interleaving");
     let (a, b) = (scenario(1), scenario(2));
     let order = |r: &Report| {
-        r.trace
-            .iter()
-            .filter(|l| l.contains("write"))
-            .map(|l| l.split(' ').nth(1).unwrap().to_string())
-            .collect::<Vec<_>>()
+        r.trace.iter().filter(|l| matches!(l.event, TraceEvent::Write { .. })).map(|l| l.pid).collect::<Vec<_>>()
     };
     assert_ne!(order(&a), order(&b), "seeds 1 and 2 ran the writers in the same order");
 }
