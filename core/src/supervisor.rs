@@ -27,63 +27,9 @@ use std::time::Duration;
 use forkd_os::rng::SplitMix64;
 use forkd_os::{ExitStatus, Instant, KillTarget, Pid, Signal};
 
-/// How a worker is installed (the seed's `install($worker, $looptime, $forever)`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerSpec {
-    pub name: String,
-    pub looptime: Duration,
-    /// Restarted when it dies; otherwise its exit stops the daemon.
-    pub forever: bool,
-    /// How many instances run (a pool); changed at runtime by `worker.scale`.
-    pub instances: u32,
-}
+mod policy;
 
-/// What happens when an instance has used up its restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnFailure {
-    StopDaemon,
-    KeepRunning,
-}
-
-/// Bounds on restarts and waits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// The second restart in a row waits this long; each one after doubles it.
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// An instance up this long has its backoff reset.
-    pub stable_after: Duration,
-    /// At most this many starts of one instance ...
-    pub intensity: u32,
-    /// ... within this period, or that instance is failed. Starts are
-    /// counted per instance, a pool's included: a pool of 32 whose members
-    /// each crash now and then is not failed because together they restart
-    /// often; one member that crash-loops is.
-    pub period: Duration,
-    pub on_failure: OnFailure,
-    /// An instance whose heartbeat is older than this is killed (and
-    /// restarted if `forever`); `None` disables hang detection.
-    pub hang_timeout: Option<Duration>,
-    /// How long a stopping instance gets after the stop command before
-    /// SIGTERM, and as long again before SIGKILL.
-    pub stop_timeout: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        // No stricter than systemd's default start limit: 5 starts in 10 s.
-        RestartPolicy {
-            backoff_initial: Duration::from_millis(10),
-            backoff_max: Duration::from_secs(5),
-            stable_after: Duration::from_secs(10),
-            intensity: 5,
-            period: Duration::from_secs(10),
-            on_failure: OnFailure::StopDaemon,
-            hang_timeout: None,
-            stop_timeout: Duration::from_secs(5),
-        }
-    }
-}
+pub use policy::{OnFailure, RestartPolicy, WorkerSpec};
 
 /// Where an instance is in its life, from the supervisor's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
