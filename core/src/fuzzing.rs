@@ -228,6 +228,13 @@ pub fn conn(data: &[u8]) {
     }
 
     conn.handle_eof();
+    close_after_eof(&mut conn, &mut calls, &mut choices, &check);
+    assert_eq!(conn.pending_deferred(), 0, "closing while deferred answers are owed");
+}
+
+/// After end of stream: completes the deferred calls and reads the output
+/// until the connection asks to be closed, as the loop would.
+fn close_after_eof(conn: &mut Conn, calls: &mut Dispatcher, choices: &mut Choices, check: &dyn Fn(&Conn)) {
     assert!(!conn.wants_read(), "the connection wants to read after end of stream");
     let mut turns = 0;
     while !conn.should_close() {
@@ -244,7 +251,7 @@ pub fn conn(data: &[u8]) {
             // takes them.
             let before = conn.pending_deferred();
             conn.resume(&mut |m, p| calls.dispatch(m, p));
-            check(&conn);
+            check(conn);
             assert!(
                 conn.should_close() || !calls.open.is_empty() || !conn.output().is_empty(),
                 "after end of stream, with nothing owed and nothing to send, the connection stays open \
@@ -253,15 +260,14 @@ pub fn conn(data: &[u8]) {
             continue;
         }
         if choices.below(2) == 0 {
-            calls.complete_one(&mut conn, &mut choices);
-            check(&conn);
+            calls.complete_one(conn, choices);
+            check(conn);
         }
         let n = choices.write_len(conn.output().len());
         conn.consume(n);
         conn.resume(&mut |m, p| calls.dispatch(m, p));
-        check(&conn);
+        check(conn);
     }
-    assert_eq!(conn.pending_deferred(), 0, "closing while deferred answers are owed");
 }
 
 /// Decodes `data` as a JSON-RPC payload; for every entry, the answers the

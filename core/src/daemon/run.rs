@@ -27,8 +27,8 @@ use std::time::Duration;
 use std::rc::Rc;
 
 use forkd_os::{
-    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, PidFileError, PollFd, Ready, Region, Signal,
-    SpawnOptions,
+    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd, Ready, Region,
+    Signal, SpawnOptions,
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
@@ -148,27 +148,18 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     // pid file, so that a second instance fails before it touches the
     // socket of the first.
     let signal_fd = os.install_signals(&SIGNALS).map_err(StartError::Signals)?;
-    let pid_lock = match os.lock_pid_file(&config.pid_file) {
+    let pid_lock = match lock_pid_file(os, &config) {
         Ok(fd) => fd,
         Err(e) => {
             os.close(signal_fd);
-            return Err(match e {
-                PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
-                PidFileError::LockedByOther(pid) => StartError::PidFileLockedByOther(config.pid_file.clone(), pid),
-                PidFileError::Unsafe(why) => StartError::PidFileUnsafe(config.pid_file.clone(), why),
-                PidFileError::Io(e) => StartError::PidFile(config.pid_file.clone(), e),
-            });
+            return Err(e);
         }
     };
     let cleanup_pid = |os: &mut O| {
         let _ = os.remove_file(&config.pid_file);
         os.close(pid_lock);
     };
-    if let Some(n) = config.niceness {
-        if let Err(e) = os.set_niceness(n) {
-            log::warn!("cannot set niceness {n}: {e}");
-        }
-    }
+    set_niceness(os, &config);
     let (token, token_made) = match start_checks(os, &config, &workers) {
         Ok(t) => t,
         Err(e) => {
@@ -189,29 +180,10 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         }
     };
     let (specs, factories): (Vec<_>, Vec<_>) = workers.into_iter().unzip();
-    // The restarts' jitter draws from the world's randomness, as the token
-    // does: in the simulation it replays with the seed.
-    let mut seed = [0u8; 8];
-    if let Err(e) = os.random_bytes(&mut seed) {
-        log::warn!("no random bytes for the restarts' jitter: {e}");
-    }
-    let sup = Supervisor::new(specs, config.restart.clone(), u64::from_le_bytes(seed), now);
-    let info = Info {
-        pid: os.pid(),
-        description: config.description.clone(),
-        address: config.address.to_string(),
-        started: now,
-    };
-    let mut ctl = Ctl::new(info, sup, now);
-    ctl.max_workers = config.max_workers;
+    let ctl = control(os, &config, specs, now);
     let mut registry = registry;
     registry.set_max_multicall(config.max_batch);
-    let unix_policy = Policy {
-        token: None,
-        allowed_hosts: config.allowed_hosts.clone(),
-        allowed_origins: config.allowed_origins.clone(),
-    };
-    let tcp_policy = Policy { token, ..unix_policy.clone() };
+    let (tcp_policy, unix_policy) = policies(&config, token);
     let mut lp = Loop {
         config: &config,
         registry,
@@ -245,6 +217,58 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     Ok(Stopped { reason: lp.ctl.stop.clone().unwrap_or_default(), failure: lp.failure.take() })
 }
 
+/// Who may use connections: on tcp with the token (when there is one), on
+/// unix without; on both, the allowed hosts and origins.
+fn policies(config: &Config, token: Option<String>) -> (Policy, Policy) {
+    let unix_policy = Policy {
+        token: None,
+        allowed_hosts: config.allowed_hosts.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    let tcp_policy = Policy { token, ..unix_policy.clone() };
+    (tcp_policy, unix_policy)
+}
+
+/// Sets the configured niceness; a daemon that cannot still starts.
+fn set_niceness<O: Os>(os: &mut O, config: &Config) {
+    if let Some(n) = config.niceness {
+        if let Err(e) = os.set_niceness(n) {
+            log::warn!("cannot set niceness {n}: {e}");
+        }
+    }
+}
+
+/// Locks the pid file, or says why the daemon cannot start.
+fn lock_pid_file<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
+    os.lock_pid_file(&config.pid_file).map_err(|e| match e {
+        PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
+        PidFileError::LockedByOther(pid) => StartError::PidFileLockedByOther(config.pid_file.clone(), pid),
+        PidFileError::Unsafe(why) => StartError::PidFileUnsafe(config.pid_file.clone(), why),
+        PidFileError::Io(e) => StartError::PidFile(config.pid_file.clone(), e),
+    })
+}
+
+/// The control state the loop starts with: the daemon's info and a
+/// supervisor for `specs`.
+fn control<O: Os>(os: &mut O, config: &Config, specs: Vec<crate::supervisor::WorkerSpec>, now: Instant) -> Ctl {
+    // The restarts' jitter draws from the world's randomness, as the token
+    // does: in the simulation it replays with the seed.
+    let mut seed = [0u8; 8];
+    if let Err(e) = os.random_bytes(&mut seed) {
+        log::warn!("no random bytes for the restarts' jitter: {e}");
+    }
+    let sup = Supervisor::new(specs, config.restart.clone(), u64::from_le_bytes(seed), now);
+    let info = Info {
+        pid: os.pid(),
+        description: config.description.clone(),
+        address: config.address.to_string(),
+        started: now,
+    };
+    let mut ctl = Ctl::new(info, sup, now);
+    ctl.max_workers = config.max_workers;
+    ctl
+}
+
 impl Loop<'_> {
     fn run<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
         let mut fds: Vec<PollFd> = Vec::new();
@@ -264,37 +288,7 @@ impl Loop<'_> {
             }
 
             // 1. poll
-            fds.clear();
-            fds.push(PollFd::new(self.signal_fd, Ready::READ));
-            // (`is_none_or` is newer than the workspace's rust-version.)
-            let paused = self.accept_paused.is_some_and(|at| now < at);
-            // Full, the listener is still polled while a connection that has
-            // not shown the token in time holds a slot: a new one may take it.
-            let room = self.clients.len() < self.config.max_connections || self.evictable(now).is_some();
-            let accepting = self.listener.is_some() && room && !paused;
-            if let (true, Some(l)) = (accepting, self.listener) {
-                fds.push(PollFd::new(l, Ready::READ));
-            }
-            for c in self.clients.values() {
-                let mut interest = Ready::NONE;
-                if c.conn.wants_read() && !c.eof {
-                    interest |= Ready::READ;
-                }
-                if !c.conn.output().is_empty() {
-                    interest |= Ready::WRITE;
-                }
-                // A connection with nothing to read or write is not polled:
-                // a peer's hangup would otherwise wake the loop again and
-                // again while an answer is owed to it.
-                if !interest.is_empty() {
-                    fds.push(PollFd::new(c.fd, interest));
-                }
-            }
-            for link in self.links.values() {
-                if !link.eof {
-                    fds.push(PollFd::new(link.wake, Ready::READ));
-                }
-            }
+            self.poll_set(&mut fds, now);
             let deadline = self.next_deadline(keepalive_at).map(|(timer, at)| {
                 log::trace!("poll until {at} ({timer:?})");
                 at
@@ -308,15 +302,7 @@ impl Loop<'_> {
 
             // 2. signals
             if ready.contains_key(&self.signal_fd) {
-                match os.take_signals() {
-                    Ok(set) => {
-                        for s in set.iter() {
-                            log::debug!("signal {s}");
-                            self.publish(Event::Signal(s));
-                        }
-                    }
-                    Err(e) => log::error!("take signals: {e}"),
-                }
+                self.take_signals(os);
             }
             // 3. reap
             if self.ctl.reap || self.phase != Phase::Running {
@@ -324,13 +310,7 @@ impl Loop<'_> {
                 self.reap(os);
             }
             if std::mem::take(&mut self.ctl.reopen_log) {
-                hooks.reopen_log(os);
-                // The workers write to the same log: they reopen it too.
-                for inst in self.ctl.sup.instances() {
-                    if let Some(pid) = inst.state.pid() {
-                        let _ = os.kill(KillTarget::Process(pid), Signal::Usr1);
-                    }
-                }
+                self.reopen_logs(os, hooks);
             }
             // 4. workers
             let woken: Vec<usize> =
@@ -356,6 +336,67 @@ impl Loop<'_> {
             self.expire_idle(os);
         }
         self.finish(os, hooks);
+    }
+
+    /// What the poll waits on this turn: the signals, the listener while
+    /// there is room, the connections with something to read or write, and
+    /// the workers' links.
+    fn poll_set(&self, fds: &mut Vec<PollFd>, now: Instant) {
+        fds.clear();
+        fds.push(PollFd::new(self.signal_fd, Ready::READ));
+        // (`is_none_or` is newer than the workspace's rust-version.)
+        let paused = self.accept_paused.is_some_and(|at| now < at);
+        // Full, the listener is still polled while a connection that has
+        // not shown the token in time holds a slot: a new one may take it.
+        let room = self.clients.len() < self.config.max_connections || self.evictable(now).is_some();
+        let accepting = self.listener.is_some() && room && !paused;
+        if let (true, Some(l)) = (accepting, self.listener) {
+            fds.push(PollFd::new(l, Ready::READ));
+        }
+        for c in self.clients.values() {
+            let mut interest = Ready::NONE;
+            if c.conn.wants_read() && !c.eof {
+                interest |= Ready::READ;
+            }
+            if !c.conn.output().is_empty() {
+                interest |= Ready::WRITE;
+            }
+            // A connection with nothing to read or write is not polled:
+            // a peer's hangup would otherwise wake the loop again and
+            // again while an answer is owed to it.
+            if !interest.is_empty() {
+                fds.push(PollFd::new(c.fd, interest));
+            }
+        }
+        for link in self.links.values() {
+            if !link.eof {
+                fds.push(PollFd::new(link.wake, Ready::READ));
+            }
+        }
+    }
+
+    /// Publishes the signals that arrived, one event each.
+    fn take_signals<O: Os>(&mut self, os: &mut O) {
+        match os.take_signals() {
+            Ok(set) => {
+                for s in set.iter() {
+                    log::debug!("signal {s}");
+                    self.publish(Event::Signal(s));
+                }
+            }
+            Err(e) => log::error!("take signals: {e}"),
+        }
+    }
+
+    /// Reopens the daemon's log, and has every worker reopen its own: they
+    /// write to the same file.
+    fn reopen_logs<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
+        hooks.reopen_log(os);
+        for inst in self.ctl.sup.instances() {
+            if let Some(pid) = inst.state.pid() {
+                let _ = os.kill(KillTarget::Process(pid), Signal::Usr1);
+            }
+        }
     }
 
     /// Moves the phase on as far as it goes now. Every (phase, event) is

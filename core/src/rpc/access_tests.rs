@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::tests::{check_with, post, Harness};
+use super::test_rig::{check_with, post, Harness};
 use super::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -518,27 +518,40 @@ impl Conn {
         if !head.keep_alive {
             self.stopped = true;
         }
+        self.answer_http(is_post, head.content_type.as_deref(), &body, envelope, dispatch);
+        true
+    }
+
+    /// HTTP: answers a whole request, its head read and its body taken.
+    fn answer_http(
+        &mut self,
+        is_post: bool,
+        content_type: Option<&str>,
+        body: &[u8],
+        envelope: Envelope,
+        dispatch: &mut dyn FnMut(&str, Params) -> Reply,
+    ) {
         if !is_post {
             self.queue.push_back(Pending {
                 envelope,
                 body: Body::Plain { status: Status::Ok, content_type: JSON, text: http::health_body() },
             });
-            return true;
+            return;
         }
-        match http::body_kind(head.content_type.as_deref()) {
-            Some(BodyKind::Json) => match jsonrpc::decode_bounded(&body, self.limits.max_batch, self.limits.max_values)
-            {
-                Ok(message) => self.run_json(message, envelope, dispatch),
-                // The body was delimited by its length, so the framing
-                // holds: answer the parse error and keep the connection.
-                Err(error) => {
-                    self.run_json(Message::Single(Entry::Invalid { id: Value::Null, error }), envelope, dispatch)
+        match http::body_kind(content_type) {
+            Some(BodyKind::Json) => {
+                match jsonrpc::decode_bounded(body, self.limits.max_batch, self.limits.max_values) {
+                    Ok(message) => self.run_json(message, envelope, dispatch),
+                    // The body was delimited by its length, so the framing
+                    // holds: answer the parse error and keep the connection.
+                    Err(error) => {
+                        self.run_json(Message::Single(Entry::Invalid { id: Value::Null, error }), envelope, dispatch)
+                    }
                 }
-            },
-            Some(BodyKind::Xml) => self.run_xml(&body, envelope, dispatch),
+            }
+            Some(BodyKind::Xml) => self.run_xml(body, envelope, dispatch),
             None => unreachable!("check_http refuses other content types"),
         }
-        true
     }
 
     /// HTTP: answers `status` and closes.

@@ -148,55 +148,21 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
     let path = target.split('?').next().unwrap_or_default().to_string();
     let version = request.version.unwrap_or(1);
 
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut content_type = None;
-    let mut expect_continue = false;
-    let mut host = None;
-    let mut origin = None;
-    let mut authorization = None;
+    let mut fields = Fields::default();
     for header in request.headers.iter() {
-        let raw = String::from_utf8_lossy(header.value);
-        let value = raw.trim().to_ascii_lowercase();
-        let name = header.name.to_ascii_lowercase();
-        match name.as_str() {
-            // Two of these would let a check read one and a proxy the
-            // other: refuse.
-            "host" if host.is_some() => return Err(Status::BadRequest),
-            "host" => host = Some(value),
-            "origin" if origin.is_some() => return Err(Status::BadRequest),
-            "origin" => origin = Some(value),
-            "authorization" if authorization.is_some() => return Err(Status::BadRequest),
-            "authorization" => authorization = Some(raw.trim().to_string()),
-            "connection" => {
-                for token in value.split(',').map(str::trim) {
-                    close |= token == "close";
-                    keep_alive |= token == "keep-alive";
-                }
-            }
-            "content-length" => {
-                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(Status::BadRequest);
-                }
-                // Too many digits for usize is certainly too large.
-                let n = value.parse::<usize>().unwrap_or(usize::MAX);
-                match content_length {
-                    Some(previous) if previous != n => return Err(Status::BadRequest),
-                    _ => content_length = Some(n),
-                }
-            }
-            "transfer-encoding" => chunked = true,
-            "content-type" if content_type.is_some() => return Err(Status::BadRequest),
-            "content-type" => content_type = Some(value),
-            // HTTP/1.0 clients never wait for a 100; an HTTP/1.1 client
-            // that expects anything else is told it will not come.
-            "expect" if version == 1 && value != "100-continue" => return Err(Status::ExpectationFailed),
-            "expect" => expect_continue = version == 1,
-            _ => {}
-        }
+        fields.read(header, version)?;
     }
+    let Fields {
+        close,
+        keep_alive,
+        content_length,
+        chunked,
+        content_type,
+        expect_continue,
+        host,
+        origin,
+        authorization,
+    } = fields;
     // Both framings at once is how requests get smuggled: refuse.
     if chunked && content_length.is_some() {
         return Err(Status::BadRequest);
@@ -219,6 +185,65 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
         authorization,
         version,
     }))
+}
+
+/// The header fields a request head is read for, as they are met.
+#[derive(Default)]
+struct Fields {
+    close: bool,
+    keep_alive: bool,
+    content_length: Option<usize>,
+    chunked: bool,
+    content_type: Option<String>,
+    expect_continue: bool,
+    host: Option<String>,
+    origin: Option<String>,
+    authorization: Option<String>,
+}
+
+impl Fields {
+    /// Takes one header into account, or refuses the request for it.
+    fn read(&mut self, header: &httparse::Header<'_>, version: u8) -> Result<(), Status> {
+        let raw = String::from_utf8_lossy(header.value);
+        let value = raw.trim().to_ascii_lowercase();
+        let name = header.name.to_ascii_lowercase();
+        match name.as_str() {
+            // Two of these would let a check read one and a proxy the
+            // other: refuse.
+            "host" if self.host.is_some() => return Err(Status::BadRequest),
+            "host" => self.host = Some(value),
+            "origin" if self.origin.is_some() => return Err(Status::BadRequest),
+            "origin" => self.origin = Some(value),
+            "authorization" if self.authorization.is_some() => return Err(Status::BadRequest),
+            "authorization" => self.authorization = Some(raw.trim().to_string()),
+            "connection" => {
+                for token in value.split(',').map(str::trim) {
+                    self.close |= token == "close";
+                    self.keep_alive |= token == "keep-alive";
+                }
+            }
+            "content-length" => {
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Status::BadRequest);
+                }
+                // Too many digits for usize is certainly too large.
+                let n = value.parse::<usize>().unwrap_or(usize::MAX);
+                match self.content_length {
+                    Some(previous) if previous != n => return Err(Status::BadRequest),
+                    _ => self.content_length = Some(n),
+                }
+            }
+            "transfer-encoding" => self.chunked = true,
+            "content-type" if self.content_type.is_some() => return Err(Status::BadRequest),
+            "content-type" => self.content_type = Some(value),
+            // HTTP/1.0 clients never wait for a 100; an HTTP/1.1 client
+            // that expects anything else is told it will not come.
+            "expect" if version == 1 && value != "100-continue" => return Err(Status::ExpectationFailed),
+            "expect" => self.expect_continue = version == 1,
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Which protocol a `POST` body speaks.

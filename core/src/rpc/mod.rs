@@ -55,6 +55,10 @@ pub mod xmlrpc;
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
+mod registry_tests;
+#[cfg(test)]
+mod test_rig;
+#[cfg(test)]
 mod tests;
 
 pub use conn::{Access, Conn, Framing, Limits, Policy, AUTHENTICATE, MAX_AUTH_FAILURES};

@@ -39,6 +39,7 @@ pub(crate) trait Link {
     /// worker process handles later).
     fn stop_signalled(&mut self) -> bool;
     /// Blocks for `d` of the `Os` clock.
+    #[cfg(feature = "testing")]
     fn stall(&mut self, d: std::time::Duration);
 }
 
@@ -112,7 +113,8 @@ impl Context<'_> {
     /// user code has no use for it (return from `work` and let the loop
     /// wait). It exists for the simulation harness, whose test workers must
     /// be slow or hang in virtual time: a busy loop there would never let
-    /// the simulated clock move.
+    /// the simulated clock move. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn stall(&mut self, d: std::time::Duration) {
         self.link.stall(d);
     }

@@ -24,6 +24,7 @@
 //! its region can make the daemon panic.
 
 pub mod channel;
+#[cfg(feature = "testing")]
 pub mod checks;
 mod context;
 pub mod process;

@@ -513,6 +513,7 @@ impl<O: Os> Link for OsLink<'_, O> {
         self.signals.contains(Signal::Term) || self.signals.contains(Signal::Int)
     }
 
+    #[cfg(feature = "testing")]
     fn stall(&mut self, d: Duration) {
         let until = self.os.now() + d;
         self.os.sleep_until(until);

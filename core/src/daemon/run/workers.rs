@@ -143,14 +143,7 @@ impl Loop<'_> {
                 return;
             }
         };
-        // What the child inherits but must not keep: the daemon's own
-        // descriptors and the other workers' links.
-        let mut close_fds = vec![ours];
-        close_fds.extend(self.pid_lock);
-        close_fds.extend(self.listener);
-        close_fds.extend(self.clients.values().map(|c| c.fd));
-        close_fds.extend(self.links.values().map(|l| l.wake));
-        close_fds.extend(self.private_fds.iter().copied());
+        let close_fds = self.inherited_fds(ours);
         let process = WorkerProcess {
             name: spec.name.clone(),
             instance: inst.index,
@@ -170,29 +163,18 @@ impl Loop<'_> {
                 if let Err(e) = os.shm_keep_from_children(&region) {
                     log::warn!("worker {}: keep its region from other workers: {e}", spec.name);
                 }
-                log::debug!("worker {} instance {} started as pid {pid}", spec.name, inst.index);
-                self.links.insert(
-                    id,
-                    Link {
-                        region,
-                        channel,
-                        wake: ours,
-                        eof: false,
-                        queue: Default::default(),
-                        in_flight: None,
-                        beat: (now.as_nanos(), now),
-                        broken: false,
-                        warned: WarnLimit::default(),
-                    },
-                );
-                if self.ctl.views.len() <= id {
-                    self.ctl.views.resize(id + 1, InstanceView::default());
-                }
-                self.ctl.views[id] = InstanceView::default();
-                self.ctl.sup.spawned(id, pid, now);
-                os.note(format_args!("worker {}.{} started: pid {pid}", spec.name, inst.index));
-                let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
-                self.publish(Event::Worker { name: spec.name, instance: inst.index, event: started, data: None });
+                let link = Link {
+                    region,
+                    channel,
+                    wake: ours,
+                    eof: false,
+                    queue: Default::default(),
+                    in_flight: None,
+                    beat: (now.as_nanos(), now),
+                    broken: false,
+                    warned: WarnLimit::default(),
+                };
+                self.adopt(os, id, pid, link, now);
             }
             Err(e) => {
                 log::error!("worker {}: cannot fork: {e}", spec.name);
@@ -204,5 +186,35 @@ impl Loop<'_> {
                 self.ctl.sup.spawn_failed(id, now);
             }
         }
+    }
+
+    /// What a new worker inherits but must not keep: the daemon's own
+    /// descriptors, the other workers' links, and `ours`, the daemon's end
+    /// of its own link.
+    fn inherited_fds(&self, ours: Fd) -> Vec<Fd> {
+        let mut close_fds = vec![ours];
+        close_fds.extend(self.pid_lock);
+        close_fds.extend(self.listener);
+        close_fds.extend(self.clients.values().map(|c| c.fd));
+        close_fds.extend(self.links.values().map(|l| l.wake));
+        close_fds.extend(self.private_fds.iter().copied());
+        close_fds
+    }
+
+    /// Takes up instance `id`, spawned as `pid`: its link, a fresh view,
+    /// the supervisor told, and the event published.
+    fn adopt<O: Os>(&mut self, os: &mut O, id: usize, pid: Pid, link: Link, now: Instant) {
+        let inst = self.ctl.sup.instance(id).clone();
+        let name = self.ctl.sup.specs()[inst.worker].name.clone();
+        log::debug!("worker {name} instance {} started as pid {pid}", inst.index);
+        self.links.insert(id, link);
+        if self.ctl.views.len() <= id {
+            self.ctl.views.resize(id + 1, InstanceView::default());
+        }
+        self.ctl.views[id] = InstanceView::default();
+        self.ctl.sup.spawned(id, pid, now);
+        os.note(format_args!("worker {name}.{} started: pid {pid}", inst.index));
+        let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
+        self.publish(Event::Worker { name, instance: inst.index, event: started, data: None });
     }
 }
