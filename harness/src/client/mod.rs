@@ -17,10 +17,10 @@
 
 //!
 //! The module's parts: this file is the process entry and the dispatch of
-//! a script's steps; [`conn`] opens, writes to, waits on and closes the
-//! connection; [`render`] turns requests into bytes and what they are owed;
-//! [`read`] takes answers off the wire and pairs them with what is owed;
-//! [`judge`] says whether an answer is right; [`refused`] holds the clients
+//! a script's steps; `conn` opens, writes to, waits on and closes the
+//! connection; `render` turns requests into bytes and what they are owed;
+//! `read` takes answers off the wire and pairs them with what is owed;
+//! `judge` says whether an answer is right; `refused` holds the clients
 //! the control plane must refuse. None of them may let anything outside the
 //! client's seed in: every choice comes from its [`Rng`].
 
