@@ -276,8 +276,17 @@ pub fn check(sc: &Scenario, report: &Report, probe: &Probe) -> Vec<String> {
     out.extend(f.violations.iter().cloned());
     out.extend(probe.violations().into_iter().map(|v| format!("probe: {v}")));
     let hung = probe.hung();
+    judge_panics(report, &f, &mut out);
+    judge_leftovers(report, &f, &hung, &mut out);
+    judge_checks(sc, &f, &mut out);
+    for d in &f.daemons {
+        judge_daemon(sc, &f, d, &hung, &mut out);
+    }
+    out
+}
 
-    // Panics: a daemon never; a worker only by a planned crash.
+/// Panics: a daemon never; a worker only by a planned crash.
+fn judge_panics(report: &Report, f: &Facts, out: &mut Vec<String>) {
     for (pid, msg) in &report.panics {
         if f.daemons.iter().any(|d| d.pid == pid.0) {
             out.push(format!("the daemon {pid} panicked: {msg}"));
@@ -287,7 +296,11 @@ pub fn check(sc: &Scenario, report: &Report, probe: &Probe) -> Vec<String> {
             out.push(format!("worker process {pid} panicked outside user code: {msg}"));
         }
     }
-    // Nothing left behind.
+}
+
+/// Nothing left behind: no descriptor or region held by a daemon at its
+/// exit, no file, no region, no worker of a killed daemon.
+fn judge_leftovers(report: &Report, f: &Facts, hung: &[i32], out: &mut Vec<String>) {
     for pid in f.daemons.iter().filter(|d| !d.crashed).map(|d| d.pid).chain(f.seconds.iter().copied()) {
         if let Some(held) = report.held_at_exit.get(&Pid(pid)) {
             out.push(format!("the daemon {pid} exited still holding {:?} and regions {:?}", held.fds, held.regions));
@@ -309,8 +322,10 @@ pub fn check(sc: &Scenario, report: &Report, probe: &Probe) -> Vec<String> {
             ));
         }
     }
+}
 
-    // Answers: what the clients could not judge alone.
+/// Answers: what the clients could not judge alone.
+fn judge_checks(sc: &Scenario, f: &Facts, out: &mut Vec<String>) {
     for (t, c) in &f.checks {
         let Some(d) = f.current(*t) else { continue };
         let stopped = d.stopped_by(*t);
@@ -332,21 +347,47 @@ pub fn check(sc: &Scenario, report: &Report, probe: &Probe) -> Vec<String> {
             out.push(format!("at {}: {c} while the daemon ran", secs(*t)));
         }
     }
-
-    for d in &f.daemons {
-        judge_daemon(sc, &f, d, &hung, &mut out);
-    }
-    out
 }
 
 /// The invariants of one daemon's life.
 fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec<String>) {
+    judge_restarts(sc, f, d, out);
+    judge_first_starts(sc, d, out);
+    judge_hangs(sc, f, d, hung, out);
+    judge_kills(sc, f, d, hung, out);
+    judge_shutdown_asked(f, d, out);
+    if d.crashed {
+        return;
+    }
+    judge_stop(sc, f, d, out);
+}
+
+/// How long one try to start a worker may take: a backoff and half as
+/// much again.
+fn per_try(sc: &Scenario) -> Duration {
     let policy = &sc.daemon.restart;
-    let per_try = policy.backoff_max + policy.backoff_max / 2;
+    policy.backoff_max + policy.backoff_max / 2
+}
+
+/// How long a stop's escalation may take, from its `SIGTERM` to its
+/// `SIGKILL` taking effect.
+fn escalation(sc: &Scenario) -> u64 {
+    nanos(sc.daemon.restart.stop_timeout * 2 + SLACK)
+}
+
+/// The last `worker.restart` of the worker `pid` asked between `from` and
+/// `to`.
+fn restart_asked(f: &Facts, d: &Daemon, pid: &i32, from: u64, to: u64) -> Option<u64> {
+    let name = d.workers.get(pid).map(|(n, _, _)| n.as_str()).unwrap_or_default();
+    f.restarts_asked.iter().filter(|(t, n)| n == name && from <= *t && *t <= to).map(|(t, _)| *t).max()
+}
+
+/// Workers: restarted within bounds, a non-forever exit stops the daemon.
+fn judge_restarts(sc: &Scenario, f: &Facts, d: &Daemon, out: &mut Vec<String>) {
+    let policy = &sc.daemon.restart;
+    let per_try = per_try(sc);
     let stop_t = d.stop_t();
     let end = d.end();
-
-    // Workers: restarted within bounds, a non-forever exit stops the daemon.
     for (pid, (name, inst, _)) in &d.workers {
         let Some((t_exit, status)) = f.exits.get(pid) else { continue };
         let t_exit = *t_exit;
@@ -385,8 +426,12 @@ fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Ve
             Duration::from_nanos(bound - t_exit)
         ));
     }
+}
 
-    // Every instance starts at first within the same bounds as a restart.
+/// Every instance starts at first within the same bounds as a restart.
+fn judge_first_starts(sc: &Scenario, d: &Daemon, out: &mut Vec<String>) {
+    let per_try = per_try(sc);
+    let stop_t = d.stop_t();
     if let Some(ready) = d.locked {
         for w in &sc.workers {
             for i in 0..w.instances {
@@ -405,21 +450,20 @@ fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Ve
             }
         }
     }
+}
 
-    // A hung worker is killed once its heartbeat is older than the hang
-    // timeout (a stopping daemon, or a restart, kills it by its stop
-    // escalation instead).
-    let escalation = nanos(policy.stop_timeout * 2 + SLACK);
-    let restart_asked = |pid: &i32, from: u64, to: u64| {
-        let name = d.workers.get(pid).map(|(n, _, _)| n.as_str()).unwrap_or_default();
-        f.restarts_asked.iter().filter(|(t, n)| n == name && from <= *t && *t <= to).map(|(t, _)| *t).max()
-    };
-    if let Some(h) = policy.hang_timeout {
+/// A hung worker is killed once its heartbeat is older than the hang
+/// timeout (a stopping daemon, or a restart, kills it by its stop
+/// escalation instead).
+fn judge_hangs(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec<String>) {
+    let escalation = escalation(sc);
+    let stop_t = d.stop_t();
+    if let Some(h) = sc.daemon.restart.hang_timeout {
         for pid in hung.iter().filter(|p| d.children.contains_key(p)) {
             let last = f.last_line.get(pid).copied();
             let Some(since) = last else { continue };
             let mut bound = since + nanos(h + SLACK);
-            if let Some(t) = restart_asked(pid, since, bound) {
+            if let Some(t) = restart_asked(f, d, pid, since, bound) {
                 bound = bound.max(t + escalation);
             }
             let ended = f.exits.get(pid).map(|(t, _)| *t);
@@ -429,28 +473,34 @@ fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Ve
             }
         }
     }
-    // And only a hung worker is killed so: a running daemon kills nothing
-    // else but a worker that did not obey a restart in time.
+}
+
+/// And only a hung worker is killed so: a running daemon kills nothing
+/// else but a worker that did not obey a restart in time.
+fn judge_kills(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec<String>) {
+    let escalation = escalation(sc);
     for (t, pid) in &d.kills {
-        let restarting = restart_asked(pid, t.saturating_sub(escalation), *t).is_some();
+        let restarting = restart_asked(f, d, pid, t.saturating_sub(escalation), *t).is_some();
         if !d.stopped_by(*t) && !hung.contains(pid) && !restarting {
             let name = d.workers.get(pid).map(|(n, i, _)| format!("{n}.{i}")).unwrap_or_default();
             out.push(format!("at {}: the daemon killed worker {name} (pid {pid}), which did not hang", secs(*t)));
         }
     }
+}
 
-    // A refused call never takes effect: a stop by `daemon.shutdown` was
-    // asked by a client allowed to (refused ones are not noted).
+/// A refused call never takes effect: a stop by `daemon.shutdown` was
+/// asked by a client allowed to (refused ones are not noted).
+fn judge_shutdown_asked(f: &Facts, d: &Daemon, out: &mut Vec<String>) {
     if let Some((t, reason)) = &d.stopping {
         if reason == "daemon.shutdown" && !f.shutdowns_asked.iter().any(|a| *a <= *t) {
             out.push(format!("at {}: the daemon stopped by a daemon.shutdown no allowed client sent", secs(*t)));
         }
     }
+}
 
-    if d.crashed {
-        return;
-    }
-    // The stop: prompt, bounded, and nothing of the daemon outlives it.
+/// The stop: prompt, bounded, and nothing of the daemon outlives it.
+fn judge_stop(sc: &Scenario, f: &Facts, d: &Daemon, out: &mut Vec<String>) {
+    let stop_t = d.stop_t();
     if let (Some(req), Some(_)) = (f.stop_requested, d.exit) {
         if req >= d.born && !matches!(stop_t, Some(s) if s <= req + nanos(SLACK)) {
             out.push(format!("the daemon did not begin to stop within {SLACK:?} of being asked at {}", secs(req)));

@@ -27,10 +27,10 @@
 //! second daemon is started beside it (and must refuse).
 //!
 //! Swarm testing: each seed turns each fault on or off, with a rate of its
-//! own ([`scenario`]). `SimOs` fixes the rates for a whole run, so faults
-//! cannot be turned off for the last phase as VOPR does; the rates stay
-//! below the point where they would starve progress, and the liveness
-//! client of the last phase must be answered under them.
+//! own ([`scenario`]). The rates stay below the point where they would
+//! starve progress; then, as VOPR does, the [`conductor`] turns every fault
+//! off (`SimOs::set_faults`) before the liveness client of the last phase,
+//! which must be answered in a world that lets progress happen.
 //!
 //! Not covered yet: XML-RPC, `worker.scale` (the checker would have to know
 //! which instances a scale retired), and signals that arrive before the
