@@ -274,23 +274,7 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
         waited.push(pid);
     }
     if !sc.chaos.is_empty() {
-        let (scenario, chaos_probe) = (sc.clone(), probe.clone());
-        let harness_now = harness.clone();
-        let seed = crate::rng::derive(sc.seed, "chaos");
-        let Some(pid) = spawn(os, move || {
-            let ctx = chaos::ChaosCtx {
-                scenario: scenario.clone(),
-                probe: chaos_probe.clone(),
-                daemon,
-                harness: harness_now.clone(),
-                epoch,
-                seed,
-            };
-            Box::new(move |os: &mut SimOs| chaos::run(os, ctx))
-        }) else {
-            return 1;
-        };
-        os.note(format_args!("harness chaos pid={pid}"));
+        let Some(pid) = spawn_chaos(os, &sc, &probe, daemon, &harness, epoch) else { return 1 };
         harness.push(pid);
         waited.push(pid);
     }
@@ -336,6 +320,48 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     }
 
     // 4. the stop
+    stop_daemon(os, &sc, daemon, &mut children);
+
+    // 5. what is left
+    check_what_is_left(os, daemon, &children, &harness, crashed);
+    // Whatever else of the harness is still around.
+    let rest: Vec<Pid> = harness.iter().copied().filter(|p| *p != me).collect();
+    children.wait_all(os, &rest, os.now() + Duration::from_secs(60), None, &mut |_, _| {});
+    os.close(signal_fd);
+    0
+}
+
+/// The daemon's spawn of the chaos process, which acts on the daemon at
+/// the scenario's offsets.
+fn spawn_chaos(
+    os: &mut SimOs,
+    sc: &Scenario,
+    probe: &Probe,
+    daemon: Pid,
+    harness: &[Pid],
+    epoch: Instant,
+) -> Option<Pid> {
+    let (scenario, chaos_probe) = (sc.clone(), probe.clone());
+    let harness_now = harness.to_vec();
+    let seed = crate::rng::derive(sc.seed, "chaos");
+    let pid = spawn(os, move || {
+        let ctx = chaos::ChaosCtx {
+            scenario: scenario.clone(),
+            probe: chaos_probe.clone(),
+            daemon,
+            harness: harness_now.clone(),
+            epoch,
+            seed,
+        };
+        Box::new(move |os: &mut SimOs| chaos::run(os, ctx))
+    })?;
+    os.note(format_args!("harness chaos pid={pid}"));
+    Some(pid)
+}
+
+/// Stops the daemon the scenario's way, signals it again while it stops,
+/// and waits for it, probing its pid lock all the while.
+fn stop_daemon(os: &mut SimOs, sc: &Scenario, daemon: Pid, children: &mut Children) {
     if children.exited(daemon).is_none() {
         let sig = match sc.stop {
             StopBy::Int => Signal::Int,
@@ -348,7 +374,7 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     for sig in &sc.stop_storm {
         let _ = os.kill(KillTarget::Process(daemon), *sig);
     }
-    let deadline = os.now() + stop_bound(&sc) + Duration::from_secs(5);
+    let deadline = os.now() + stop_bound(sc) + Duration::from_secs(5);
     let mut probe_lock = |os: &mut SimOs, ch: &Children| {
         if ch.exited(daemon).is_none() {
             chaos::probe_pid_lock(os, daemon, "conductor");
@@ -359,8 +385,11 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
         let _ = os.kill(KillTarget::Process(daemon), Signal::Kill);
         children.wait_all(os, &[daemon], os.now() + Duration::from_secs(10), None, &mut |_, _| {});
     }
+}
 
-    // 5. what is left
+/// After the stop: the daemon exited 0, and left no process, pid lock or
+/// file behind.
+fn check_what_is_left(os: &mut SimOs, daemon: Pid, children: &Children, harness: &[Pid], crashed: bool) {
     match children.exited(daemon) {
         Some(ExitStatus::Exited(0)) => {}
         other => os.note(format_args!("VIOLATION conductor: the daemon ended with {other:?}")),
@@ -383,9 +412,4 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     if crashed && os.file_exists(std::path::Path::new(TOKEN_FILE)) {
         let _ = os.remove_file(std::path::Path::new(TOKEN_FILE));
     }
-    // Whatever else of the harness is still around.
-    let rest: Vec<Pid> = harness.iter().copied().filter(|p| *p != me).collect();
-    children.wait_all(os, &rest, os.now() + Duration::from_secs(60), None, &mut |_, _| {});
-    os.close(signal_fd);
-    0
 }
