@@ -4,11 +4,11 @@
 //! Exit codes: 0 done; 1 the daemon failed to start or a call failed;
 //! 2 the command line or the configuration is invalid; 3 no daemon answers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use forkd_core::daemon::{Config, Hooks, StartError};
 use forkd_os::real::RealOs;
-use forkd_os::{Address, Fd, Os};
+use forkd_os::{Address, Fd, Os, Pid};
 use serde_json::{Map, Value};
 
 use crate::builder::Builder;
@@ -19,6 +19,8 @@ use crate::logger::{self, Target};
 use crate::systemd;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` waits for the daemon's process to go.
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
     if !builder.errors.is_empty() {
@@ -327,29 +329,29 @@ fn stop(address: &Address, options: &ConnectOptions) -> u8 {
     }
     // Wait until the process is gone, with a deadline: the daemon's own stop
     // is bounded by its stop timeout.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(1);
-    while process_exists(pid) {
-        if Instant::now() >= deadline {
-            eprintln!("error: daemon (pid {pid}) still running after 60 s");
-            return 1;
+    if pid > 0 {
+        let mut os = match RealOs::new() {
+            Ok(os) => os,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        let deadline = os.now() + STOP_WAIT;
+        match os.wait_gone(Pid(pid), deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("error: daemon (pid {pid}) still running after {} s", STOP_WAIT.as_secs());
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: wait for pid {pid}: {e}");
+                return 1;
+            }
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
     println!("stopped (pid {pid})");
     0
-}
-
-/// Whether a process with this pid is alive (a zombie counts as gone).
-fn process_exists(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn call(address: &Address, options: &ConnectOptions, method: &str, args: &[String]) -> u8 {

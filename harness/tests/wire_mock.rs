@@ -22,6 +22,7 @@ mock! {
         fn spawn(&mut self, opts: SpawnOptions, entry: Entry<MockOs>) -> io::Result<Pid>;
         fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
         fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
+        fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
         fn setsid(&mut self) -> io::Result<()>;
         fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
         fn set_parent_death_signal(&mut self, signal: Signal) -> io::Result<()>;

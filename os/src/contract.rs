@@ -118,6 +118,7 @@ macro_rules! for_each_check {
         $m!(exited_child_is_reaped);
         $m!(killed_child_is_reaped);
         $m!(several_exits_are_all_reaped);
+        $m!(wait_gone_waits_for_the_exit);
         $m!(signal_to_self_arrives);
         $m!(signals_coalesce);
         $m!(shared_region_child_to_parent);
@@ -294,6 +295,32 @@ pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     reaped.sort();
     expected.sort();
     assert_eq!(reaped, expected, "every child is reaped once, with its own status");
+}
+
+pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (here, there) = os.socket_pair().unwrap();
+    let child = os
+        .spawn(
+            SpawnOptions::default(),
+            Box::new(move |os: &mut O| {
+                // Runs until the parent closes its end.
+                os.close(here);
+                let _ = read_to_end(os, there);
+                0
+            }),
+        )
+        .unwrap();
+    os.close(there);
+    let soon = os.now() + Duration::from_millis(20);
+    assert!(!os.wait_gone(child, soon).unwrap(), "a running child is not gone");
+    assert!(os.now() >= soon, "wait_gone returned before its deadline");
+    os.close(here);
+    let later = os.now() + TIMEOUT;
+    assert!(os.wait_gone(child, later).unwrap(), "the child went");
+    // Gone though not yet reaped: a zombie counts as gone.
+    assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(0))]);
+    assert!(os.wait_gone(child, later).unwrap(), "a reaped child is gone at once");
 }
 
 pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {

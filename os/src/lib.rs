@@ -78,6 +78,14 @@ pub trait Os: Sized + 'static {
     /// Sends `signal` to a process or a process group.
     fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
 
+    /// Waits until the process `pid` is gone or `deadline` passes, and says
+    /// whether it is gone. Any process may be waited for, not only a child;
+    /// one that has exited but is not yet reaped (a zombie) counts as gone.
+    /// The real kernel is asked through a pidfd, which polls readable when
+    /// the process exits; a kernel without pidfds is asked with `kill(pid,
+    /// 0)` every few milliseconds instead. A signal does not end the wait.
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
+
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;
 

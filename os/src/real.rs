@@ -163,6 +163,10 @@ impl Os for RealOs {
         process::kill(target, signal)
     }
 
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> std::io::Result<bool> {
+        process::wait_gone(pid, deadline)
+    }
+
     fn setsid(&mut self) -> std::io::Result<()> {
         process::setsid()
     }

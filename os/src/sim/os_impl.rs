@@ -118,6 +118,20 @@ impl Os for SimOs {
         Ok(())
     }
 
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool> {
+        let me = self.pid.0;
+        if pid.0 <= 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("wait: invalid pid {pid}")));
+        }
+        let mut st = self.enter();
+        if !st.gone(pid.0) && st.clock < deadline.0 {
+            st = self.block(st, Wait::Gone { pid: pid.0, deadline: deadline.0 });
+        }
+        let gone = st.gone(pid.0);
+        st.record(me, TraceEvent::WaitGone { pid, gone });
+        Ok(gone)
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();

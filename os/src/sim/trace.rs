@@ -67,6 +67,8 @@ pub enum TraceEvent {
     Reap { child: Pid, status: ExitStatus },
     /// It sent `signal` to `target`, which reached `victims` (none: ESRCH).
     Kill { target: KillTarget, signal: Signal, victims: Vec<Pid> },
+    /// It waited for `pid` to go, which it had (or not, at the deadline).
+    WaitGone { pid: Pid, gone: bool },
     /// It took these pending signals.
     Signals(SignalSet),
     /// It listened on `addr`.
@@ -145,6 +147,7 @@ impl fmt::Display for TraceEvent {
                 let victims: Vec<i32> = victims.iter().map(|p| p.0).collect();
                 write!(f, "kill {target:?} {signal} -> {victims:?}")
             }
+            E::WaitGone { pid, gone } => write!(f, "wait gone {pid} -> {gone}"),
             E::Signals(set) => {
                 let names: Vec<&str> = set.iter().map(Signal::name).collect();
                 write!(f, "signals {}", names.join(","))
