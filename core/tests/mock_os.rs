@@ -50,6 +50,9 @@ mock! {
         fn file_kind(&self, path: &Path) -> Option<FileKind>;
         fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
         fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
+        fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
+        fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd>;
+        fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>;
         fn uid(&self) -> u32;
         fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
         fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;

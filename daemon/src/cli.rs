@@ -69,16 +69,16 @@ struct FacadeHooks {
 }
 
 impl Hooks<RealOs> for FacadeHooks {
-    fn ready(&mut self, _os: &mut RealOs) {
+    fn ready(&mut self, os: &mut RealOs) {
         log::info!("ready");
         if let Some(r) = &mut self.readiness {
             r.ready();
         }
-        systemd::notify("READY=1");
+        systemd::notify(os, "READY=1");
     }
 
-    fn stopping(&mut self, _os: &mut RealOs) {
-        systemd::notify("STOPPING=1");
+    fn stopping(&mut self, os: &mut RealOs) {
+        systemd::notify(os, "STOPPING=1");
     }
 
     fn stopped(&mut self, _os: &mut RealOs) {
@@ -93,8 +93,8 @@ impl Hooks<RealOs> for FacadeHooks {
         self.watchdog
     }
 
-    fn keepalive(&mut self, _os: &mut RealOs) {
-        systemd::notify("WATCHDOG=1");
+    fn keepalive(&mut self, os: &mut RealOs) {
+        systemd::notify(os, "WATCHDOG=1");
     }
 
     fn private_fds(&self) -> Vec<Fd> {
@@ -137,16 +137,18 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
     } else {
         None
     };
-    builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
     builder.daemon.reopen_log = Some(logger::reopen);
-    let mut hooks = FacadeHooks { readiness, watchdog: systemd::watchdog_interval() };
+    let mut hooks = FacadeHooks { readiness, watchdog: None };
     let mut os = match RealOs::new() {
         Ok(os) => os,
         Err(e) => return fail(&mut hooks, &format!("{e}")),
     };
-    // The Os closes only descriptors it knows: systemd's listener is closed
-    // at stop, and the launcher's pipe in every worker forked before ready.
-    for fd in builder.daemon.config.listen_fd.into_iter().chain(hooks.private_fds()) {
+    builder.daemon.config.listen_fd = systemd::activated_listener(&mut os);
+    hooks.watchdog = systemd::watchdog_interval(&os);
+    // The Os closes only descriptors it knows: systemd's listener (taken
+    // above) is closed at stop, and the launcher's pipe in every worker
+    // forked before ready.
+    for fd in hooks.private_fds() {
         os.adopt(fd);
     }
     log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);

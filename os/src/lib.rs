@@ -205,6 +205,25 @@ pub trait Os: Sized + 'static {
     /// removed again.
     fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
 
+    // --- what the process was handed --------------------------------------
+
+    /// The value of an environment variable of the calling process, `None`
+    /// when it is unset. The simulation's processes all see the world's
+    /// environment, [`sim::Config::env`].
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
+
+    /// Takes a descriptor the process was handed at start (a service
+    /// manager's listening socket): makes it non-blocking and close-on-exec,
+    /// and this `Os`'s own to close. `EBADF` when no such descriptor is open.
+    fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd>;
+
+    /// Sends one datagram on a fresh unbound unix datagram socket to `to`: a
+    /// socket file's path, or with a leading `@` an abstract name (the
+    /// convention of systemd's `NOTIFY_SOCKET`). The simulation has no
+    /// datagram sockets: it keeps every datagram sent in the trace and in
+    /// [`sim::Report::datagrams`], and never fails.
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>;
+
     // --- identity of peers -------------------------------------------------
 
     /// The calling process's effective user id.

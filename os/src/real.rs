@@ -278,6 +278,19 @@ impl Os for RealOs {
         files::write_private_file(path, data)
     }
 
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
+        std::env::var_os(name)
+    }
+
+    fn take_inherited(&mut self, fd: Fd) -> std::io::Result<Fd> {
+        io::make_nonblocking_cloexec(fd)?;
+        Ok(self.owns(fd))
+    }
+
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> std::io::Result<()> {
+        net::send_datagram(to, data)
+    }
+
     fn uid(&self) -> u32 {
         files::euid()
     }

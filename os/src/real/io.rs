@@ -111,6 +111,15 @@ fn ready(interest: Ready, revents: libc::c_short) -> Ready {
     ready
 }
 
+/// Makes a descriptor the process inherited non-blocking and close-on-exec,
+/// as every descriptor `RealOs` makes is from the start.
+pub(super) fn make_nonblocking_cloexec(fd: Fd) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd.0, libc::F_GETFL))?;
+    syscall!(fcntl(fd.0, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    syscall!(fcntl(fd.0, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -540,6 +540,28 @@ impl Os for SimOs {
         Ok(())
     }
 
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
+        self.shared.lock().config.env.get(name).cloned()
+    }
+
+    fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd> {
+        let me = self.pid.0;
+        let st = self.enter();
+        if st.procs[&me].fds.contains_key(&fd.0) {
+            Ok(fd)
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EBADF))
+        }
+    }
+
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Datagram { to: to.to_owned(), len: data.len() });
+        st.datagrams.push((Pid(me), to.to_owned(), data.to_vec()));
+        Ok(())
+    }
+
     fn uid(&self) -> u32 {
         self.shared.lock().procs[&self.pid.0].uid
     }
