@@ -32,6 +32,7 @@ mock! {
         fn accept(&mut self, listener: Fd) -> io::Result<Fd>;
         fn connect(&mut self, addr: &Address) -> io::Result<Fd>;
         fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
+        fn pipe(&mut self) -> io::Result<(Fd, Fd)>;
         fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
         fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
         fn close(&mut self, fd: Fd);

@@ -119,6 +119,8 @@ macro_rules! for_each_check {
         $m!(killed_child_is_reaped);
         $m!(several_exits_are_all_reaped);
         $m!(wait_gone_waits_for_the_exit);
+        $m!(pipe_carries_a_line_from_a_child);
+        $m!(pipe_ends_when_its_writer_dies_unwritten);
         $m!(signal_to_self_arrives);
         $m!(signals_coalesce);
         $m!(shared_region_child_to_parent);
@@ -321,6 +323,35 @@ pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
     // Gone though not yet reaped: a zombie counts as gone.
     assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(0))]);
     assert!(os.wait_gone(child, later).unwrap(), "a reaped child is gone at once");
+}
+
+pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
+    os.spawn(
+        SpawnOptions::default(),
+        Box::new(move |os: &mut O| {
+            os.close(r);
+            write_all(os, w, b"ok\n");
+            0
+        }),
+    )
+    .unwrap();
+    os.close(w);
+    assert_eq!(read_to_end(os, r), b"ok\n", "what the child wrote, then end of file");
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
+}
+
+pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
+    // The child exits holding the write end, and writes nothing.
+    os.spawn(SpawnOptions::default(), Box::new(move |_os: &mut O| 1)).unwrap();
+    os.close(w);
+    assert_eq!(read_to_end(os, r), b"", "end of file once the last writer is gone");
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
 }
 
 pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {

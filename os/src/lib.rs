@@ -127,6 +127,13 @@ pub trait Os: Sized + 'static {
     /// A connected pair of unix stream sockets.
     fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
 
+    /// A pipe: `(read end, write end)`. The reader sees end of file once
+    /// every copy of the write end is closed, in every process that
+    /// inherited one (a daemon's readiness pipe tells its launcher so that
+    /// it died before it was ready). The simulation models a pipe as a
+    /// stream pair used one way.
+    fn pipe(&mut self) -> io::Result<(Fd, Fd)>;
+
     /// Non-blocking read; `Ok(0)` is end of file.
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
 

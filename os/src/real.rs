@@ -214,6 +214,11 @@ impl Os for RealOs {
         Ok((self.owns(a), self.owns(b)))
     }
 
+    fn pipe(&mut self) -> std::io::Result<(Fd, Fd)> {
+        let (r, w) = io::pipe()?;
+        Ok((self.owns(r), self.owns(w)))
+    }
+
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> std::io::Result<usize> {
         io::read(fd, buf)
     }

@@ -120,6 +120,14 @@ pub(super) fn make_nonblocking_cloexec(fd: Fd) -> io::Result<()> {
     Ok(())
 }
 
+/// A pipe, both ends non-blocking and close-on-exec from the start.
+pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
+    let mut fds = [0; 2];
+    // Safety: `fds` is valid for two descriptors.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK))?;
+    Ok((Fd(fds[0]), Fd(fds[1])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

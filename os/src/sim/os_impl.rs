@@ -307,6 +307,10 @@ impl Os for SimOs {
         Ok((fa, fb))
     }
 
+    fn pipe(&mut self) -> io::Result<(Fd, Fd)> {
+        self.socket_pair()
+    }
+
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
         let me = self.pid.0;
         let mut st = self.enter();
