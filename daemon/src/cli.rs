@@ -113,7 +113,13 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
     }
     // Before anything is created, in the foreground as under -d: nothing
     // the daemon creates is for others.
-    daemonize::restrict_umask();
+    match RealOs::new() {
+        Ok(mut os) => daemonize::restrict_umask(&mut os),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
     let target = match (daemon, log_file) {
         (true, Some(path)) => Target::File(path),
         (true, None) => Target::Nowhere,

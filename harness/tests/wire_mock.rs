@@ -24,6 +24,9 @@ mock! {
         fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
         fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
         fn setsid(&mut self) -> io::Result<()>;
+        fn set_umask(&mut self, umask: u32) -> u32;
+        fn chdir_root(&mut self) -> io::Result<()>;
+        fn redirect_stdio_to_null(&mut self) -> io::Result<()>;
         fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
         fn set_parent_death_signal(&mut self, signal: Signal) -> io::Result<()>;
         fn install_signals(&mut self, signals: &[Signal]) -> io::Result<Fd>;

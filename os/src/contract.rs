@@ -17,7 +17,7 @@
 //!   met exactly there and "at or after" it on the kernel.
 //!
 //! A few checks must set up what no `Os` call makes — a file others may
-//! read, a symbolic link, a umask — or look at what no call tells (a file's
+//! read, a symbolic link — or look at what no call tells (a file's
 //! mode). They do it through [`Tamper`], implemented once per arm (with
 //! `std::fs` on the kernel, with the simulation's helpers in a world), so
 //! that the checks themselves are still written once.
@@ -47,8 +47,6 @@ pub trait Tamper {
     fn write_file(&mut self, path: &Path, data: &[u8]);
     /// What a regular file holds, read without any check.
     fn content_of(&self, path: &Path) -> Option<Vec<u8>>;
-    /// Sets the process's umask, returning the previous one.
-    fn set_umask(&mut self, umask: u32) -> u32;
 }
 
 impl Tamper for RealOs {
@@ -73,11 +71,6 @@ impl Tamper for RealOs {
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         std::fs::read(path).ok()
     }
-
-    fn set_umask(&mut self, umask: u32) -> u32 {
-        // Safety: umask cannot fail; it only swaps the process's mask.
-        unsafe { libc::umask(umask as libc::mode_t) as u32 }
-    }
 }
 
 impl Tamper for SimOs {
@@ -101,10 +94,6 @@ impl Tamper for SimOs {
 
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         self.file_content(path)
-    }
-
-    fn set_umask(&mut self, umask: u32) -> u32 {
-        SimOs::set_umask(self, umask)
     }
 }
 

@@ -89,6 +89,21 @@ pub trait Os: Sized + 'static {
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;
 
+    /// Sets the calling process's umask, the bits taken from the mode of
+    /// every file it creates from now on, and returns the previous one.
+    fn set_umask(&mut self, umask: u32) -> u32;
+
+    /// Moves the calling process to `/`, so that a daemon keeps no
+    /// directory busy. The simulation has no working directory: it only
+    /// records the call.
+    fn chdir_root(&mut self) -> io::Result<()>;
+
+    /// Points descriptors 0, 1 and 2 at `/dev/null`. They are never left
+    /// closed, or the next descriptor opened would become someone's
+    /// standard output. The simulation has no standard descriptors: it
+    /// only records the call.
+    fn redirect_stdio_to_null(&mut self) -> io::Result<()>;
+
     /// Sets the calling process's niceness.
     fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
 

@@ -171,6 +171,18 @@ impl Os for RealOs {
         process::setsid()
     }
 
+    fn set_umask(&mut self, umask: u32) -> u32 {
+        process::set_umask(umask)
+    }
+
+    fn chdir_root(&mut self) -> std::io::Result<()> {
+        process::chdir_root()
+    }
+
+    fn redirect_stdio_to_null(&mut self) -> std::io::Result<()> {
+        process::redirect_stdio_to_null()
+    }
+
     fn set_niceness(&mut self, niceness: i32) -> std::io::Result<()> {
         process::set_niceness(niceness)
     }

@@ -200,6 +200,35 @@ pub(super) fn setsid() -> io::Result<()> {
     Ok(())
 }
 
+pub(super) fn set_umask(umask: u32) -> u32 {
+    // Safety: umask cannot fail; it only swaps the process's mask.
+    unsafe { libc::umask(umask as libc::mode_t) as u32 }
+}
+
+pub(super) fn chdir_root() -> io::Result<()> {
+    retry(|| unistd::chdir("/"))
+}
+
+pub(super) fn redirect_stdio_to_null() -> io::Result<()> {
+    // Safety: the path is a valid C string.
+    let null = syscall!(open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC))?;
+    let mut result = Ok(());
+    for fd in 0..3 {
+        if fd != null {
+            // dup2 clears close-on-exec on the copy, as standard descriptors want.
+            if let Err(e) = syscall!(dup2(null, fd)) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if null > 2 {
+        // Safety: our own descriptor, no longer needed.
+        unsafe { libc::close(null) };
+    }
+    result
+}
+
 pub(super) fn set_niceness(niceness: i32) -> io::Result<()> {
     syscall!(setpriority(libc::PRIO_PROCESS, 0, niceness))?;
     Ok(())

@@ -140,6 +140,29 @@ impl Os for SimOs {
         Ok(())
     }
 
+    /// Children inherit it. It shapes the files the world creates as the
+    /// kernel's does: a new pid file gets `0600 & !umask`; a unix socket
+    /// and a private file get their own mode whatever it is.
+    fn set_umask(&mut self, umask: u32) -> u32 {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        std::mem::replace(&mut st.proc(me).umask, umask & 0o777)
+    }
+
+    fn chdir_root(&mut self) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Note("chdir /".into()));
+        Ok(())
+    }
+
+    fn redirect_stdio_to_null(&mut self) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Note("stdio to /dev/null".into()));
+        Ok(())
+    }
+
     fn set_niceness(&mut self, niceness: i32) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
