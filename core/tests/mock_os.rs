@@ -27,7 +27,11 @@ mock! {
         fn spawn(&mut self, opts: SpawnOptions, entry: Entry<MockOs>) -> io::Result<Pid>;
         fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
         fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
+        fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
         fn setsid(&mut self) -> io::Result<()>;
+        fn set_umask(&mut self, umask: u32) -> u32;
+        fn chdir_root(&mut self) -> io::Result<()>;
+        fn redirect_stdio_to_null(&mut self) -> io::Result<()>;
         fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
         fn set_parent_death_signal(&mut self, signal: Signal) -> io::Result<()>;
         fn install_signals(&mut self, signals: &[Signal]) -> io::Result<Fd>;
@@ -36,6 +40,7 @@ mock! {
         fn accept(&mut self, listener: Fd) -> io::Result<Fd>;
         fn connect(&mut self, addr: &Address) -> io::Result<Fd>;
         fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
+        fn pipe(&mut self) -> io::Result<(Fd, Fd)>;
         fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
         fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize>;
         fn close(&mut self, fd: Fd);
@@ -49,6 +54,9 @@ mock! {
         fn file_kind(&self, path: &Path) -> Option<FileKind>;
         fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
         fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
+        fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
+        fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd>;
+        fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>;
         fn uid(&self) -> u32;
         fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
         fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;

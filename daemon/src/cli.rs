@@ -4,11 +4,11 @@
 //! Exit codes: 0 done; 1 the daemon failed to start or a call failed;
 //! 2 the command line or the configuration is invalid; 3 no daemon answers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use forkd_core::daemon::{Config, Hooks, StartError};
 use forkd_os::real::RealOs;
-use forkd_os::{Address, Fd, Os};
+use forkd_os::{Address, Fd, Os, Pid};
 use serde_json::{Map, Value};
 
 use crate::builder::Builder;
@@ -19,6 +19,8 @@ use crate::logger::{self, Target};
 use crate::systemd;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` waits for the daemon's process to go.
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
     if !builder.errors.is_empty() {
@@ -67,16 +69,16 @@ struct FacadeHooks {
 }
 
 impl Hooks<RealOs> for FacadeHooks {
-    fn ready(&mut self, _os: &mut RealOs) {
+    fn ready(&mut self, os: &mut RealOs) {
         log::info!("ready");
         if let Some(r) = &mut self.readiness {
             r.ready();
         }
-        systemd::notify("READY=1");
+        systemd::notify(os, "READY=1");
     }
 
-    fn stopping(&mut self, _os: &mut RealOs) {
-        systemd::notify("STOPPING=1");
+    fn stopping(&mut self, os: &mut RealOs) {
+        systemd::notify(os, "STOPPING=1");
     }
 
     fn stopped(&mut self, _os: &mut RealOs) {
@@ -91,8 +93,8 @@ impl Hooks<RealOs> for FacadeHooks {
         self.watchdog
     }
 
-    fn keepalive(&mut self, _os: &mut RealOs) {
-        systemd::notify("WATCHDOG=1");
+    fn keepalive(&mut self, os: &mut RealOs) {
+        systemd::notify(os, "WATCHDOG=1");
     }
 
     fn private_fds(&self) -> Vec<Fd> {
@@ -111,7 +113,13 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
     }
     // Before anything is created, in the foreground as under -d: nothing
     // the daemon creates is for others.
-    daemonize::restrict_umask();
+    match RealOs::new() {
+        Ok(mut os) => daemonize::restrict_umask(&mut os),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
     let target = match (daemon, log_file) {
         (true, Some(path)) => Target::File(path),
         (true, None) => Target::Nowhere,
@@ -135,16 +143,18 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
     } else {
         None
     };
-    builder.daemon.config.listen_fd = systemd::activated_listener().map(Fd);
     builder.daemon.reopen_log = Some(logger::reopen);
-    let mut hooks = FacadeHooks { readiness, watchdog: systemd::watchdog_interval() };
+    let mut hooks = FacadeHooks { readiness, watchdog: None };
     let mut os = match RealOs::new() {
         Ok(os) => os,
         Err(e) => return fail(&mut hooks, &format!("{e}")),
     };
-    // The Os closes only descriptors it knows: systemd's listener is closed
-    // at stop, and the launcher's pipe in every worker forked before ready.
-    for fd in builder.daemon.config.listen_fd.into_iter().chain(hooks.private_fds()) {
+    builder.daemon.config.listen_fd = systemd::activated_listener(&mut os);
+    hooks.watchdog = systemd::watchdog_interval(&os);
+    // The Os closes only descriptors it knows: systemd's listener (taken
+    // above) is closed at stop, and the launcher's pipe in every worker
+    // forked before ready.
+    for fd in hooks.private_fds() {
         os.adopt(fd);
     }
     log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
@@ -327,29 +337,29 @@ fn stop(address: &Address, options: &ConnectOptions) -> u8 {
     }
     // Wait until the process is gone, with a deadline: the daemon's own stop
     // is bounded by its stop timeout.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(1);
-    while process_exists(pid) {
-        if Instant::now() >= deadline {
-            eprintln!("error: daemon (pid {pid}) still running after 60 s");
-            return 1;
+    if pid > 0 {
+        let mut os = match RealOs::new() {
+            Ok(os) => os,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        let deadline = os.now() + STOP_WAIT;
+        match os.wait_gone(Pid(pid), deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("error: daemon (pid {pid}) still running after {} s", STOP_WAIT.as_secs());
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: wait for pid {pid}: {e}");
+                return 1;
+            }
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
     println!("stopped (pid {pid})");
     0
-}
-
-/// Whether a process with this pid is alive (a zombie counts as gone).
-fn process_exists(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn call(address: &Address, options: &ConnectOptions, method: &str, args: &[String]) -> u8 {

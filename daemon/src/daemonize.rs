@@ -16,12 +16,13 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
+use forkd_os::real::RealOs;
+use forkd_os::Os;
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{chdir, dup2, fork, pipe2, setsid, ForkResult};
+use nix::unistd::{fork, pipe2, setsid, ForkResult};
 
 /// The daemon's end of the readiness pipe.
 pub(crate) struct Readiness {
@@ -79,9 +80,12 @@ pub(crate) fn daemonize() -> io::Result<Side> {
                 Ok(ForkResult::Child) => {}
                 Err(_) => unsafe { libc::_exit(1) },
             }
-            restrict_umask();
-            chdir("/").map_err(io::Error::from)?;
-            detach_stdio()?;
+            // A fresh Os: the one of the process that forked knows the
+            // launcher's pid.
+            let mut os = RealOs::new()?;
+            restrict_umask(&mut os);
+            os.chdir_root()?;
+            os.redirect_stdio_to_null()?;
             Ok(Side::Daemon(Readiness { pipe: Some(File::from(write_end)) }))
         }
     }
@@ -91,8 +95,8 @@ pub(crate) fn daemonize() -> io::Result<Side> {
 /// it creates (pid file, socket, token, logs, workers' files) is never
 /// writable by its group nor accessible to others. Set before the daemon
 /// creates anything.
-pub(crate) fn restrict_umask() {
-    nix::sys::stat::umask(Mode::from_bits_truncate(UMASK));
+pub(crate) fn restrict_umask<O: Os>(os: &mut O) {
+    os.set_umask(UMASK);
 }
 
 const UMASK: u32 = 0o027;
@@ -111,22 +115,4 @@ fn wait_ready(read_end: OwnedFd) -> u8 {
             1
         }
     }
-}
-
-/// Points fds 0, 1 and 2 at `/dev/null`.
-fn detach_stdio() -> io::Result<()> {
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, Mode::empty()).map_err(io::Error::from)?;
-    let raw = null.into_raw_fd();
-    for fd in 0..3 {
-        // Safety: dup2 onto the standard descriptors, which this process owns.
-        let mut target = unsafe { OwnedFd::from_raw_fd(fd) };
-        let source = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        dup2(source, &mut target).map_err(io::Error::from)?;
-        std::mem::forget(target);
-    }
-    if raw > 2 {
-        // Safety: our own descriptor, no longer needed.
-        unsafe { libc::close(raw) };
-    }
-    Ok(())
 }

@@ -2,53 +2,47 @@
 //! notifications on `NOTIFY_SOCKET`, watchdog keep-alives when
 //! `WATCHDOG_USEC` is set, and socket activation through `LISTEN_FDS`.
 //! Under systemd a forkd daemon runs with `-f` (`Type=notify`).
+//!
+//! The environment and the notify socket are the world's, so they are
+//! reached through the [`Os`]: the simulation sets the environment and
+//! keeps the notifications.
 
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
+
+use forkd_os::{Fd, Os};
+
+/// The descriptor of the first socket systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
 
 /// Sends a notification (`READY=1`, `STOPPING=1`, `WATCHDOG=1`) if systemd
 /// asked for them. Failures are ignored: notifications are advisory.
-pub(crate) fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = UnixDatagram::unbound() else { return };
-    let bytes = path.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
-            let _ = sock.send_to_addr(state.as_bytes(), &addr);
-        }
-    } else {
-        let _ = sock.send_to(state.as_bytes(), &path);
-    }
+pub(crate) fn notify<O: Os>(os: &mut O, state: &str) {
+    let Some(socket) = os.env_var("NOTIFY_SOCKET") else { return };
+    let _ = os.send_datagram(&socket, state.as_bytes());
 }
 
 /// Half the watchdog period systemd set for this process, if any.
-pub(crate) fn watchdog_interval() -> Option<Duration> {
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
-        if pid != std::process::id() {
+pub(crate) fn watchdog_interval<O: Os>(os: &O) -> Option<Duration> {
+    if let Some(pid) = env_number::<O, i32>(os, "WATCHDOG_PID") {
+        if pid != os.pid().0 {
             return None;
         }
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let usec: u64 = env_number(os, "WATCHDOG_USEC")?;
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 /// The listening socket systemd passed (fd 3), if it passed one to this
-/// process; made non-blocking and close-on-exec.
-pub(crate) fn activated_listener() -> Option<i32> {
-    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let n: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    if pid != std::process::id() || n < 1 {
+/// process; made non-blocking, close-on-exec and the `Os`'s to close.
+pub(crate) fn activated_listener<O: Os>(os: &mut O) -> Option<Fd> {
+    let pid: i32 = env_number(os, "LISTEN_PID")?;
+    let n: u32 = env_number(os, "LISTEN_FDS")?;
+    if pid != os.pid().0 || n < 1 {
         return None;
     }
-    let fd = 3;
-    // Safety: fcntl on a descriptor systemd handed to this process.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return None;
-        }
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    Some(fd)
+    os.take_inherited(Fd(LISTEN_FDS_START)).ok()
+}
+
+fn env_number<O: Os, T: std::str::FromStr>(os: &O, name: &str) -> Option<T> {
+    os.env_var(name)?.to_str()?.parse().ok()
 }

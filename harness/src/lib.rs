@@ -89,6 +89,7 @@ pub fn run_scenario(sc: Scenario, keep_trace: bool) -> RunResult {
         max_steps: sc.max_steps,
         max_time: Duration::from_secs(600),
         trace: true,
+        env: Default::default(),
     };
     let world_sc = sc.clone();
     let world_probe = probe.clone();

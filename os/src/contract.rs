@@ -17,7 +17,7 @@
 //!   met exactly there and "at or after" it on the kernel.
 //!
 //! A few checks must set up what no `Os` call makes — a file others may
-//! read, a symbolic link, a umask — or look at what no call tells (a file's
+//! read, a symbolic link — or look at what no call tells (a file's
 //! mode). They do it through [`Tamper`], implemented once per arm (with
 //! `std::fs` on the kernel, with the simulation's helpers in a world), so
 //! that the checks themselves are still written once.
@@ -47,8 +47,6 @@ pub trait Tamper {
     fn write_file(&mut self, path: &Path, data: &[u8]);
     /// What a regular file holds, read without any check.
     fn content_of(&self, path: &Path) -> Option<Vec<u8>>;
-    /// Sets the process's umask, returning the previous one.
-    fn set_umask(&mut self, umask: u32) -> u32;
 }
 
 impl Tamper for RealOs {
@@ -72,11 +70,6 @@ impl Tamper for RealOs {
 
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         std::fs::read(path).ok()
-    }
-
-    fn set_umask(&mut self, umask: u32) -> u32 {
-        // Safety: umask cannot fail; it only swaps the process's mask.
-        unsafe { libc::umask(umask as libc::mode_t) as u32 }
     }
 }
 
@@ -102,10 +95,6 @@ impl Tamper for SimOs {
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         self.file_content(path)
     }
-
-    fn set_umask(&mut self, umask: u32) -> u32 {
-        SimOs::set_umask(self, umask)
-    }
 }
 
 /// Calls `$m!(name)` for every check of the suite.
@@ -118,6 +107,9 @@ macro_rules! for_each_check {
         $m!(exited_child_is_reaped);
         $m!(killed_child_is_reaped);
         $m!(several_exits_are_all_reaped);
+        $m!(wait_gone_waits_for_the_exit);
+        $m!(pipe_carries_a_line_from_a_child);
+        $m!(pipe_ends_when_its_writer_dies_unwritten);
         $m!(signal_to_self_arrives);
         $m!(signals_coalesce);
         $m!(shared_region_child_to_parent);
@@ -294,6 +286,61 @@ pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     reaped.sort();
     expected.sort();
     assert_eq!(reaped, expected, "every child is reaped once, with its own status");
+}
+
+pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (here, there) = os.socket_pair().unwrap();
+    let child = os
+        .spawn(
+            SpawnOptions::default(),
+            Box::new(move |os: &mut O| {
+                // Runs until the parent closes its end.
+                os.close(here);
+                let _ = read_to_end(os, there);
+                0
+            }),
+        )
+        .unwrap();
+    os.close(there);
+    let soon = os.now() + Duration::from_millis(20);
+    assert!(!os.wait_gone(child, soon).unwrap(), "a running child is not gone");
+    assert!(os.now() >= soon, "wait_gone returned before its deadline");
+    os.close(here);
+    let later = os.now() + TIMEOUT;
+    assert!(os.wait_gone(child, later).unwrap(), "the child went");
+    // Gone though not yet reaped: a zombie counts as gone.
+    assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(0))]);
+    assert!(os.wait_gone(child, later).unwrap(), "a reaped child is gone at once");
+}
+
+pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
+    os.spawn(
+        SpawnOptions::default(),
+        Box::new(move |os: &mut O| {
+            os.close(r);
+            write_all(os, w, b"ok\n");
+            0
+        }),
+    )
+    .unwrap();
+    os.close(w);
+    assert_eq!(read_to_end(os, r), b"ok\n", "what the child wrote, then end of file");
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
+}
+
+pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
+    // The child exits holding the write end, and writes nothing.
+    os.spawn(SpawnOptions::default(), Box::new(move |_os: &mut O| 1)).unwrap();
+    os.close(w);
+    assert_eq!(read_to_end(os, r), b"", "end of file once the last writer is gone");
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
 }
 
 pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {

@@ -78,8 +78,31 @@ pub trait Os: Sized + 'static {
     /// Sends `signal` to a process or a process group.
     fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
 
+    /// Waits until the process `pid` is gone or `deadline` passes, and says
+    /// whether it is gone. Any process may be waited for, not only a child;
+    /// one that has exited but is not yet reaped (a zombie) counts as gone.
+    /// The real kernel is asked through a pidfd, which polls readable when
+    /// the process exits; a kernel without pidfds is asked with `kill(pid,
+    /// 0)` every few milliseconds instead. A signal does not end the wait.
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
+
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;
+
+    /// Sets the calling process's umask, the bits taken from the mode of
+    /// every file it creates from now on, and returns the previous one.
+    fn set_umask(&mut self, umask: u32) -> u32;
+
+    /// Moves the calling process to `/`, so that a daemon keeps no
+    /// directory busy. The simulation has no working directory: it only
+    /// records the call.
+    fn chdir_root(&mut self) -> io::Result<()>;
+
+    /// Points descriptors 0, 1 and 2 at `/dev/null`. They are never left
+    /// closed, or the next descriptor opened would become someone's
+    /// standard output. The simulation has no standard descriptors: it
+    /// only records the call.
+    fn redirect_stdio_to_null(&mut self) -> io::Result<()>;
 
     /// Sets the calling process's niceness.
     fn set_niceness(&mut self, niceness: i32) -> io::Result<()>;
@@ -118,6 +141,13 @@ pub trait Os: Sized + 'static {
 
     /// A connected pair of unix stream sockets.
     fn socket_pair(&mut self) -> io::Result<(Fd, Fd)>;
+
+    /// A pipe: `(read end, write end)`. The reader sees end of file once
+    /// every copy of the write end is closed, in every process that
+    /// inherited one (a daemon's readiness pipe tells its launcher so that
+    /// it died before it was ready). The simulation models a pipe as a
+    /// stream pair used one way.
+    fn pipe(&mut self) -> io::Result<(Fd, Fd)>;
 
     /// Non-blocking read; `Ok(0)` is end of file.
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize>;
@@ -196,6 +226,25 @@ pub trait Os: Sized + 'static {
     /// symbolic link included. A file that could not be written whole is
     /// removed again.
     fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
+
+    // --- what the process was handed --------------------------------------
+
+    /// The value of an environment variable of the calling process, `None`
+    /// when it is unset. The simulation's processes all see the world's
+    /// environment, [`sim::Config::env`].
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
+
+    /// Takes a descriptor the process was handed at start (a service
+    /// manager's listening socket): makes it non-blocking and close-on-exec,
+    /// and this `Os`'s own to close. `EBADF` when no such descriptor is open.
+    fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd>;
+
+    /// Sends one datagram on a fresh unbound unix datagram socket to `to`: a
+    /// socket file's path, or with a leading `@` an abstract name (the
+    /// convention of systemd's `NOTIFY_SOCKET`). The simulation has no
+    /// datagram sockets: it keeps every datagram sent in the trace and in
+    /// [`sim::Report::datagrams`], and never fails.
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>;
 
     // --- identity of peers -------------------------------------------------
 

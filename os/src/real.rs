@@ -163,8 +163,24 @@ impl Os for RealOs {
         process::kill(target, signal)
     }
 
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> std::io::Result<bool> {
+        process::wait_gone(pid, deadline)
+    }
+
     fn setsid(&mut self) -> std::io::Result<()> {
         process::setsid()
+    }
+
+    fn set_umask(&mut self, umask: u32) -> u32 {
+        process::set_umask(umask)
+    }
+
+    fn chdir_root(&mut self) -> std::io::Result<()> {
+        process::chdir_root()
+    }
+
+    fn redirect_stdio_to_null(&mut self) -> std::io::Result<()> {
+        process::redirect_stdio_to_null()
     }
 
     fn set_niceness(&mut self, niceness: i32) -> std::io::Result<()> {
@@ -208,6 +224,11 @@ impl Os for RealOs {
     fn socket_pair(&mut self) -> std::io::Result<(Fd, Fd)> {
         let (a, b) = net::socket_pair()?;
         Ok((self.owns(a), self.owns(b)))
+    }
+
+    fn pipe(&mut self) -> std::io::Result<(Fd, Fd)> {
+        let (r, w) = io::pipe()?;
+        Ok((self.owns(r), self.owns(w)))
     }
 
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -272,6 +293,19 @@ impl Os for RealOs {
 
     fn write_private_file(&mut self, path: &Path, data: &[u8]) -> std::io::Result<()> {
         files::write_private_file(path, data)
+    }
+
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
+        std::env::var_os(name)
+    }
+
+    fn take_inherited(&mut self, fd: Fd) -> std::io::Result<Fd> {
+        io::make_nonblocking_cloexec(fd)?;
+        Ok(self.owns(fd))
+    }
+
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> std::io::Result<()> {
+        net::send_datagram(to, data)
     }
 
     fn uid(&self) -> u32 {

@@ -111,6 +111,23 @@ fn ready(interest: Ready, revents: libc::c_short) -> Ready {
     ready
 }
 
+/// Makes a descriptor the process inherited non-blocking and close-on-exec,
+/// as every descriptor `RealOs` makes is from the start.
+pub(super) fn make_nonblocking_cloexec(fd: Fd) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd.0, libc::F_GETFL))?;
+    syscall!(fcntl(fd.0, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    syscall!(fcntl(fd.0, libc::F_SETFD, libc::FD_CLOEXEC))?;
+    Ok(())
+}
+
+/// A pipe, both ends non-blocking and close-on-exec from the start.
+pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
+    let mut fds = [0; 2];
+    // Safety: `fds` is valid for two descriptors.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK))?;
+    Ok((Fd(fds[0]), Fd(fds[1])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

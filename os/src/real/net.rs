@@ -204,3 +204,17 @@ pub(super) fn peer(fd: Fd) -> io::Result<Peer> {
         _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a unix or tcp socket")),
     }
 }
+
+/// Sends one datagram from a fresh unbound socket, which is closed again:
+/// to a socket file, or with a leading `@` to an abstract name.
+pub(super) fn send_datagram(to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    let addr = match to.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(to)?,
+    };
+    sock.send_to_addr(data, &addr)?;
+    Ok(())
+}

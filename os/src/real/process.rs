@@ -21,8 +21,8 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::unistd::{self, ForkResult};
 
 use crate::real::sys::retry;
-use crate::real::RealOs;
-use crate::{Entry, ExitStatus, KillTarget, Pid, Signal, SpawnOptions};
+use crate::real::{time, RealOs};
+use crate::{Entry, ExitStatus, Instant, KillTarget, Pid, Signal, SpawnOptions};
 
 /// The exit code of a child whose entry panicked.
 const PANIC_EXIT_CODE: i32 = 101;
@@ -143,9 +143,90 @@ pub(super) fn kill(target: KillTarget, signal: Signal) -> io::Result<()> {
     Ok(())
 }
 
+/// How often a kernel without pidfds is asked whether the process is gone.
+const GONE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+pub(super) fn wait_gone(pid: Pid, deadline: Instant) -> io::Result<bool> {
+    if pid.0 <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("wait: invalid pid {pid}")));
+    }
+    // Safety: pidfd_open takes a pid and flags and returns a new descriptor.
+    let pidfd = match retry(|| nix::errno::Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) })) {
+        Ok(fd) => fd as i32,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return wait_gone_by_kill(pid, deadline),
+        Err(e) => return Err(e),
+    };
+    let result = loop {
+        let mut fds = [libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 }];
+        let left = deadline.saturating_duration_since(time::now());
+        // Rounded up, so that a wait does not end a fraction of a millisecond
+        // early and spin.
+        let timeout = i32::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
+        // Safety: `fds` is valid for one entry. A signal interrupts the
+        // wait, which goes on with what is left of it.
+        match nix::errno::Errno::result(unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout) }) {
+            Ok(0) if time::now() >= deadline => break Ok(false),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => break Ok(true),
+            Err(e) => break Err(io::Error::from(e)),
+        }
+    };
+    // Safety: our own descriptor, closed once.
+    unsafe { libc::close(pidfd) };
+    result
+}
+
+/// `wait_gone` on a kernel older than pidfds (Linux 5.3): asks `kill(pid,
+/// 0)`, which a zombie still answers, until it fails with `ESRCH`.
+fn wait_gone_by_kill(pid: Pid, deadline: Instant) -> io::Result<bool> {
+    loop {
+        match syscall!(kill(pid.0, 0)) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(e),
+        }
+        let now = time::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        time::sleep_until((now + GONE_POLL_INTERVAL).min(deadline));
+    }
+}
+
 pub(super) fn setsid() -> io::Result<()> {
     retry(unistd::setsid)?;
     Ok(())
+}
+
+pub(super) fn set_umask(umask: u32) -> u32 {
+    // Safety: umask cannot fail; it only swaps the process's mask.
+    unsafe { libc::umask(umask as libc::mode_t) as u32 }
+}
+
+pub(super) fn chdir_root() -> io::Result<()> {
+    retry(|| unistd::chdir("/"))
+}
+
+pub(super) fn redirect_stdio_to_null() -> io::Result<()> {
+    // Safety: the path is a valid C string.
+    let null = syscall!(open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC))?;
+    let mut result = Ok(());
+    for fd in 0..3 {
+        if fd != null {
+            // dup2 clears close-on-exec on the copy, as standard descriptors want.
+            if let Err(e) = syscall!(dup2(null, fd)) {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if null > 2 {
+        // Safety: our own descriptor, no longer needed.
+        unsafe { libc::close(null) };
+    }
+    result
 }
 
 pub(super) fn set_niceness(niceness: i32) -> io::Result<()> {

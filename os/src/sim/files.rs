@@ -113,16 +113,6 @@ impl SimOs {
         st.record(me, TraceEvent::SetGid(gid));
     }
 
-    /// Sets the calling process's umask and returns the previous one
-    /// (children inherit it). It shapes the files the world creates for it
-    /// as the kernel's does: a new pid file gets `0600 & !umask`; a unix
-    /// socket and a private file get their own mode whatever it is.
-    pub fn set_umask(&mut self, umask: u32) -> u32 {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        std::mem::replace(&mut st.proc(me).umask, umask & 0o777)
-    }
-
     /// The content of a simulated file, for tests.
     pub fn file_content(&self, path: &Path) -> Option<Vec<u8>> {
         match self.shared.lock().files.get(path) {

@@ -27,6 +27,7 @@
 //! them on.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -91,6 +92,8 @@ pub struct Config {
     pub max_time: Duration,
     /// Keep a trace of every call (always on for replays; off saves memory).
     pub trace: bool,
+    /// The environment every simulated process sees (`Os::env_var`).
+    pub env: BTreeMap<String, OsString>,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             max_steps: 2_000_000,
             max_time: Duration::from_secs(3600),
             trace: true,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +137,9 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     /// Regions some process still maps (none once every process is gone).
     pub live_regions: usize,
+    /// Every datagram sent (`Os::send_datagram`), in order: who sent it,
+    /// to what address, what it said.
+    pub datagrams: Vec<(Pid, OsString, Vec<u8>)>,
     /// The trace, one event a line.
     pub trace: Vec<TraceLine>,
     /// Virtual time at the end.

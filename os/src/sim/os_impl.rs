@@ -118,11 +118,48 @@ impl Os for SimOs {
         Ok(())
     }
 
+    fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool> {
+        let me = self.pid.0;
+        if pid.0 <= 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("wait: invalid pid {pid}")));
+        }
+        let mut st = self.enter();
+        if !st.gone(pid.0) && st.clock < deadline.0 {
+            st = self.block(st, Wait::Gone { pid: pid.0, deadline: deadline.0 });
+        }
+        let gone = st.gone(pid.0);
+        st.record(me, TraceEvent::WaitGone { pid, gone });
+        Ok(gone)
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
         let p = st.proc(me);
         p.pgid = p.pid;
+        Ok(())
+    }
+
+    /// Children inherit it. It shapes the files the world creates as the
+    /// kernel's does: a new pid file gets `0600 & !umask`; a unix socket
+    /// and a private file get their own mode whatever it is.
+    fn set_umask(&mut self, umask: u32) -> u32 {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        std::mem::replace(&mut st.proc(me).umask, umask & 0o777)
+    }
+
+    fn chdir_root(&mut self) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Note("chdir /".into()));
+        Ok(())
+    }
+
+    fn redirect_stdio_to_null(&mut self) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Note("stdio to /dev/null".into()));
         Ok(())
     }
 
@@ -291,6 +328,10 @@ impl Os for SimOs {
         let fb = st.install_fd(me, b);
         st.record(me, TraceEvent::SocketPair { a: fa, b: fb, conn });
         Ok((fa, fb))
+    }
+
+    fn pipe(&mut self) -> io::Result<(Fd, Fd)> {
+        self.socket_pair()
     }
 
     fn read(&mut self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
@@ -523,6 +564,28 @@ impl Os for SimOs {
         let uid = st.procs[&me].uid;
         st.files.insert(path.to_path_buf(), FileNode::Regular { content: data.to_vec(), lock: None, uid, mode: 0o600 });
         st.record(me, TraceEvent::WritePrivate { path: path.to_path_buf(), bytes: Some(data.len()) });
+        Ok(())
+    }
+
+    fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
+        self.shared.lock().config.env.get(name).cloned()
+    }
+
+    fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd> {
+        let me = self.pid.0;
+        let st = self.enter();
+        if st.procs[&me].fds.contains_key(&fd.0) {
+            Ok(fd)
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EBADF))
+        }
+    }
+
+    fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.record(me, TraceEvent::Datagram { to: to.to_owned(), len: data.len() });
+        st.datagrams.push((Pid(me), to.to_owned(), data.to_vec()));
         Ok(())
     }
 

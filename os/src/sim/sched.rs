@@ -16,8 +16,18 @@ use crate::{Entry, ExitStatus, Pid, Ready};
 
 #[derive(Clone, Debug)]
 pub(super) enum Wait {
-    Poll { fds: Vec<(i32, Ready)>, deadline: Option<u64> },
-    Sleep { deadline: u64 },
+    Poll {
+        fds: Vec<(i32, Ready)>,
+        deadline: Option<u64>,
+    },
+    Sleep {
+        deadline: u64,
+    },
+    /// Until the process is gone (exited, reaped or not) or the deadline.
+    Gone {
+        pid: i32,
+        deadline: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -38,6 +48,7 @@ impl State {
             Run::Runnable => true,
             Run::Zombie(_) => false,
             Run::Blocked(Wait::Sleep { deadline }) => self.clock >= *deadline,
+            Run::Blocked(Wait::Gone { pid, deadline }) => self.clock >= *deadline || self.gone(*pid),
             Run::Blocked(Wait::Poll { fds, deadline }) => {
                 deadline.is_some_and(|d| self.clock >= d)
                     || fds.iter().any(|(fd, interest)| !self.readiness(pid, *fd, *interest).is_empty())
@@ -45,11 +56,17 @@ impl State {
         }
     }
 
+    /// Whether no live process has this pid: it never ran, was reaped, or
+    /// is a zombie.
+    pub(super) fn gone(&self, pid: i32) -> bool {
+        self.procs.get(&pid).is_none_or(|p| !p.alive())
+    }
+
     pub(super) fn earliest_deadline(&self) -> Option<u64> {
         self.procs
             .values()
             .filter_map(|p| match &p.run {
-                Run::Blocked(Wait::Sleep { deadline }) => Some(*deadline),
+                Run::Blocked(Wait::Sleep { deadline } | Wait::Gone { deadline, .. }) => Some(*deadline),
                 Run::Blocked(Wait::Poll { deadline, .. }) => *deadline,
                 _ => None,
             })

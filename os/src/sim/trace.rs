@@ -67,6 +67,8 @@ pub enum TraceEvent {
     Reap { child: Pid, status: ExitStatus },
     /// It sent `signal` to `target`, which reached `victims` (none: ESRCH).
     Kill { target: KillTarget, signal: Signal, victims: Vec<Pid> },
+    /// It waited for `pid` to go, which it had (or not, at the deadline).
+    WaitGone { pid: Pid, gone: bool },
     /// It took these pending signals.
     Signals(SignalSet),
     /// It listened on `addr`.
@@ -117,6 +119,8 @@ pub enum TraceEvent {
     Random(usize),
     /// Something the process noted through `Os::note`.
     Note(String),
+    /// It sent a datagram of `len` bytes to `to`.
+    Datagram { to: std::ffi::OsString, len: usize },
     /// A test planted a regular file.
     PlantFile { path: PathBuf, uid: u32, mode: u32 },
     /// A test planted a symbolic link.
@@ -145,6 +149,7 @@ impl fmt::Display for TraceEvent {
                 let victims: Vec<i32> = victims.iter().map(|p| p.0).collect();
                 write!(f, "kill {target:?} {signal} -> {victims:?}")
             }
+            E::WaitGone { pid, gone } => write!(f, "wait gone {pid} -> {gone}"),
             E::Signals(set) => {
                 let names: Vec<&str> = set.iter().map(Signal::name).collect();
                 write!(f, "signals {}", names.join(","))
@@ -174,6 +179,7 @@ impl fmt::Display for TraceEvent {
             E::WritePrivate { path, bytes: Some(n) } => write!(f, "write private {} -> {n} bytes", path.display()),
             E::Random(n) => write!(f, "random {n} bytes"),
             E::Note(text) => write!(f, "{text}"),
+            E::Datagram { to, len } => write!(f, "datagram {len} bytes to {}", to.to_string_lossy()),
             E::PlantFile { path, uid, mode } => write!(f, "plant file {} uid {uid} mode {mode:04o}", path.display()),
             E::PlantSymlink { path, target } => write!(f, "plant symlink {} -> {}", path.display(), target.display()),
             E::SetUid(uid) => write!(f, "set uid {uid}"),
