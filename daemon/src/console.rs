@@ -34,169 +34,9 @@ fn command(config: &Config) -> Command {
         .about(d.description.clone())
         .disable_help_flag(true)
         .disable_help_subcommand(true)
-        .arg(Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help"))
-        .arg(
-            Arg::new("daemon")
-                .short('d')
-                .long("daemon")
-                .action(ArgAction::SetTrue)
-                .conflicts_with("foreground")
-                .help("Run as a daemon: detach, and return once it is ready"),
-        )
-        .arg(
-            Arg::new("foreground")
-                .short('f')
-                .long("foreground")
-                .action(ArgAction::SetTrue)
-                .help("Run in the foreground, attached to the terminal (use this under systemd)"),
-        )
-        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("Log debug messages"))
-        .arg(
-            Arg::new("hardstart")
-                .short('s')
-                .long("hardstart")
-                .action(ArgAction::SetTrue)
-                .help("Hard start (the original's flag): accepted, and changes nothing, as a stale socket or pid file never blocks a start"),
-        )
-        .arg(
-            Arg::new("socket")
-                .long("socket")
-                .global(true)
-                .value_name("ADDRESS")
-                .help(format!("Control socket: unix://PATH or tcp://IP:PORT [default: {}]", d.address)),
-        )
-        .arg(
-            Arg::new("pidfile")
-                .long("pidfile")
-                .global(true)
-                .value_name("PATH")
-                .help(format!("Pid file [default: {}]", d.pid_file.display())),
-        )
-        .arg(Arg::new("socket-mode").long("socket-mode").value_name("OCTAL").help(format!(
-            "Permission bits of a unix control socket, e.g. 660 with --allow-gid [default: {:o}]",
-            d.socket_mode
-        )))
-        .arg(
-            Arg::new("socket-buffer")
-                .long("socket-buffer")
-                .value_name("BYTES")
-                .value_parser(clap::value_parser!(u32).range(1..=16 << 20))
-                .help(format!("Bytes read from a connection at a time [default: {}]", d.read_buffer)),
-        )
-        .arg(
-            Arg::new("socket-timeout")
-                .long("socket-timeout")
-                .value_name("SECONDS")
-                .value_parser(clap::value_parser!(u32).range(1..))
-                .help(format!("Close a connection idle this long [default: {}]", d.idle_timeout.as_secs())),
-        )
-        .arg(
-            Arg::new("max-connections")
-                .long("max-connections")
-                .value_name("N")
-                .value_parser(clap::value_parser!(u32).range(1..=65536))
-                .help(format!("Connections served at once [default: {}]", d.max_connections)),
-        )
-        .arg(
-            Arg::new("max-request")
-                .long("max-request")
-                .value_name("BYTES")
-                .value_parser(clap::value_parser!(u32).range(64..))
-                .help(format!("Largest request accepted [default: {}]", d.max_request)),
-        )
-        .arg(
-            Arg::new("niceness")
-                .long("niceness")
-                .value_name("N")
-                .allow_negative_numbers(true)
-                .value_parser(clap::value_parser!(i32).range(-20..=19))
-                .help(format!(
-                    "Niceness of the daemon [default: {}]",
-                    d.niceness.map(|n| n.to_string()).unwrap_or_else(|| "unchanged".into())
-                )),
-        )
-        .arg(Arg::new("token").long("token").global(true).value_name("TOKEN").help(format!(
-            "status/stop/call on tcp: the token (visible in ps: prefer {} or --token-file)",
-            crate::client::TOKEN_ENV
-        )))
-        .arg(Arg::new("token-file").long("token-file").global(true).value_name("PATH").help(format!(
-            "tcp: where the daemon writes its token and status/stop/call read it [default: {}]",
-            d.token_path().display()
-        )))
-        .arg(
-            Arg::new("no-token")
-                .long("no-token")
-                .global(true)
-                .action(ArgAction::SetTrue)
-                .help("tcp: serve without a token (loopback only; logged as a warning)"),
-        )
-        .arg(
-            Arg::new("allow-host")
-                .long("allow-host")
-                .global(true)
-                .value_name("NAME")
-                .action(ArgAction::Append)
-                .help("Accept this HTTP Host name besides loopback names and IP addresses (repeatable)"),
-        )
-        .arg(
-            Arg::new("allow-origin")
-                .long("allow-origin")
-                .global(true)
-                .value_name("ORIGIN")
-                .action(ArgAction::Append)
-                .help("Serve browser requests from scheme://host[:port] (repeatable) [default: none]"),
-        )
-        .arg(
-            Arg::new("allow-uid")
-                .long("allow-uid")
-                .global(true)
-                .value_name("UID")
-                .action(ArgAction::Append)
-                .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
-                .help("unix socket: let this user connect besides the daemon's own and root (repeatable)"),
-        )
-        .arg(
-            Arg::new("allow-gid")
-                .long("allow-gid")
-                .global(true)
-                .value_name("GID")
-                .action(ArgAction::Append)
-                .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
-                .help("unix socket: let users of this primary group connect (repeatable)"),
-        )
-        .arg(
-            Arg::new("max-batch")
-                .long("max-batch")
-                .global(true)
-                .value_name("N")
-                .value_parser(clap::value_parser!(u32).range(1..))
-                .help(format!("Most calls in a batch or system.multicall [default: {}]", d.max_batch)),
-        )
-        .arg(
-            Arg::new("request-timeout")
-                .long("request-timeout")
-                .global(true)
-                .value_name("SECONDS")
-                .value_parser(clap::value_parser!(u32).range(1..))
-                .help(format!(
-                    "A request must arrive whole this soon after its first byte [default: {}]",
-                    d.request_timeout.as_secs()
-                )),
-        )
-        .arg(
-            Arg::new("max-workers")
-                .long("max-workers")
-                .global(true)
-                .value_name("N")
-                .value_parser(clap::value_parser!(u32).range(1..))
-                .help(format!("Most worker processes at once [default: {}]", d.max_workers)),
-        )
-        .arg(
-            Arg::new("log-file")
-                .long("log-file")
-                .value_name("PATH")
-                .help("With -d, log to this file (reopened on SIGUSR1) [default: no log]"),
-        )
+        .args(run_args())
+        .args(socket_args(d))
+        .args(access_args(d))
         .subcommand(Command::new("status").about("Show the daemon's info and a table of its workers"))
         .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone"))
         .subcommand(
@@ -205,6 +45,150 @@ fn command(config: &Config) -> Command {
                 .arg(Arg::new("method").required(true).value_name("METHOD"))
                 .arg(Arg::new("params").num_args(0..).value_name("PARAMS").allow_hyphen_values(true)),
         )
+}
+
+/// How the daemon runs: help, -d, -f, -v, -s.
+fn run_args() -> Vec<Arg> {
+    vec![
+        Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help"),
+        Arg::new("daemon")
+                .short('d')
+                .long("daemon")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("foreground")
+                .help("Run as a daemon: detach, and return once it is ready"),
+        Arg::new("foreground")
+                .short('f')
+                .long("foreground")
+                .action(ArgAction::SetTrue)
+                .help("Run in the foreground, attached to the terminal (use this under systemd)"),
+        Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("Log debug messages"),
+        Arg::new("hardstart")
+                .short('s')
+                .long("hardstart")
+                .action(ArgAction::SetTrue)
+                .help("Hard start (the original's flag): accepted, and changes nothing, as a stale socket or pid file never blocks a start"),
+    ]
+}
+
+/// The control socket and its bounds, the pid file, the log file.
+fn socket_args(d: &Config) -> Vec<Arg> {
+    vec![
+        Arg::new("socket")
+            .long("socket")
+            .global(true)
+            .value_name("ADDRESS")
+            .help(format!("Control socket: unix://PATH or tcp://IP:PORT [default: {}]", d.address)),
+        Arg::new("pidfile")
+            .long("pidfile")
+            .global(true)
+            .value_name("PATH")
+            .help(format!("Pid file [default: {}]", d.pid_file.display())),
+        Arg::new("socket-mode").long("socket-mode").value_name("OCTAL").help(format!(
+            "Permission bits of a unix control socket, e.g. 660 with --allow-gid [default: {:o}]",
+            d.socket_mode
+        )),
+        Arg::new("socket-buffer")
+            .long("socket-buffer")
+            .value_name("BYTES")
+            .value_parser(clap::value_parser!(u32).range(1..=16 << 20))
+            .help(format!("Bytes read from a connection at a time [default: {}]", d.read_buffer)),
+        Arg::new("socket-timeout")
+            .long("socket-timeout")
+            .value_name("SECONDS")
+            .value_parser(clap::value_parser!(u32).range(1..))
+            .help(format!("Close a connection idle this long [default: {}]", d.idle_timeout.as_secs())),
+        Arg::new("max-connections")
+            .long("max-connections")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u32).range(1..=65536))
+            .help(format!("Connections served at once [default: {}]", d.max_connections)),
+        Arg::new("max-request")
+            .long("max-request")
+            .value_name("BYTES")
+            .value_parser(clap::value_parser!(u32).range(64..))
+            .help(format!("Largest request accepted [default: {}]", d.max_request)),
+        Arg::new("niceness")
+            .long("niceness")
+            .value_name("N")
+            .allow_negative_numbers(true)
+            .value_parser(clap::value_parser!(i32).range(-20..=19))
+            .help(format!(
+                "Niceness of the daemon [default: {}]",
+                d.niceness.map(|n| n.to_string()).unwrap_or_else(|| "unchanged".into())
+            )),
+    ]
+}
+
+/// Who may use the control socket, the bounds on what they ask, the log
+/// file.
+fn access_args(d: &Config) -> Vec<Arg> {
+    vec![
+        Arg::new("token").long("token").global(true).value_name("TOKEN").help(format!(
+            "status/stop/call on tcp: the token (visible in ps: prefer {} or --token-file)",
+            crate::client::TOKEN_ENV
+        )),
+        Arg::new("token-file").long("token-file").global(true).value_name("PATH").help(format!(
+            "tcp: where the daemon writes its token and status/stop/call read it [default: {}]",
+            d.token_path().display()
+        )),
+        Arg::new("no-token")
+            .long("no-token")
+            .global(true)
+            .action(ArgAction::SetTrue)
+            .help("tcp: serve without a token (loopback only; logged as a warning)"),
+        Arg::new("allow-host")
+            .long("allow-host")
+            .global(true)
+            .value_name("NAME")
+            .action(ArgAction::Append)
+            .help("Accept this HTTP Host name besides loopback names and IP addresses (repeatable)"),
+        Arg::new("allow-origin")
+            .long("allow-origin")
+            .global(true)
+            .value_name("ORIGIN")
+            .action(ArgAction::Append)
+            .help("Serve browser requests from scheme://host[:port] (repeatable) [default: none]"),
+        Arg::new("allow-uid")
+            .long("allow-uid")
+            .global(true)
+            .value_name("UID")
+            .action(ArgAction::Append)
+            .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
+            .help("unix socket: let this user connect besides the daemon's own and root (repeatable)"),
+        Arg::new("allow-gid")
+            .long("allow-gid")
+            .global(true)
+            .value_name("GID")
+            .action(ArgAction::Append)
+            .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
+            .help("unix socket: let users of this primary group connect (repeatable)"),
+        Arg::new("max-batch")
+            .long("max-batch")
+            .global(true)
+            .value_name("N")
+            .value_parser(clap::value_parser!(u32).range(1..))
+            .help(format!("Most calls in a batch or system.multicall [default: {}]", d.max_batch)),
+        Arg::new("request-timeout")
+            .long("request-timeout")
+            .global(true)
+            .value_name("SECONDS")
+            .value_parser(clap::value_parser!(u32).range(1..))
+            .help(format!(
+                "A request must arrive whole this soon after its first byte [default: {}]",
+                d.request_timeout.as_secs()
+            )),
+        Arg::new("max-workers")
+            .long("max-workers")
+            .global(true)
+            .value_name("N")
+            .value_parser(clap::value_parser!(u32).range(1..))
+            .help(format!("Most worker processes at once [default: {}]", d.max_workers)),
+        Arg::new("log-file")
+            .long("log-file")
+            .value_name("PATH")
+            .help("With -d, log to this file (reopened on SIGUSR1) [default: no log]"),
+    ]
 }
 
 /// The usage text, as `-h` prints it.

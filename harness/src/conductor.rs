@@ -291,14 +291,7 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     children.reap(os);
     let crashed = children.exited(daemon) == Some(ExitStatus::Signaled(Signal::Kill.number()));
     if crashed {
-        let until = os.now() + ORPHAN_BOUND;
-        os.sleep_until(until);
-        children.reap(os);
-        for orphan in os.live_processes().into_iter().filter(|p| !harness.contains(p)) {
-            os.note(format_args!("harness orphan {orphan}"));
-            let _ = os.kill(KillTarget::Process(orphan), Signal::Kill);
-        }
-        let Some(second) = start_daemon(os, &sc, &probe, &mut children) else { return 1 };
+        let Some(second) = start_over(os, &sc, &probe, &mut children, &harness) else { return 1 };
         daemon = second;
         harness.push(daemon);
     }
@@ -412,4 +405,18 @@ fn check_what_is_left(os: &mut SimOs, daemon: Pid, children: &Children, harness:
     if crashed && os.file_exists(std::path::Path::new(TOKEN_FILE)) {
         let _ = os.remove_file(std::path::Path::new(TOKEN_FILE));
     }
+}
+
+/// The daemon was killed: its orphaned workers must end by themselves
+/// within a bound (any still there are noted and killed), and a new daemon
+/// starts over the files it left.
+fn start_over(os: &mut SimOs, sc: &Scenario, probe: &Probe, children: &mut Children, harness: &[Pid]) -> Option<Pid> {
+    let until = os.now() + ORPHAN_BOUND;
+    os.sleep_until(until);
+    children.reap(os);
+    for orphan in os.live_processes().into_iter().filter(|p| !harness.contains(p)) {
+        os.note(format_args!("harness orphan {orphan}"));
+        let _ = os.kill(KillTarget::Process(orphan), Signal::Kill);
+    }
+    start_daemon(os, sc, probe, children)
 }
