@@ -18,6 +18,46 @@ pub(super) enum FileNode {
 }
 
 impl FileNode {
+    /// What taking this as a pid file meets, by the real arm's rules in
+    /// its order: a refusal, or whether it is locked (and the pid it
+    /// names). A stale file of ours that others may read is made 0600.
+    pub(super) fn judge_pid_file(&mut self, uid: u32) -> Result<Option<Option<i32>>, crate::PidFileError> {
+        use crate::PidFileError;
+        match self {
+            FileNode::Symlink { .. } => Err(PidFileError::Unsafe("is a symbolic link".into())),
+            FileNode::Socket { .. } => Err(PidFileError::Io(io::Error::from_raw_os_error(libc::ENXIO))),
+            FileNode::Regular { uid: owner, .. } if *owner != uid => {
+                Err(PidFileError::Unsafe(format!("owned by uid {owner}, not this daemon's user ({uid})")))
+            }
+            FileNode::Regular { content, lock, mode, .. } => {
+                if *mode & 0o077 != 0 {
+                    *mode = 0o600;
+                }
+                Ok(lock.map(|_| std::str::from_utf8(content).ok().and_then(|s| s.trim().parse::<i32>().ok())))
+            }
+        }
+    }
+
+    /// The content of a file that must be private to `uid`, or why not,
+    /// as `Os::read_private_file` says it.
+    pub(super) fn read_private(&self, uid: u32, limit: usize) -> io::Result<Vec<u8>> {
+        let denied = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        match self {
+            FileNode::Symlink { .. } => denied("is a symbolic link".into()),
+            FileNode::Socket { .. } => denied("not a regular file".into()),
+            FileNode::Regular { uid: owner, .. } if *owner != uid => {
+                denied(format!("owned by uid {owner}, not this daemon's user ({uid})"))
+            }
+            FileNode::Regular { mode, .. } if mode & 0o077 != 0 => {
+                denied(format!("readable or writable by others (mode {mode:04o})"))
+            }
+            FileNode::Regular { content, .. } if content.len() > limit => {
+                Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")))
+            }
+            FileNode::Regular { content, .. } => Ok(content.clone()),
+        }
+    }
+
     pub(super) fn kind(&self) -> FileKind {
         match self {
             FileNode::Regular { .. } => FileKind::Regular,

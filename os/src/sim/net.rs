@@ -53,6 +53,16 @@ pub(super) enum End {
 }
 
 impl End {
+    /// Who this end is, as `Os::peer` tells it to the other end.
+    pub(super) fn peer(&self) -> crate::Peer {
+        match *self {
+            End::Unix { pid, uid, gid } => crate::Peer::Unix { pid, uid, gid },
+            End::Tcp(addr) => crate::Peer::Tcp(addr),
+        }
+    }
+}
+
+impl End {
     pub(super) fn of(p: &Proc) -> End {
         End::Unix { pid: p.pid, uid: p.uid, gid: p.gid }
     }

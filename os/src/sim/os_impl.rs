@@ -473,19 +473,7 @@ impl Os for SimOs {
         let fresh = FileNode::Regular { content: Vec::new(), lock: None, uid, mode: 0o600 & !umask };
         // The real arm's rules, in its order: what is at the path is judged
         // before anything is done to it, and a refused file is left alone.
-        let held = match st.files.entry(path.to_path_buf()).or_insert(fresh) {
-            FileNode::Symlink { .. } => Err(PidFileError::Unsafe("is a symbolic link".into())),
-            FileNode::Socket { .. } => Err(PidFileError::Io(io::Error::from_raw_os_error(libc::ENXIO))),
-            FileNode::Regular { uid: owner, .. } if *owner != uid => {
-                Err(PidFileError::Unsafe(format!("owned by uid {owner}, not this daemon's user ({uid})")))
-            }
-            FileNode::Regular { content, lock, mode, .. } => {
-                if *mode & 0o077 != 0 {
-                    *mode = 0o600;
-                }
-                Ok(lock.map(|_| std::str::from_utf8(content).ok().and_then(|s| s.trim().parse::<i32>().ok())))
-            }
-        };
+        let held = st.files.entry(path.to_path_buf()).or_insert(fresh).judge_pid_file(uid);
         let refusal = match held {
             Err(e) => Some(e),
             Ok(None) => None,
@@ -529,21 +517,9 @@ impl Os for SimOs {
         let me = self.pid.0;
         let mut st = self.enter();
         let uid = st.procs[&me].uid;
-        let denied = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
         let result = match st.files.get(path) {
             None => Ok(None),
-            Some(FileNode::Symlink { .. }) => denied("is a symbolic link".into()),
-            Some(FileNode::Socket { .. }) => denied("not a regular file".into()),
-            Some(FileNode::Regular { uid: owner, .. }) if *owner != uid => {
-                denied(format!("owned by uid {owner}, not this daemon's user ({uid})"))
-            }
-            Some(FileNode::Regular { mode, .. }) if mode & 0o077 != 0 => {
-                denied(format!("readable or writable by others (mode {mode:04o})"))
-            }
-            Some(FileNode::Regular { content, .. }) if content.len() > limit => {
-                Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")))
-            }
-            Some(FileNode::Regular { content, .. }) => Ok(Some(content.clone())),
+            Some(node) => node.read_private(uid, limit).map(Some),
         };
         let outcome = match &result {
             Ok(Some(data)) => format!("{} bytes", data.len()),
@@ -597,10 +573,7 @@ impl Os for SimOs {
         let me = self.pid.0;
         let st = self.enter();
         let (conn, side) = Self::stream_of(&st, me, fd)?;
-        Ok(match st.conns[&conn].ends[1 - side] {
-            End::Unix { pid, uid, gid } => Peer::Unix { pid, uid, gid },
-            End::Tcp(addr) => Peer::Tcp(addr),
-        })
+        Ok(st.conns[&conn].ends[1 - side].peer())
     }
 
     /// Drawn from the world's generator, so a seed replays its secrets too.
