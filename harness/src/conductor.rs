@@ -262,13 +262,7 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
         epoch,
     };
     for plan in &sc.clients {
-        let ctx = ctx_of(plan, &harness, daemon, epoch);
-        let Some(pid) = spawn(os, move || {
-            let ctx = ctx.clone();
-            Box::new(move |os: &mut SimOs| client::run(os, ctx))
-        }) else {
-            return 1;
-        };
+        let Some(pid) = spawn_client(os, ctx_of(plan, &harness, daemon, epoch)) else { return 1 };
         os.note(format_args!("harness client={} pid={pid}", plan.id));
         harness.push(pid);
         waited.push(pid);
@@ -300,10 +294,7 @@ pub fn run(os: &mut SimOs, sc: Scenario, probe: Probe) -> i32 {
     os.set_faults(forkd_os::sim::Faults::default());
     if children.exited(daemon).is_none() {
         let ctx = ctx_of(&sc.last, &harness, daemon, os.now());
-        if let Some(pid) = spawn(os, move || {
-            let ctx = ctx.clone();
-            Box::new(move |os: &mut SimOs| client::run(os, ctx))
-        }) {
+        if let Some(pid) = spawn_client(os, ctx) {
             os.note(format_args!("harness last pid={pid}"));
             harness.push(pid);
             if !children.wait_all(os, &[pid], os.now() + Duration::from_secs(60), None, &mut |_, _| {}) {
@@ -419,4 +410,12 @@ fn start_over(os: &mut SimOs, sc: &Scenario, probe: &Probe, children: &mut Child
         let _ = os.kill(KillTarget::Process(orphan), Signal::Kill);
     }
     start_daemon(os, sc, probe, children)
+}
+
+/// Spawns a scripted client.
+fn spawn_client(os: &mut SimOs, ctx: ClientCtx) -> Option<Pid> {
+    spawn(os, move || {
+        let ctx = ctx.clone();
+        Box::new(move |os: &mut SimOs| client::run(os, ctx))
+    })
 }
