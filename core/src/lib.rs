@@ -5,31 +5,13 @@ pub mod event;
 pub mod fuzzing;
 #[cfg(feature = "testing")]
 pub mod planted;
-/// Without the `testing` feature no bug can be planted: the core's sites
-/// ask this stub, whose `active` is a constant false, so that each site is
-/// dead code the compiler removes and the build carries nothing of the
-/// planted bugs but their names at the sites.
+/// Without the `testing` feature the same module is private: no bug can
+/// be planted (`active` is a constant false without the `planted`
+/// feature), each site is dead code the compiler removes, and nothing of
+/// it is public.
 #[cfg(not(feature = "testing"))]
-mod planted {
-    /// The bugs the core's sites name; see `planted.rs` for what each is.
-    #[derive(Clone, Copy)]
-    pub(crate) enum Bug {
-        NoRestart,
-        KeepOldRegion,
-        AnswerTwice,
-        DropPipelined,
-        ReapOne,
-        PausedRuns,
-        EarlyPidUnlock,
-        NoHangKill,
-    }
-
-    /// Never: nothing is planted in this build.
-    #[inline(always)]
-    pub(crate) const fn active(_bug: Bug) -> bool {
-        false
-    }
-}
+#[allow(dead_code)]
+mod planted;
 pub mod rpc;
 pub mod supervisor;
 pub mod worker;

@@ -7,9 +7,9 @@
 //! harness (forkd-harness) turns bugs on with [`plant`], runs its seeds, and
 //! counts how many it needs before an invariant catches each one.
 //!
-//! This module is test scaffolding: it exists only with the `testing`
-//! feature, which production builds never enable (they see a private stub
-//! whose `active` is a constant false). With `testing` but without the
+//! This module is test scaffolding: it is public only with the `testing`
+//! feature, which production builds never enable (they compile it
+//! privately, and its `active` is a constant false). With `testing` but without the
 //! `planted` feature, [`active`] is a `const fn` that returns false too:
 //! every site is dead code the compiler removes. `planted` is for the
 //! harness's own tests and must never be enabled in anything that runs for
