@@ -15,15 +15,15 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use forkd_core::rpc::codes::{METHOD_NOT_FOUND, UNAUTHORIZED};
+use forkd_os::real::{open_regular, OpenFor, OpenRegularError};
 use forkd_os::Address;
 use serde_json::{json, Value};
 
@@ -284,20 +284,18 @@ fn find_token(given: Option<&str>, env: Option<OsString>, file: Option<&Path>) -
 /// without blocking on a FIFO, then checked on the open descriptor, so that
 /// it cannot be swapped between the check and the read.
 fn read_token_file(path: &Path) -> Result<Option<String>, TokenFileError> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(TokenFileError::Symlink),
-        Err(e) => return Err(TokenFileError::Io(e)),
+    let (file, meta) = match open_regular(path, OpenFor::Read) {
+        Ok(opened) => opened,
+        Err(OpenRegularError::Io(e))
+            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) =>
+        {
+            return Ok(None)
+        }
+        Err(OpenRegularError::Symlink) => return Err(TokenFileError::Symlink),
+        Err(OpenRegularError::NotRegular) => return Err(TokenFileError::NotRegular),
+        Err(OpenRegularError::Io(e)) => return Err(TokenFileError::Io(e)),
+        Err(e) => return Err(TokenFileError::Io(io::Error::other(e))),
     };
-    let meta = file.metadata().map_err(TokenFileError::Io)?;
-    if !meta.file_type().is_file() {
-        return Err(TokenFileError::NotRegular);
-    }
     if meta.mode() & 0o077 != 0 {
         return Err(TokenFileError::Exposed(meta.mode()));
     }

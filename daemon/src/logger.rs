@@ -13,12 +13,13 @@
 //! refused at start stops the start; one refused on reopen is reported in
 //! the old file, which stays in use.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use forkd_os::real::{effective_uid, open_regular, OpenFor, OpenRegularError};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 enum Sink {
@@ -67,31 +68,16 @@ pub(crate) fn init(target: Target, verbose: bool) -> Result<(), String> {
 /// changes nothing.
 fn open(path: &Path) -> Result<File, String> {
     let refused = |why: String| format!("log file {}: {why}", path.display());
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| refused(open_error(&e)))?;
-    let meta = file.metadata().map_err(|e| refused(forkd_core::daemon::short_io(&e)))?;
-    if !meta.file_type().is_file() {
-        return Err(refused("is not a regular file".into()));
-    }
-    // Safety: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let (file, meta) = match open_regular(path, OpenFor::Append { mode: 0o640 }) {
+        Ok(opened) => opened,
+        Err(OpenRegularError::Io(e)) => return Err(refused(forkd_core::daemon::short_io(&e))),
+        Err(e) => return Err(refused(e.to_string())),
+    };
+    let euid = effective_uid();
     if meta.uid() != euid {
         return Err(refused(format!("is owned by uid {}, not by the daemon's user ({euid})", meta.uid())));
     }
     Ok(file)
-}
-
-fn open_error(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) => "is a symbolic link".into(),
-        Some(libc::ENXIO) => "is not a regular file".into(),
-        _ => forkd_core::daemon::short_io(e),
-    }
 }
 
 /// Reopens the log file, if logging to one: logrotate has moved it. If the

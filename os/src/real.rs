@@ -41,6 +41,7 @@ mod time;
 
 use std::path::Path;
 
+pub use files::{effective_uid, open_regular, OpenFor, OpenRegularError};
 pub use isolated::isolated;
 pub use process::thread_count;
 
