@@ -64,6 +64,7 @@ macro_rules! for_each_check {
         $m!(random_bytes_fill_and_differ);
         $m!(unix_socket_mode_ignores_the_umask);
         $m!(file_kind_tells_kinds_apart);
+        $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
     };
 }
 
@@ -538,6 +539,55 @@ pub fn group_kill_reaches_grandchildren<O: Os>(os: &mut O, _dir: &Path) {
     assert_eq!(read_to_end(os, here), b"", "killing the group ends the grandchild too");
     let reaped = reap_n(os, sig, 1);
     assert_eq!(reaped, vec![(child, ExitStatus::Signaled(Signal::Term.number()))]);
+    os.close(here);
+}
+
+/// `detach`, as `-d` uses it: the launcher stays behind with the caller's
+/// pid and exits with its verdict on the readiness pipe, while the caller's
+/// work goes on in a process that is neither it nor its child, and leads no
+/// group.
+pub fn detach_runs_the_launcher_and_goes_on_elsewhere<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (here, there) = os.socket_pair().unwrap();
+    let child = os
+        .spawn(
+            SpawnOptions::default(),
+            Box::new(move |os: &mut O| {
+                os.close(here);
+                let (r, w) = os.pipe().unwrap();
+                let caller = os.pid();
+                os.detach(Box::new(move |os: &mut O| {
+                    os.close(w);
+                    os.close(there);
+                    let line = read_to_end(os, r);
+                    if line == b"ok\n" {
+                        7
+                    } else {
+                        9
+                    }
+                }))
+                .unwrap();
+                os.close(r);
+                let me = os.pid();
+                let leads_a_group = os.kill(KillTarget::Group(me), Signal::Cont).is_ok();
+                let report = format!("{} {} {} {}\n", caller.0, me.0, os.parent_pid().0, leads_a_group);
+                write_all(os, there, report.as_bytes());
+                os.close(there);
+                write_all(os, w, b"ok\n");
+                os.close(w);
+                0
+            }),
+        )
+        .unwrap();
+    os.close(there);
+    let report = String::from_utf8(read_to_end(os, here)).unwrap();
+    let fields: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "the daemon reports: {report:?}");
+    assert_eq!(fields[0], child.0.to_string(), "detach was called in the spawned child");
+    assert_ne!(fields[1], fields[0], "the daemon is another process than the caller");
+    assert_ne!(fields[2], fields[0], "the daemon is not the launcher's child");
+    assert_eq!(fields[3], "false", "the daemon leads no process group");
+    assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(7))], "the launcher exits with its verdict");
     os.close(here);
 }
 

@@ -86,6 +86,20 @@ pub trait Os: Sized + 'static {
     /// 0)` every few milliseconds instead. A signal does not end the wait.
     fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
 
+    /// Detaches the calling process as a daemon, by the classic double
+    /// fork: the caller's work goes on in a new process, a grandchild in a
+    /// session of its own that it does not lead (so it can never reacquire
+    /// a controlling terminal) and that init adopts; `detach` returns `Ok`
+    /// there. The process that called it runs `launcher` instead, once the
+    /// first child is reaped, and exits with what `launcher` returns (101
+    /// if it panics): the launcher typically waits on a pipe made before
+    /// for the daemon to say whether it started. Both sides keep the
+    /// caller's descriptors.
+    ///
+    /// Call it early, with one thread and no children, regions or signal
+    /// handlers yet. Fails, changing nothing, if the first fork fails.
+    fn detach(&mut self, launcher: Entry<Self>) -> io::Result<()>;
+
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;
 

@@ -168,6 +168,10 @@ impl Os for RealOs {
         process::wait_gone(pid, deadline)
     }
 
+    fn detach(&mut self, launcher: Entry<Self>) -> std::io::Result<()> {
+        process::detach(self, launcher)
+    }
+
     fn setsid(&mut self) -> std::io::Result<()> {
         process::setsid()
     }

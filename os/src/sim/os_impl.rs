@@ -132,6 +132,52 @@ impl Os for SimOs {
         Ok(gone)
     }
 
+    /// The caller's thread goes on as the daemon under a new pid, in a
+    /// group of its own, adopted by init; a new process takes the caller's
+    /// pid, parent and group and runs the launcher, so that whoever waits
+    /// for the caller waits for the launcher, as a shell does.
+    fn detach(&mut self, launcher: Entry<SimOs>) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let rate = st.config.faults.spawn_fails;
+        if st.fault(rate) {
+            st.record(me, TraceEvent::SpawnFault);
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        let held = &st.procs[&me];
+        assert!(
+            held.regions.is_empty() && held.signal_fd.is_none() && !st.procs.values().any(|p| p.ppid.0 == me),
+            "detach is called before the process has regions, signal handlers or children"
+        );
+        // The session leader in between, which exits at once: its pid is
+        // the daemon's group.
+        let leader = Pid(st.next_pid);
+        let daemon = Pid(st.next_pid + 1);
+        st.next_pid += 2;
+        let mut proc = st.procs.remove(&me).expect("the caller is in the table");
+        let mut stay = Proc::new(Pid(me), proc.ppid, proc.pgid);
+        stay.uid = proc.uid;
+        stay.gid = proc.gid;
+        stay.umask = proc.umask;
+        stay.niceness = proc.niceness;
+        stay.fds = proc.fds.clone();
+        for id in stay.fds.values() {
+            st.objects.get_mut(id).expect("object exists").1 += 1;
+        }
+        proc.pid = daemon;
+        proc.ppid = super::INIT_PID;
+        proc.pgid = leader;
+        st.procs.insert(daemon.0, proc);
+        st.procs.insert(me, stay);
+        st.running = Some(daemon.0);
+        st.record(me, TraceEvent::Detach { daemon });
+        start_thread(&self.shared, &mut st, Pid(me), launcher);
+        // Still holding the baton, now as the daemon.
+        drop(st);
+        self.pid = daemon;
+        Ok(())
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();

@@ -63,6 +63,8 @@ pub enum TraceEvent {
     Spawn(Pid),
     /// Its spawn failed by an injected fault (EAGAIN).
     SpawnFault,
+    /// It detached: its work goes on as `daemon`, and it runs the launcher.
+    Detach { daemon: Pid },
     /// It reaped a child.
     Reap { child: Pid, status: ExitStatus },
     /// It sent `signal` to `target`, which reached `victims` (none: ESRCH).
@@ -144,6 +146,7 @@ impl fmt::Display for TraceEvent {
             E::Exit(status) => write!(f, "exit {status}"),
             E::Spawn(child) => write!(f, "spawn -> {child}"),
             E::SpawnFault => write!(f, "spawn -> fault EAGAIN"),
+            E::Detach { daemon } => write!(f, "detach -> {daemon}"),
             E::Reap { child, status } => write!(f, "reap {child} {status}"),
             E::Kill { target, signal, victims } => {
                 let victims: Vec<i32> = victims.iter().map(|p| p.0).collect();
