@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use forkd_core::daemon::{Config, Hooks, StartError};
+use forkd_core::daemon::{Config, Daemon, Hooks};
 use forkd_os::real::RealOs;
 use forkd_os::{Address, Fd, Os, Pid};
 use serde_json::{Map, Value};
@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::builder::Builder;
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::console::{self, Action};
-use crate::daemonize::{self, Readiness, Side};
+use crate::daemonize::{self, Readiness};
 use crate::logger::{self, Target};
 use crate::systemd;
 
@@ -68,24 +68,24 @@ struct FacadeHooks {
     watchdog: Option<Duration>,
 }
 
-impl Hooks<RealOs> for FacadeHooks {
-    fn ready(&mut self, os: &mut RealOs) {
+impl<O: Os> Hooks<O> for FacadeHooks {
+    fn ready(&mut self, os: &mut O) {
         log::info!("ready");
         if let Some(r) = &mut self.readiness {
-            r.ready();
+            r.ready(os);
         }
         systemd::notify(os, "READY=1");
     }
 
-    fn stopping(&mut self, os: &mut RealOs) {
+    fn stopping(&mut self, os: &mut O) {
         systemd::notify(os, "STOPPING=1");
     }
 
-    fn stopped(&mut self, _os: &mut RealOs) {
+    fn stopped(&mut self, _os: &mut O) {
         log::info!("stopped");
     }
 
-    fn reopen_log(&mut self, _os: &mut RealOs) {
+    fn reopen_log(&mut self, _os: &mut O) {
         logger::reopen();
     }
 
@@ -93,12 +93,12 @@ impl Hooks<RealOs> for FacadeHooks {
         self.watchdog
     }
 
-    fn keepalive(&mut self, os: &mut RealOs) {
+    fn keepalive(&mut self, os: &mut O) {
         systemd::notify(os, "WATCHDOG=1");
     }
 
     fn private_fds(&self) -> Vec<Fd> {
-        self.readiness.as_ref().and_then(Readiness::raw_fd).map(Fd).into_iter().collect()
+        self.readiness.as_ref().and_then(Readiness::fd).into_iter().collect()
     }
 }
 
@@ -111,15 +111,16 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         }
         _ => {}
     }
-    // Before anything is created, in the foreground as under -d: nothing
-    // the daemon creates is for others.
-    match RealOs::new() {
-        Ok(mut os) => daemonize::restrict_umask(&mut os),
+    let mut os = match RealOs::new() {
+        Ok(os) => os,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
-    }
+    };
+    // Before anything is created, in the foreground as under -d: nothing
+    // the daemon creates is for others.
+    daemonize::restrict_umask(&mut os);
     let target = match (daemon, log_file) {
         (true, Some(path)) => Target::File(path),
         (true, None) => Target::Nowhere,
@@ -131,35 +132,41 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         eprintln!("error: {e}");
         return 1;
     }
-    let readiness = if daemon {
-        match daemonize::daemonize() {
-            Ok(Side::Launcher(code)) => return code,
-            Ok(Side::Daemon(r)) => Some(r),
+    builder.daemon.reopen_log = Some(logger::reopen);
+    serve(&mut os, builder.daemon, if daemon { Mode::Detached } else { Mode::Foreground })
+}
+
+/// Whether the daemon runs where it was started, or detached (`-d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In the foreground (`-f`), as under systemd.
+    Foreground,
+    /// Detached, once the launcher has been told the daemon is ready.
+    Detached,
+}
+
+/// Runs `daemon` on `os` as the binary does once its command line is read:
+/// detached or not, with systemd's notifications, socket activation and
+/// watchdog when the environment asks for them. Returns the exit code (in
+/// the daemon: the launcher of `-d` exits inside). The simulation runs it
+/// too, so that `-d` and systemd are tested on every seed that asks.
+pub fn serve<O: Os>(os: &mut O, mut daemon: Daemon, mode: Mode) -> u8 {
+    let readiness = match mode {
+        Mode::Foreground => None,
+        Mode::Detached => match daemonize::daemonize(os) {
+            Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("error: daemonize: {e}");
+                say(os, &format!("error: daemonize: {e}\n"));
                 return 1;
             }
-        }
-    } else {
-        None
+        },
     };
-    builder.daemon.reopen_log = Some(logger::reopen);
     let mut hooks = FacadeHooks { readiness, watchdog: None };
-    let mut os = match RealOs::new() {
-        Ok(os) => os,
-        Err(e) => return fail(&mut hooks, &format!("{e}")),
-    };
-    builder.daemon.config.listen_fd = systemd::activated_listener(&mut os);
-    hooks.watchdog = systemd::watchdog_interval(&os);
-    // The Os closes only descriptors it knows: systemd's listener (taken
-    // above) is closed at stop, and the launcher's pipe in every worker
-    // forked before ready.
-    for fd in hooks.private_fds() {
-        os.adopt(fd);
-    }
-    log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
+    daemon.config.listen_fd = systemd::activated_listener(os);
+    hooks.watchdog = systemd::watchdog_interval(os);
+    log::debug!("starting {} on {}", daemon.config.description, daemon.config.address);
     let pid = os.pid();
-    match forkd_core::daemon::run(&mut os, builder.daemon, &mut hooks) {
+    match forkd_core::daemon::run(os, daemon, &mut hooks) {
         Ok(stopped) => match stopped.failure {
             // A service manager restarting on failure must see one.
             Some(why) => {
@@ -171,27 +178,28 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         Err(e) => {
             // A worker process never gets here: it exits inside `spawn`.
             debug_assert_eq!(os.pid(), pid);
-            fail(&mut hooks, &start_error(&e))
+            fail(os, &mut hooks, &e.to_string())
         }
     }
-}
-
-fn start_error(e: &StartError) -> String {
-    e.to_string()
 }
 
 /// Reports a failed start: to the launcher under `-d` (and to the log
 /// file), on stderr in the foreground (where the log is stderr too, so it
 /// is said once).
-fn fail(hooks: &mut FacadeHooks, message: &str) -> u8 {
+fn fail<O: Os>(os: &mut O, hooks: &mut FacadeHooks, message: &str) -> u8 {
     match &mut hooks.readiness {
         Some(r) => {
             log::error!("{message}");
-            r.failed(message)
+            r.failed(os, message)
         }
-        None => eprintln!("error: {message}"),
+        None => say(os, &format!("error: {message}\n")),
     }
     1
+}
+
+/// Says something on the terminal the daemon was started from.
+fn say<O: Os>(os: &mut O, text: &str) {
+    let _ = daemonize::write_all(os, Fd(2), text.as_bytes());
 }
 
 /// How the control subcommands connect: with `--token`, else

@@ -39,6 +39,14 @@ mod systemd;
 mod testdir;
 mod validate;
 
+/// What the simulation runs of the binary: the serving path after the
+/// command line is read (`-d` with its launcher, systemd's notifications).
+/// Test scaffolding, left out of production builds.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::cli::{serve, Mode};
+}
+
 pub use builder::Builder;
 pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;

@@ -65,6 +65,7 @@ impl Os for SimOs {
         child.uid = parent.uid;
         child.gid = parent.gid;
         child.umask = parent.umask;
+        child.console = parent.console;
         for (fd, id) in &fds {
             st.objects.get_mut(id).unwrap().1 += 1;
             child.fds.insert(*fd, *id);
@@ -160,6 +161,7 @@ impl Os for SimOs {
         stay.gid = proc.gid;
         stay.umask = proc.umask;
         stay.niceness = proc.niceness;
+        stay.console = proc.console;
         stay.fds = proc.fds.clone();
         for id in stay.fds.values() {
             st.objects.get_mut(id).expect("object exists").1 += 1;
@@ -205,6 +207,7 @@ impl Os for SimOs {
     fn redirect_stdio_to_null(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
+        st.proc(me).console = false;
         st.record(me, TraceEvent::Note("stdio to /dev/null".into()));
         Ok(())
     }
@@ -406,9 +409,18 @@ impl Os for SimOs {
         Ok(n)
     }
 
+    /// Descriptors 0 to 2, unless the process put something else there,
+    /// are the console: what is written there is kept in the trace (or
+    /// dropped, once they point at `/dev/null`).
     fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         let me = self.pid.0;
         let mut st = self.enter();
+        if (0..=2).contains(&fd.0) && !st.procs[&me].fds.contains_key(&fd.0) {
+            if st.procs[&me].console {
+                st.record(me, TraceEvent::Console { fd, text: String::from_utf8_lossy(buf).into_owned() });
+            }
+            return Ok(buf.len());
+        }
         let (conn, side) = Self::stream_of(&st, me, fd)?;
         if !st.conns[&conn].open[1 - side] {
             st.record(me, TraceEvent::WriteBrokenPipe { fd });

@@ -32,6 +32,9 @@ pub(super) struct Proc {
     pub(super) gid: u32,
     /// Bits taken from the mode of a file it creates, inherited too.
     pub(super) umask: u32,
+    /// Whether its descriptors 0 to 2 still reach the world's console (the
+    /// terminal it was started from) or `/dev/null`; inherited.
+    pub(super) console: bool,
 }
 
 impl Proc {
@@ -54,6 +57,7 @@ impl Proc {
             uid: 0,
             gid: 0,
             umask: DEFAULT_UMASK,
+            console: true,
         }
     }
 

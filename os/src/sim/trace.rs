@@ -65,6 +65,8 @@ pub enum TraceEvent {
     SpawnFault,
     /// It detached: its work goes on as `daemon`, and it runs the launcher.
     Detach { daemon: Pid },
+    /// It wrote `text` to the console (its descriptor 1 or 2).
+    Console { fd: Fd, text: String },
     /// It reaped a child.
     Reap { child: Pid, status: ExitStatus },
     /// It sent `signal` to `target`, which reached `victims` (none: ESRCH).
@@ -147,6 +149,7 @@ impl fmt::Display for TraceEvent {
             E::Spawn(child) => write!(f, "spawn -> {child}"),
             E::SpawnFault => write!(f, "spawn -> fault EAGAIN"),
             E::Detach { daemon } => write!(f, "detach -> {daemon}"),
+            E::Console { fd, text } => write!(f, "console {fd}: {text:?}"),
             E::Reap { child, status } => write!(f, "reap {child} {status}"),
             E::Kill { target, signal, victims } => {
                 let victims: Vec<i32> = victims.iter().map(|p| p.0).collect();
