@@ -43,11 +43,7 @@ impl Os for SimOs {
     fn spawn(&mut self, opts: SpawnOptions, entry: Entry<SimOs>) -> io::Result<Pid> {
         let me = self.pid.0;
         let mut st = self.enter();
-        let rate = st.config.faults.spawn_fails;
-        if st.fault(rate) {
-            st.record(me, TraceEvent::SpawnFault);
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-        }
+        st.fork_fault(me)?;
         let pid = Pid(st.next_pid);
         st.next_pid += 1;
         let parent = &st.procs[&me];
@@ -140,11 +136,7 @@ impl Os for SimOs {
     fn detach(&mut self, launcher: Entry<SimOs>) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
-        let rate = st.config.faults.spawn_fails;
-        if st.fault(rate) {
-            st.record(me, TraceEvent::SpawnFault);
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-        }
+        st.fork_fault(me)?;
         let held = &st.procs[&me];
         assert!(
             held.regions.is_empty() && held.signal_fd.is_none() && !st.procs.values().any(|p| p.ppid.0 == me),
