@@ -35,8 +35,6 @@ mod console;
 mod daemonize;
 mod logger;
 mod systemd;
-#[cfg(test)]
-mod testdir;
 mod validate;
 
 /// What the simulation runs of the binary: the serving path after the

@@ -139,11 +139,11 @@ impl Log for Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdir::TestDir;
+    use forkd_os::testing::TempDir;
 
     #[test]
     fn the_log_file_is_created_private_and_appended_to() {
-        let dir = TestDir::new("log-create");
+        let dir = TempDir::new("log-create");
         let path = dir.join("d.log");
         std::fs::write(&path, "old\n").unwrap();
         let mut f = open(&path).unwrap();
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_log_file_is_refused_and_its_target_untouched() {
-        let dir = TestDir::new("log-symlink");
+        let dir = TempDir::new("log-symlink");
         let target = dir.join("target");
         std::fs::write(&target, "precious\n").unwrap();
         let link = dir.join("d.log");
@@ -173,14 +173,14 @@ mod tests {
 
     #[test]
     fn a_log_file_that_is_no_regular_file_is_refused() {
-        let dir = TestDir::new("log-dir");
+        let dir = TempDir::new("log-dir");
         let e = open(dir.path()).unwrap_err();
         assert!(e.starts_with("log file "), "{e}");
     }
 
     #[test]
     fn a_refused_reopen_keeps_the_old_file() {
-        let dir = TestDir::new("log-reopen");
+        let dir = TempDir::new("log-reopen");
         let path = dir.join("d.log");
         let mut file = open(&path).unwrap();
         std::fs::rename(&path, dir.join("d.log.1")).unwrap();

@@ -22,11 +22,14 @@
 //! - descriptors are non-blocking and close-on-exec.
 
 pub mod addr;
+#[cfg(feature = "testing")]
 pub mod contract;
 pub mod real;
 pub mod rng;
 pub mod shm;
 pub mod sim;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 use std::io;

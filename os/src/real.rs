@@ -31,6 +31,7 @@
 mod sys;
 mod files;
 mod io;
+#[cfg(feature = "testing")]
 mod isolated;
 mod memory;
 mod net;
@@ -42,6 +43,7 @@ mod time;
 use std::path::Path;
 
 pub use files::{effective_uid, open_regular, OpenFor, OpenRegularError};
+#[cfg(feature = "testing")]
 pub use isolated::isolated;
 pub use process::thread_count;
 

@@ -9,7 +9,6 @@ use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use forkd::{Client, ClientError, ConnectOptions};
@@ -19,39 +18,7 @@ use serde_json::Value;
 /// The default bound of a wait.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A directory of the test's own, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        TempDir::with_prefix("forkd-e2e", name).expect("create the test directory")
-    }
-
-    /// `TMP/PREFIX-PID-N-NAME`: the pid first, so that a sweep can tell the
-    /// directories of processes that died before they cleaned up.
-    pub fn with_prefix(prefix: &str, name: &str) -> std::io::Result<TempDir> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(TempDir(dir))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use forkd_os::testing::TempDir;
 
 /// The path of a workspace binary (`echo-daemon`, `copy-daemon`), built by
 /// `cargo xtask e2e` before the tests run.
