@@ -150,14 +150,12 @@ pub struct Report {
 impl Report {
     /// A 64-bit FNV-1a hash of the trace, to compare runs cheaply.
     pub fn trace_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf29ce484222325;
+        let mut h = crate::rng::Fnv1a::default();
         for line in &self.trace {
-            for b in line.to_string().bytes().chain(std::iter::once(b'\n')) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x100000001b3);
-            }
+            h.write(line.to_string().as_bytes());
+            h.write(b"\n");
         }
-        h
+        h.finish()
     }
 }
 
