@@ -114,13 +114,22 @@ impl Wake {
 
     /// Looks at `cond` now and after each event until it holds, failing
     /// with `what` once `deadline` has passed.
-    pub fn until(mut self, what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    pub fn until(self, what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
+        assert!(self.within(deadline, cond), "timed out after {deadline:?} waiting for {what}");
+    }
+
+    /// Looks at `cond` now and after each event until it holds (`true`) or
+    /// `deadline` has passed (`false`).
+    pub fn within(mut self, deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + deadline;
         while !cond() {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {deadline:?} waiting for {what}");
+            if left.is_zero() {
+                return false;
+            }
             self.wait(left);
         }
+        true
     }
 
     /// Waits for the next event, at most `left`.
