@@ -115,7 +115,11 @@ impl Wake {
     /// Looks at `cond` now and after each event until it holds, failing
     /// with `what` once `deadline` has passed.
     pub fn until(self, what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
-        assert!(self.within(deadline, cond), "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            self.within(deadline, cond),
+            "timed out after {deadline:?} waiting for {what} (a wait looks again on a change in a test's \
+             directory, such as a line the daemon logs, and on the end of a process given to it)"
+        );
     }
 
     /// Looks at `cond` now and after each event until it holds (`true`) or
