@@ -206,12 +206,14 @@ fn a_new_group_can_be_signalled_as_soon_as_spawn_returns() {
         let mut os = RealOs::new().expect("RealOs::new");
         let signal_fd = os.install_signals(&[Signal::Chld]).expect("install");
         let opts = SpawnOptions { new_group: true };
+        // The child waits on a pipe that nobody writes to (it holds the
+        // write end itself): only the kill ends it.
+        let (never, _writer) = os.pipe().expect("pipe");
         let child = os
             .spawn(
                 opts,
-                Box::new(|os| {
-                    let until = os.now() + TIMEOUT;
-                    os.sleep_until(until);
+                Box::new(move |os| {
+                    let _ = os.poll(&mut [PollFd::new(never, Ready::READ)], None);
                     3
                 }),
             )

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use forkd_os::Address;
-use forkd_tests::{alive, bin, wait_exit, wait_until, Client, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, bin, wait_exit, wait_gone, wait_until, Client, Daemon, TempDir, Wake, DEADLINE};
 use serde_json::Value;
 
 /// A command that ran to its end.
@@ -100,6 +100,20 @@ fn processes_of(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// Waits until the live processes of a test are `keep` and no others: on
+/// the pidfds of the others found, looking again each time the set changes.
+fn wait_only_left(what: &str, dir: &Path, keep: &[i32]) {
+    let others = || processes_of(dir).into_iter().filter(|p| !keep.contains(p)).collect::<Vec<i32>>();
+    loop {
+        let found = others();
+        if found.is_empty() {
+            break;
+        }
+        Wake::new().processes(found.iter().copied()).until(what, DEADLINE, || others() != found);
+    }
+    assert_eq!(processes_of(dir), keep, "{what}");
+}
+
 fn client(socket: &Address) -> Client {
     Client::connect(socket, DEADLINE).unwrap_or_else(|e| panic!("connect to {socket}: {e}"))
 }
@@ -127,7 +141,7 @@ impl Drop for Detached {
 /// Asserts that nothing of a stopped daemon is left: no pid file, no
 /// socket file, no daemon or worker process.
 fn assert_nothing_left(dir: &TempDir, daemon: i32, worker: Option<i32>) {
-    wait_until("the daemon process to be gone", DEADLINE, || !alive(daemon));
+    wait_gone("the daemon process to be gone", DEADLINE, &[daemon]);
     assert!(!dir.join("d.pid").exists(), "the pid file is left");
     assert!(!dir.join("d.sock").exists(), "the socket file is left");
     if let Some(w) = worker {
@@ -225,7 +239,7 @@ fn a_second_start_fails_and_leaves_the_first_untouched() {
         assert!(dir.join("d.sock").exists(), "{mode}: the first daemon's socket was removed");
         first.call("daemon.info", Value::Null).expect("the first daemon still answers");
     }
-    wait_until("no second daemon to be left", DEADLINE, || processes_of(dir.path()) == vec![pid]);
+    wait_only_left("no second daemon to be left", dir.path(), &[pid]);
 }
 
 #[test]
@@ -339,7 +353,7 @@ fn ctrl_c_in_a_terminal_stops_the_foreground_daemon() {
     p.exp_string("stopping (SIGINT)").expect("the stop log line");
     p.exp_string("info forkd::cli: stopped").expect("the stopped log line");
     let mut exit = None;
-    wait_until("the daemon to exit", DEADLINE, || {
+    Wake::new().process(pid).until("the daemon to exit", DEADLINE, || {
         match p.process().status() {
             Some(WaitStatus::StillAlive) => {}
             other => exit = other,
@@ -363,7 +377,7 @@ fn a_bind_failure_under_daemonize_is_reported_and_leaves_nothing() {
     assert_eq!(ran.code, 1, "{ran:?}");
     assert!(ran.stderr.contains(&format!("error: bind {socket_arg}: ")) && ran.stderr.contains("in use"), "{ran:?}");
     assert!(!pid_file.exists(), "the pid file is left");
-    wait_until("the failed daemon to be gone", DEADLINE, || processes_of(dir.path()).is_empty());
+    wait_only_left("the failed daemon to be gone", dir.path(), &[]);
 }
 
 #[test]
@@ -377,7 +391,7 @@ fn a_pid_file_that_cannot_be_created_fails_a_daemonized_start_clearly() {
     assert_eq!(ran.stderr, format!("error: pid file {}: no such file or directory\n", pid_file.display()));
     // The pid file is taken first: the socket was never bound.
     assert!(!dir.join("d.sock").exists(), "a socket file is left");
-    wait_until("the failed daemon to be gone", DEADLINE, || processes_of(dir.path()).is_empty());
+    wait_only_left("the failed daemon to be gone", dir.path(), &[]);
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! and what is left behind once the daemon is gone.
 //!
 //! Every test runs its own daemon in its own directory. Nothing sleeps to
-//! synchronise and nothing reads a clock: each test polls `worker.list` (or
-//! the process table) with a deadline until the state it expects shows up.
+//! synchronise and nothing reads a clock: each test looks at `worker.list`
+//! (or the process table) again on each event that could change it (a line
+//! in the daemon's log, a process gone), with a deadline, until the state it
+//! expects shows up.
 //! The few checks that something does *not* happen (loops while paused, a
 //! retired instance restarted) wait for an event of the daemon's own that
 //! comes long after it would have: an idle connection closed at the
@@ -15,7 +17,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 
-use forkd_tests::{alive, wait_until, Client, ClientError, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, wait_gone, wait_until, Client, ClientError, Daemon, TempDir, Wake, DEADLINE};
 use serde_json::{json, Value};
 
 /// The fields of one `worker.list` entry: the seed's (name, pid, state,
@@ -215,8 +217,9 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
     let d = copy_daemon(&dir, &[]);
     wait_looping(&d, None);
     let mut client = d.client();
-    wait_until("the first iteration", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(1));
-    let loops = handyman(&d)["loops"].as_u64();
+    // The worker logs each iteration as it runs it. It counts the first one
+    // before it takes the next command: the pause sees it counted.
+    wait_until("the first iteration", DEADLINE, || d.log().contains("handyman loop 0 ("));
 
     assert_eq!(client.call("worker.pause", json!({ "name": "handyman" })).unwrap(), true);
     // Acknowledged before the answer: the state is already paused.
@@ -226,7 +229,7 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
     // Both were acknowledged between two iterations, ten seconds apart: by
     // the wake-up byte, not at the next iteration. How fast is measured by
     // `cargo xtask bench`'s pause latency.
-    assert_eq!(handyman(&d)["loops"].as_u64(), loops, "pause and resume waited for an iteration");
+    assert_eq!(handyman(&d)["loops"].as_u64(), Some(1), "pause and resume waited for an iteration");
 
     // Without a name: every worker, answered by name.
     assert_eq!(client.call("worker.pause", Value::Null).unwrap(), json!({ "handyman": true }));
@@ -304,7 +307,7 @@ fn a_killed_daemon_leaves_no_worker_behind() {
     let worker = pid_of(&wait_looping(&d, None));
     d.signal(libc::SIGKILL);
     assert_eq!(d.wait_exit(DEADLINE), 128 + libc::SIGKILL);
-    wait_until("the worker to die with the daemon", DEADLINE, || !alive(worker));
+    wait_gone("the worker to die with the daemon", DEADLINE, &[worker]);
     assert_no_new_shm(&shm);
 }
 
@@ -339,7 +342,7 @@ fn nothing_is_left_in_dev_shm_after_a_daemon_s_whole_life() {
         list(&d).iter().filter(|e| e["state"] == "looping").count() == 3
     });
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 1 })), 1);
-    wait_until("one worker process", DEADLINE, || children(d.pid()).len() == 1);
+    Wake::new().processes(children(d.pid())).until("one worker process", DEADLINE, || children(d.pid()).len() == 1);
     assert_no_new_shm(&before);
 
     assert_eq!(call(&d, "daemon.shutdown", Value::Null), true);
@@ -352,7 +355,7 @@ fn nothing_is_left_in_dev_shm_after_a_daemon_s_whole_life() {
     let worker = pid_of(&wait_looping(&d, None));
     d.signal(libc::SIGKILL);
     d.wait_exit(DEADLINE);
-    wait_until("the worker to die with the daemon", DEADLINE, || !alive(worker));
+    wait_gone("the worker to die with the daemon", DEADLINE, &[worker]);
     assert_no_new_shm(&before);
 }
 
@@ -371,7 +374,7 @@ fn a_worker_has_its_own_process_group_and_restart_replaces_it() {
     assert_eq!(call(&d, "worker.restart", json!({ "name": "handyman" })), true);
     let entry = wait_looping(&d, Some(old));
     let new = pid_of(&entry);
-    wait_until("the old worker to exit", DEADLINE, || !alive(old));
+    wait_gone("the old worker to exit", DEADLINE, &[old]);
     // Safety: as above.
     assert_eq!(unsafe { libc::getpgid(new) }, new, "the new worker leads its own process group");
     assert_eq!(children(d.pid()), BTreeSet::from([new]), "one worker process");
@@ -404,7 +407,7 @@ fn scale_adds_looping_instances_and_retires_them_for_good() {
 
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 1 })), 1);
     let retired: Vec<i32> = pids.iter().copied().filter(|&p| p != first).collect();
-    wait_until("the two retired instances to exit", DEADLINE, || retired.iter().all(|&p| !alive(p)));
+    wait_gone("the two retired instances to exit", DEADLINE, &retired);
     // A retired instance that came back would be back at once: the first
     // restart of a worker is immediate. Look again once the daemon's loop
     // has run for a whole socket timeout since.
@@ -430,7 +433,7 @@ fn a_crash_looping_worker_fails_and_stops_the_daemon() {
         kill(pid, libc::SIGKILL);
         kills += 1;
         let mut next = None;
-        wait_until("a new worker, or the daemon gone", DEADLINE, || {
+        Wake::new().process(d.pid()).until("a new worker, or the daemon gone", DEADLINE, || {
             if d.child.try_wait().unwrap().is_some() {
                 return true;
             }
