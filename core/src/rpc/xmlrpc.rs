@@ -2,7 +2,10 @@
 //!
 //! A call becomes a method name and positional params in the shared value
 //! model (see [`value`](super::value)), so XML-RPC clients reach the same
-//! registry as JSON-RPC ones. Parsing goes through quick-xml for
+//! registry as JSON-RPC ones. Every type of the spec round-trips:
+//! `dateTime.iso8601` and `base64` become tagged values and are written
+//! back as themselves, `<i8>` and `<nil/>` (the common extensions) are
+//! read and written, a `<value>` without a type is a string. Parsing goes through quick-xml for
 //! well-formedness and entities, then a small recursive descent over the
 //! element stream checks the XML-RPC grammar; nesting is bounded so that a
 //! megabyte of `<array>` cannot exhaust the stack.
@@ -16,7 +19,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::error::RpcError;
-use super::value::{Map, Value};
+use super::value::{self, Map, Typed, Value};
 
 /// How deeply arrays and structs may nest in a call, like serde_json's
 /// own recursion limit.
@@ -97,6 +100,7 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push_str("</data></array>");
         }
+        Value::Object(_) if value::typed(value).is_some() => write_typed(out, value),
         Value::Object(members) => {
             out.push_str("<struct>");
             for (name, member) in members {
@@ -110,6 +114,22 @@ fn write_value(out: &mut String, value: &Value) {
         }
     }
     out.push_str("</value>");
+}
+
+/// A tagged date-time or byte string, as its own XML-RPC type.
+fn write_typed(out: &mut String, tagged: &Value) {
+    match value::typed(tagged) {
+        Some((Typed::DateTime, _)) => {
+            let text = value::as_datetime(tagged).map(|t| t.to_xmlrpc()).unwrap_or_default();
+            out.push_str(&format!("<dateTime.iso8601>{text}</dateTime.iso8601>"));
+        }
+        Some((Typed::Base64, text)) => {
+            out.push_str("<base64>");
+            out.push_str(text);
+            out.push_str("</base64>");
+        }
+        None => {}
+    }
 }
 
 /// A double in the XML-RPC grammar: digits, a point, digits; no exponent.
@@ -356,7 +376,17 @@ impl Parser {
                 let f: f64 = text.trim().parse().map_err(|_| invalid(&text))?;
                 serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| invalid(&text))
             }
-            "dateTime.iso8601" | "base64" => Ok(Value::String(self.scalar(ty)?.trim().to_string())),
+            "dateTime.iso8601" => {
+                let text = self.scalar(ty)?;
+                text.trim().parse().map(|t| value::datetime(&t)).map_err(|_| invalid(&text))
+            }
+            "base64" => {
+                // Peers break long base64 into lines (Python every 76
+                // characters): the breaks are not part of the data.
+                let text = self.scalar(ty)?;
+                let packed: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                value::base64_decode(&packed).map(|data| value::bytes(&data)).ok_or_else(|| invalid(&text))
+            }
             "nil" => {
                 let text = self.scalar(ty)?;
                 if text.trim().is_empty() {
