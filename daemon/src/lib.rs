@@ -33,6 +33,7 @@ mod cli;
 mod client;
 mod console;
 mod daemonize;
+mod describe;
 mod logger;
 mod systemd;
 #[cfg(test)]
@@ -43,9 +44,9 @@ pub use builder::Builder;
 pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
 
-pub use forkd_core::daemon::{codes, Config, Ctl, Info, StartError};
+pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, WORKER_ERRORS};
 pub use forkd_core::event::{defaults, Event, ListenerId, Topic, WorkerEventKind};
-pub use forkd_core::rpc::{Args, DeferId, Method, ParamType, Reply, RpcError};
+pub use forkd_core::rpc::{value, Args, DateTime, DeferId, Method, ParamType, Reply, RpcError};
 pub use forkd_core::supervisor::{OnFailure, RestartPolicy};
 pub use forkd_core::worker::{Context, Worker, WorkerEvent};
 pub use forkd_os::{Address, Signal};
