@@ -452,7 +452,8 @@ impl std::error::Error for AddError {}
 
 /// The methods a daemon answers, by name, with the introspection methods
 /// (`system.listMethods`, `system.methodSignature`, `system.methodHelp`,
-/// `system.getCapabilities`, `system.multicall`) always present.
+/// `system.getCapabilities`, `system.multicall`) and `rpc.discover` (the
+/// OpenRPC document) always present.
 pub struct Registry<C> {
     pub(super) methods: BTreeMap<String, Method<C>>,
     /// The most entries one `system.multicall` may run.
