@@ -80,13 +80,14 @@ pub fn as_bytes(value: &Value) -> Option<Vec<u8>> {
     base64_decode(tagged(value, BASE64_TAG)?)
 }
 
-/// Which typed value `value` is, if any, with its canonical text.
-pub(super) fn typed(value: &Value) -> Option<(Typed, &str)> {
+/// Which typed value `value` is, if any, with its canonical text (the
+/// extended ISO 8601 form; padded base64), whatever form the tag held.
+pub(super) fn typed(value: &Value) -> Option<(Typed, String)> {
     if let Some(text) = tagged(value, DATETIME_TAG) {
-        return text.parse::<DateTime>().ok().map(|_| (Typed::DateTime, text));
+        return text.parse::<DateTime>().ok().map(|t| (Typed::DateTime, t.to_string()));
     }
-    let text = tagged(value, BASE64_TAG)?;
-    base64_decode(text).map(|_| (Typed::Base64, text))
+    let data = base64_decode(tagged(value, BASE64_TAG)?)?;
+    Some((Typed::Base64, base64_encode(&data)))
 }
 
 /// The two typed values.
@@ -115,7 +116,7 @@ fn has_typed(value: &Value) -> bool {
 
 fn untag(value: &Value) -> Value {
     if let Some((_, text)) = typed(value) {
-        return Value::String(text.to_string());
+        return Value::String(text);
     }
     match value {
         Value::Array(items) => Value::Array(items.iter().map(untag).collect()),
@@ -228,5 +229,8 @@ mod tests {
         }
         let nested = serde_json::json!({"a": [datetime(&t), {"b": bytes(b"hi")}]});
         assert_eq!(to_json(&nested).as_ref(), &serde_json::json!({"a": ["1998-03-10T07:53:26", {"b": "aGk="}]}));
+        // Tags in another valid form are written canonical.
+        let loose = serde_json::json!([{"$dateTime.iso8601": "19980310T075326"}, {"$base64": "aGk"}]);
+        assert_eq!(to_json(&loose).as_ref(), &serde_json::json!(["1998-03-10T07:53:26", "aGk="]));
     }
 }

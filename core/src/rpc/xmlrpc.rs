@@ -100,8 +100,12 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push_str("</data></array>");
         }
-        Value::Object(_) if value::typed(value).is_some() => write_typed(out, value),
         Value::Object(members) => {
+            if let Some((kind, text)) = value::typed(value) {
+                write_typed(out, kind, &text);
+                out.push_str("</value>");
+                return;
+            }
             out.push_str("<struct>");
             for (name, member) in members {
                 out.push_str("<member><name>");
@@ -116,19 +120,19 @@ fn write_value(out: &mut String, value: &Value) {
     out.push_str("</value>");
 }
 
-/// A tagged date-time or byte string, as its own XML-RPC type.
-fn write_typed(out: &mut String, tagged: &Value) {
-    match value::typed(tagged) {
-        Some((Typed::DateTime, _)) => {
-            let text = value::as_datetime(tagged).map(|t| t.to_xmlrpc()).unwrap_or_default();
-            out.push_str(&format!("<dateTime.iso8601>{text}</dateTime.iso8601>"));
+/// A tagged date-time or byte string, given its canonical text, as its
+/// own XML-RPC type: a date-time in the spec's basic form.
+fn write_typed(out: &mut String, kind: Typed, text: &str) {
+    match kind {
+        Typed::DateTime => {
+            let basic = text.parse::<value::DateTime>().map(|t| t.to_xmlrpc()).unwrap_or_default();
+            out.push_str(&format!("<dateTime.iso8601>{basic}</dateTime.iso8601>"));
         }
-        Some((Typed::Base64, text)) => {
+        Typed::Base64 => {
             out.push_str("<base64>");
             out.push_str(text);
             out.push_str("</base64>");
         }
-        None => {}
     }
 }
 
