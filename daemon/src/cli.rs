@@ -52,6 +52,11 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         Action::Status => status(&config.address, &connect_options(&config, token)),
         Action::Stop => stop(&config.address, &connect_options(&config, token)),
         Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
+        Action::Describe { text } => crate::describe::describe(&config.address, &connect_options(&config, token), text),
+        Action::Usage(help) => {
+            print!("{help}");
+            0
+        }
         Action::Run { daemon, verbose } => {
             let log_file = log_flag.or_else(|| builder.log_file.as_ref().map(|p| cwd.join(p)));
             let mut builder = builder;
@@ -213,7 +218,7 @@ fn connect_options(config: &Config, token: Option<String>) -> ConnectOptions {
     }
 }
 
-fn connect(address: &Address, options: &ConnectOptions) -> Result<Client, u8> {
+pub(crate) fn connect(address: &Address, options: &ConnectOptions) -> Result<Client, u8> {
     Client::connect_with(address, options).map_err(|e| match &e {
         // The socket file is there, but its mode keeps this user out: a
         // daemon runs, and this user may not control it.
@@ -235,7 +240,7 @@ fn connect(address: &Address, options: &ConnectOptions) -> Result<Client, u8> {
 /// Says what a failed call means. A daemon that closes a unix connection
 /// before answering anything may have refused this user (its log says
 /// so), which is worth saying.
-fn call_failed(address: &Address, e: &ClientError) {
+pub(crate) fn call_failed(address: &Address, e: &ClientError) {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
     let unanswered = match e {
         ClientError::Closed(_) => true,

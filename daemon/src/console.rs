@@ -1,7 +1,8 @@
 //! The console: the daemon binary's command line, as the seed's default
 //! console has it (`-d` to daemonize, `-f` for the foreground, `-v` for
 //! debug logs, `-s` for a hard start), with a flag for each configuration
-//! parameter, and the control subcommands (`status`, `stop`, `call`).
+//! parameter, and the control subcommands (`status`, `stop`, `call`,
+//! `describe`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,12 @@ pub(crate) enum Action {
         method: String,
         params: Vec<String>,
     },
+    /// Print the daemon's OpenRPC document, or with `--text` its methods.
+    Describe {
+        text: bool,
+    },
+    /// Print this help of a subcommand (`describe -h`).
+    Usage(String),
 }
 
 fn command(config: &Config) -> Command {
@@ -44,6 +51,17 @@ fn command(config: &Config) -> Command {
                 .about("Call a method: call METHOD [JSON params | key=value ...]")
                 .arg(Arg::new("method").required(true).value_name("METHOD"))
                 .arg(Arg::new("params").num_args(0..).value_name("PARAMS").allow_hyphen_values(true)),
+        )
+        .subcommand(
+            Command::new("describe")
+                .about("Print the daemon's OpenRPC document (rpc.discover), or its methods with --text")
+                .arg(Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help"))
+                .arg(
+                    Arg::new("text")
+                        .long("text")
+                        .action(ArgAction::SetTrue)
+                        .help("Print a readable list of the methods instead of the JSON document"),
+                ),
         )
 }
 
@@ -237,6 +255,17 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
     let action = match matches.subcommand() {
         Some(("status", _)) => Action::Status,
         Some(("stop", _)) => Action::Stop,
+        Some(("describe", m)) if m.get_flag("help") => {
+            let mut root = command(&config);
+            let name = args.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str());
+            if let Some(name) = name {
+                root = root.bin_name(name);
+            }
+            root.build();
+            let help = root.find_subcommand_mut("describe").map(|c| c.render_help().to_string());
+            Action::Usage(help.unwrap_or_default())
+        }
+        Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),
             params: m.get_many::<String>("params").map(|v| v.cloned().collect()).unwrap_or_default(),
@@ -389,6 +418,12 @@ mod tests {
             run(&["--socket", "tcp://127.0.0.1:1", "call", "my.echo", "message=hi"]).unwrap().0,
             Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] }
         );
+        assert_eq!(run(&["describe"]).unwrap().0, Action::Describe { text: false });
+        assert_eq!(run(&["describe", "--text"]).unwrap().0, Action::Describe { text: true });
+        match run(&["describe", "--help"]).unwrap().0 {
+            Action::Usage(help) => assert!(help.contains("--text") && help.contains("OpenRPC"), "{help}"),
+            other => panic!("describe --help is {other:?}"),
+        }
     }
 
     #[test]

@@ -33,6 +33,29 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
     }
 }
 
+/// What each of forkd's own error codes means, for the OpenRPC document.
+const ERRORS: &[(i64, &str)] = &[
+    (codes::UNKNOWN_WORKER, "No worker of that name"),
+    (codes::WORKER_NOT_RUNNING, "The worker has no running process to act on"),
+    (codes::WORKER_ERROR, "The worker answered with an error, or exited before answering"),
+    (codes::STOPPING, "The daemon is stopping and takes no new work"),
+    (codes::TOO_MANY_WORKERS, "The cap on worker processes would be passed"),
+];
+
+/// `m`, declaring that it may answer the errors of `codes` (forkd's own).
+pub fn with_errors(mut m: Method<Ctl>, codes: &[i64]) -> Method<Ctl> {
+    for code in codes {
+        let message = ERRORS.iter().find(|(c, _)| c == code).map_or("", |(_, message)| message);
+        m = m.error(*code, message);
+    }
+    m
+}
+
+/// The errors a method answers that reaches a worker through
+/// [`Ctl::command`] or [`Ctl::message_worker`].
+pub const WORKER_ERRORS: &[i64] =
+    &[codes::UNKNOWN_WORKER, codes::WORKER_NOT_RUNNING, codes::WORKER_ERROR, codes::STOPPING];
+
 fn value(v: Value) -> Reply {
     Reply::Value(v)
 }
@@ -100,6 +123,7 @@ fn worker_status() -> Method<Ctl> {
     .signature()
     .param(ParamType::String, "name")
     .returns(ParamType::Struct)
+    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
 }
 
 fn worker_restart() -> Method<Ctl> {
@@ -120,10 +144,11 @@ fn worker_restart() -> Method<Ctl> {
     .description("Restart a worker: stop its processes and start new ones.")
     .param(ParamType::String, "name")
     .returns(ParamType::Boolean)
+    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
 }
 
 fn worker_scale() -> Method<Ctl> {
-    Method::new("worker.scale", |ctl: &mut Ctl, args| {
+    let m = Method::new("worker.scale", |ctl: &mut Ctl, args| {
         let name = args.get_str("name").unwrap_or_default().to_string();
         let n = args.get_i64("instances").unwrap_or(-1);
         if !(0..=i64::try_from(ctl.max_workers).unwrap_or(i64::MAX)).contains(&n) {
@@ -157,11 +182,12 @@ fn worker_scale() -> Method<Ctl> {
     .description("Resize a worker's pool to the given number of instances.")
     .param(ParamType::String, "name")
     .param(ParamType::Int, "instances")
-    .returns(ParamType::Int)
+    .returns(ParamType::Int);
+    with_errors(m, &[codes::UNKNOWN_WORKER, codes::STOPPING, codes::TOO_MANY_WORKERS])
 }
 
 fn worker_send() -> Method<Ctl> {
-    Method::new("worker.send", |ctl: &mut Ctl, args| {
+    let m = Method::new("worker.send", |ctl: &mut Ctl, args| {
         let name = args.get_str("name").unwrap_or_default().to_string();
         let message = args.get("message").cloned().unwrap_or(Value::Null);
         ctl.message_worker(&name, message)
@@ -170,12 +196,13 @@ fn worker_send() -> Method<Ctl> {
     .description("Send a custom message to a worker and answer with its reply.")
     .param(ParamType::String, "name")
     .param(ParamType::Any, "message")
-    .returns(ParamType::Any)
+    .returns(ParamType::Any);
+    with_errors(m, WORKER_ERRORS)
 }
 
 fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Method<Ctl> {
     let cmd2 = command.clone();
-    Method::new(name, move |ctl: &mut Ctl, args| {
+    let m = Method::new(name, move |ctl: &mut Ctl, args| {
         let target = args.get_str("name").map(str::to_string);
         match ctl.targets(target.as_deref()) {
             Ok((ids, by_name)) => ctl.command(ids, cmd2.clone(), by_name),
@@ -187,5 +214,6 @@ fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Met
     .returns(ParamType::Struct)
     .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Boolean)
+    .returns(ParamType::Boolean);
+    with_errors(m, WORKER_ERRORS)
 }

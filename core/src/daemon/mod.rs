@@ -15,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use builtins::register_builtins;
+pub use builtins::{register_builtins, with_errors, WORKER_ERRORS};
 pub use config::Config;
 pub use control::{codes, Ctl, Info};
 pub use run::run;
@@ -51,6 +51,7 @@ impl Daemon {
         let mut bus = Bus::default();
         run::install_default_listeners(&mut bus);
         let mut registry = Registry::new();
+        registry.set_info(config.description.clone(), env!("CARGO_PKG_VERSION"));
         register_builtins(&mut registry);
         Daemon { config, registry, bus, workers: Vec::new(), reopen_log: None }
     }

@@ -22,65 +22,8 @@ use std::fmt;
 
 use super::error::RpcError;
 use super::introspection::{self, Builtin};
+pub use super::param_type::ParamType;
 use super::value::{type_name, Map, Value};
-
-/// The type of a param or a return value, as XML-RPC introspection spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum ParamType {
-    /// "string"
-    String,
-    /// "int": a JSON integer (no fraction, no exponent), of any size.
-    Int,
-    /// "double": any JSON number, integers included.
-    Double,
-    /// "boolean"
-    Boolean,
-    /// "array"
-    Array,
-    /// "struct": a JSON object.
-    Struct,
-    /// "nil": only `null`.
-    Null,
-    /// "mixed": anything, `null` included.
-    #[default]
-    Any,
-}
-
-impl ParamType {
-    /// The XML-RPC name of the type.
-    pub fn name(self) -> &'static str {
-        match self {
-            ParamType::String => "string",
-            ParamType::Int => "int",
-            ParamType::Double => "double",
-            ParamType::Boolean => "boolean",
-            ParamType::Array => "array",
-            ParamType::Struct => "struct",
-            ParamType::Null => "nil",
-            ParamType::Any => "mixed",
-        }
-    }
-
-    /// Whether `value` is of this type.
-    pub fn accepts(self, value: &Value) -> bool {
-        match self {
-            ParamType::String => value.is_string(),
-            ParamType::Int => value.is_i64() || value.is_u64(),
-            ParamType::Double => value.is_number(),
-            ParamType::Boolean => value.is_boolean(),
-            ParamType::Array => value.is_array(),
-            ParamType::Struct => value.is_object(),
-            ParamType::Null => value.is_null(),
-            ParamType::Any => true,
-        }
-    }
-}
-
-impl fmt::Display for ParamType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Names a call whose answer comes later. The daemon's context allocates it
 /// (uniquely among the calls still open); the connection remembers where the
@@ -172,15 +115,16 @@ impl Signature {
     }
 
     /// Turns params that passed [`Signature::check`] into the values in
-    /// signature order.
+    /// signature order, each bound by its type (see [`ParamType::bind`]).
     fn bind(&self, params: Params) -> Vec<Value> {
-        match params {
+        let values = match params {
             Params::None => Vec::new(),
             Params::Positional(values) => values,
             Params::Named(mut map) => {
                 self.params.iter().map(|(name, _)| map.remove(name).unwrap_or(Value::Null)).collect()
             }
-        }
+        };
+        values.into_iter().zip(&self.params).map(|(value, (_, ty))| ty.bind(value)).collect()
     }
 }
 
@@ -268,6 +212,19 @@ impl Args {
         self.get(name)?.as_bool()
     }
 
+    /// The argument called `name`, if it is a date-time (XML-RPC's
+    /// `dateTime.iso8601`, or its text for a param declared
+    /// [`ParamType::DateTime`]).
+    pub fn get_datetime(&self, name: &str) -> Option<super::value::DateTime> {
+        super::value::as_datetime(self.get(name)?)
+    }
+
+    /// The argument called `name`, if it is a byte string (XML-RPC's
+    /// `base64`, or its text for a param declared [`ParamType::Base64`]).
+    pub fn get_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        super::value::as_bytes(self.get(name)?)
+    }
+
     /// The argument at position `i`.
     pub fn index(&self, i: usize) -> Option<&Value> {
         self.values.get(i)
@@ -328,6 +285,7 @@ pub struct Method<C> {
     signatures: Vec<Signature>,
     body: Body<C>,
     defers: bool,
+    errors: Vec<(i64, String)>,
 }
 
 impl<C> Method<C> {
@@ -339,6 +297,7 @@ impl<C> Method<C> {
             signatures: vec![Signature::default()],
             body: Body::User(Box::new(handler)),
             defers: false,
+            errors: Vec::new(),
         }
     }
 
@@ -349,6 +308,7 @@ impl<C> Method<C> {
             signatures: vec![Signature::default()],
             body: Body::Builtin(builtin),
             defers: false,
+            errors: Vec::new(),
         }
     }
 
@@ -369,6 +329,19 @@ impl<C> Method<C> {
     pub fn description(mut self, text: impl Into<String>) -> Self {
         self.help = text.into();
         self
+    }
+
+    /// Declares an error the method may answer besides those forkd answers
+    /// for every method (invalid params, a panicking handler), for the
+    /// OpenRPC document: its code and what it means.
+    pub fn error(mut self, code: i64, message: impl Into<String>) -> Self {
+        self.errors.push((code, message.into()));
+        self
+    }
+
+    /// The errors declared with [`Method::error`], in order.
+    pub fn errors(&self) -> &[(i64, String)] {
+        &self.errors
     }
 
     /// Appends a param to the current signature.
@@ -479,11 +452,14 @@ impl std::error::Error for AddError {}
 
 /// The methods a daemon answers, by name, with the introspection methods
 /// (`system.listMethods`, `system.methodSignature`, `system.methodHelp`,
-/// `system.getCapabilities`, `system.multicall`) always present.
+/// `system.getCapabilities`, `system.multicall`) and `rpc.discover` (the
+/// OpenRPC document) always present.
 pub struct Registry<C> {
     pub(super) methods: BTreeMap<String, Method<C>>,
     /// The most entries one `system.multicall` may run.
     pub(super) max_multicall: usize,
+    /// The title and version `rpc.discover` describes the server with.
+    pub(super) info: (String, String),
 }
 
 impl<C> Default for Registry<C> {
@@ -501,11 +477,20 @@ impl<C> fmt::Debug for Registry<C> {
 impl<C> Registry<C> {
     /// A registry holding only the introspection methods.
     pub fn new() -> Self {
-        let mut registry = Registry { methods: BTreeMap::new(), max_multicall: 1000 };
+        let info = ("forkd".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        let mut registry = Registry { methods: BTreeMap::new(), max_multicall: 1000, info };
+        // Not through `add`, which keeps the reserved "rpc." names for these.
         for method in introspection::methods() {
-            registry.add(method).expect("built-in method names are unique");
+            let previous = registry.methods.insert(method.name.clone(), method);
+            assert!(previous.is_none(), "built-in method names are unique");
         }
         registry
+    }
+
+    /// Sets the title and version that `rpc.discover` gives in its `info`
+    /// (by default "forkd" and forkd's version).
+    pub fn set_info(&mut self, title: impl Into<String>, version: impl Into<String>) {
+        self.info = (title.into(), version.into());
     }
 
     /// Adds `method`.

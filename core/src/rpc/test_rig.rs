@@ -86,6 +86,19 @@ fn own_methods() -> Vec<Method<Ctx>> {
             .param(ParamType::Struct, "t")
             .param(ParamType::Null, "n")
             .returns(ParamType::Boolean),
+        Method::new("test.typed", |_: &mut Ctx, args: &Args| {
+            let (when, data) = (args.get_datetime("when"), args.get_bytes("data"));
+            Reply::Value(serde_json::json!({
+                "when": args.get("when"),
+                "year": when.map(|t| t.year()),
+                "data": args.get("data"),
+                "length": data.map(|d| d.len()),
+            }))
+        })
+        .description("A date-time and bytes, typed whichever protocol carried them.")
+        .param(ParamType::DateTime, "when")
+        .param(ParamType::Base64, "data")
+        .returns(ParamType::Struct),
         Method::new("test.fail", |_: &mut Ctx, _: &Args| Reply::Error(RpcError::internal_error("the handler failed"))),
         Method::new("test.busy", |_: &mut Ctx, _: &Args| {
             Reply::Error(RpcError::server_error(-32001, "busy, try later").with_data(serde_json::json!({"retry": 5})))

@@ -2,7 +2,10 @@
 //!
 //! A call becomes a method name and positional params in the shared value
 //! model (see [`value`](super::value)), so XML-RPC clients reach the same
-//! registry as JSON-RPC ones. Parsing goes through quick-xml for
+//! registry as JSON-RPC ones. Every type of the spec round-trips:
+//! `dateTime.iso8601` and `base64` become tagged values and are written
+//! back as themselves, `<i8>` and `<nil/>` (the common extensions) are
+//! read and written, a `<value>` without a type is a string. Parsing goes through quick-xml for
 //! well-formedness and entities, then a small recursive descent over the
 //! element stream checks the XML-RPC grammar; nesting is bounded so that a
 //! megabyte of `<array>` cannot exhaust the stack.
@@ -16,7 +19,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::error::RpcError;
-use super::value::{Map, Value};
+use super::value::{self, Map, Typed, Value};
 
 /// How deeply arrays and structs may nest in a call, like serde_json's
 /// own recursion limit.
@@ -98,6 +101,11 @@ fn write_value(out: &mut String, value: &Value) {
             out.push_str("</data></array>");
         }
         Value::Object(members) => {
+            if let Some((kind, text)) = value::typed(value) {
+                write_typed(out, kind, &text);
+                out.push_str("</value>");
+                return;
+            }
             out.push_str("<struct>");
             for (name, member) in members {
                 out.push_str("<member><name>");
@@ -110,6 +118,22 @@ fn write_value(out: &mut String, value: &Value) {
         }
     }
     out.push_str("</value>");
+}
+
+/// A tagged date-time or byte string, given its canonical text, as its
+/// own XML-RPC type: a date-time in the spec's basic form.
+fn write_typed(out: &mut String, kind: Typed, text: &str) {
+    match kind {
+        Typed::DateTime => {
+            let basic = text.parse::<value::DateTime>().map(|t| t.to_xmlrpc()).unwrap_or_default();
+            out.push_str(&format!("<dateTime.iso8601>{basic}</dateTime.iso8601>"));
+        }
+        Typed::Base64 => {
+            out.push_str("<base64>");
+            out.push_str(text);
+            out.push_str("</base64>");
+        }
+    }
 }
 
 /// A double in the XML-RPC grammar: digits, a point, digits; no exponent.
@@ -356,7 +380,17 @@ impl Parser {
                 let f: f64 = text.trim().parse().map_err(|_| invalid(&text))?;
                 serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| invalid(&text))
             }
-            "dateTime.iso8601" | "base64" => Ok(Value::String(self.scalar(ty)?.trim().to_string())),
+            "dateTime.iso8601" => {
+                let text = self.scalar(ty)?;
+                text.trim().parse().map(|t| value::datetime(&t)).map_err(|_| invalid(&text))
+            }
+            "base64" => {
+                // Peers break long base64 into lines (Python every 76
+                // characters): the breaks are not part of the data.
+                let text = self.scalar(ty)?;
+                let packed: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                value::base64_decode(&packed).map(|data| value::bytes(&data)).ok_or_else(|| invalid(&text))
+            }
             "nil" => {
                 let text = self.scalar(ty)?;
                 if text.trim().is_empty() {
