@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use super::files::FileNode;
 use super::net::{Conn, End, Object};
-use super::process::Proc;
-use super::sched::{start_thread, Run, Wait};
+use super::sched::{Run, Wait};
 use super::state::State;
 use super::trace::TraceEvent;
 use super::{SimOs, EPHEMERAL_PORTS, STREAM_CAPACITY};
@@ -41,39 +40,7 @@ impl Os for SimOs {
     }
 
     fn spawn(&mut self, opts: SpawnOptions, entry: Entry<SimOs>) -> io::Result<Pid> {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        st.fork_fault(me)?;
-        let pid = Pid(st.next_pid);
-        st.next_pid += 1;
-        let parent = &st.procs[&me];
-        let pgid = if opts.new_group { pid } else { parent.pgid };
-        let mut child = Proc::new(pid, Pid(me), pgid);
-        // The child's copy of the descriptor table: every object gains a
-        // reference. The signal pipe is the parent's own and is closed in the
-        // child, as the real implementation does.
-        let sig_fd = parent.signal_fd;
-        let fds: Vec<(i32, u64)> =
-            parent.fds.iter().map(|(f, o)| (*f, *o)).filter(|(f, _)| Some(*f) != sig_fd).collect();
-        let regions: BTreeSet<u64> =
-            parent.regions.iter().copied().filter(|r| !st.dont_fork.contains(&(me, *r))).collect();
-        child.niceness = parent.niceness;
-        child.uid = parent.uid;
-        child.gid = parent.gid;
-        child.umask = parent.umask;
-        child.console = parent.console;
-        for (fd, id) in &fds {
-            st.objects.get_mut(id).unwrap().1 += 1;
-            child.fds.insert(*fd, *id);
-        }
-        for r in &regions {
-            st.regions.get_mut(r).unwrap().insert(pid.0);
-        }
-        child.regions = regions;
-        st.procs.insert(pid.0, child);
-        st.record(me, TraceEvent::Spawn(pid));
-        start_thread(&self.shared, &mut st, pid, entry);
-        Ok(pid)
+        self.fork(opts, entry)
     }
 
     fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>> {
@@ -129,47 +96,8 @@ impl Os for SimOs {
         Ok(gone)
     }
 
-    /// The caller's thread goes on as the daemon under a new pid, in a
-    /// group of its own, adopted by init; a new process takes the caller's
-    /// pid, parent and group and runs the launcher, so that whoever waits
-    /// for the caller waits for the launcher, as a shell does.
     fn detach(&mut self, launcher: Entry<SimOs>) -> io::Result<()> {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        st.fork_fault(me)?;
-        let held = &st.procs[&me];
-        assert!(
-            held.regions.is_empty() && held.signal_fd.is_none() && !st.procs.values().any(|p| p.ppid.0 == me),
-            "detach is called before the process has regions, signal handlers or children"
-        );
-        // The session leader in between, which exits at once: its pid is
-        // the daemon's group.
-        let leader = Pid(st.next_pid);
-        let daemon = Pid(st.next_pid + 1);
-        st.next_pid += 2;
-        let mut proc = st.procs.remove(&me).expect("the caller is in the table");
-        let mut stay = Proc::new(Pid(me), proc.ppid, proc.pgid);
-        stay.uid = proc.uid;
-        stay.gid = proc.gid;
-        stay.umask = proc.umask;
-        stay.niceness = proc.niceness;
-        stay.console = proc.console;
-        stay.fds = proc.fds.clone();
-        for id in stay.fds.values() {
-            st.objects.get_mut(id).expect("object exists").1 += 1;
-        }
-        proc.pid = daemon;
-        proc.ppid = super::INIT_PID;
-        proc.pgid = leader;
-        st.procs.insert(daemon.0, proc);
-        st.procs.insert(me, stay);
-        st.running = Some(daemon.0);
-        st.record(me, TraceEvent::Detach { daemon });
-        start_thread(&self.shared, &mut st, Pid(me), launcher);
-        // Still holding the baton, now as the daemon.
-        drop(st);
-        self.pid = daemon;
-        Ok(())
+        self.detach_from_launcher(launcher)
     }
 
     fn setsid(&mut self) -> io::Result<()> {
