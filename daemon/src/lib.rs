@@ -54,6 +54,6 @@ pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, 
 pub use forkd_core::event::{defaults, Event, ListenerId, Topic, WorkerEventKind};
 pub use forkd_core::rpc::{value, Args, DateTime, DeferId, Method, ParamType, Reply, RpcError};
 pub use forkd_core::supervisor::{OnFailure, RestartPolicy};
-pub use forkd_core::worker::{Context, Worker, WorkerEvent};
+pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};
 pub use forkd_os::{Address, Signal};
 pub use serde_json::{json, Value};

@@ -25,7 +25,7 @@ use std::time::Duration;
 use forkd::testing::{serve, Mode};
 use forkd_core::daemon::{Config, Daemon};
 use forkd_core::supervisor::WorkerSpec;
-use forkd_core::worker::{Context, Worker};
+use forkd_core::worker::{BoxError, Context, Worker};
 use forkd_os::sim::{Config as WorldConfig, Report, SimOs, TraceEvent, TraceLine, World};
 use forkd_os::{Address, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, Signal, SpawnOptions};
 
@@ -121,7 +121,7 @@ pub fn run(seed: u64) -> LaunchRun {
 struct Idle;
 
 impl Worker for Idle {
-    fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), String> {
+    fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use forkd_os::{ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Sign
 use serde_json::{json, Value};
 
 use super::{
-    run_worker, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess, WorkerState,
+    run_worker, BoxError, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess, WorkerState,
     EXIT_OK, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL, REGION_SIZE,
 };
 
@@ -41,14 +41,14 @@ pub struct Probe {
 const SPINS: u32 = 10_000_000;
 
 impl Worker for Probe {
-    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         if self.fail_spinup {
             return Err("spinup says no".into());
         }
-        ctx.send(json!({ "spinup": ctx.instance() })).map_err(|e| e.to_string())
+        Ok(ctx.send(json!({ "spinup": ctx.instance() }))?)
     }
 
-    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         assert_eq!(ctx.events().last(), Some(&WorkerEvent::LoopStart));
         if self.panic_in_work {
             panic!("probe panics");
@@ -70,7 +70,7 @@ impl Worker for Probe {
         let _ = ctx.send(json!({ "spindown": saw_stop && should_stop }));
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, String> {
+    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, BoxError> {
         if msg == json!("fail") {
             return Err("asked to fail".into());
         }

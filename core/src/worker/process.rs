@@ -201,7 +201,7 @@ struct Runner<'o, O: Os> {
 impl<O: Os> Runner<'_, O> {
     fn run(&mut self) -> i32 {
         self.enter(WorkerState::Spinup);
-        match self.call(|w, ctx| w.spinup(ctx)) {
+        match self.call(|w, ctx| w.spinup(ctx).map_err(|e| e.to_string())) {
             Err(p) => return self.panicked(p),
             Ok(Err(e)) => {
                 log::error!(target: &self.target, "spinup failed: {e}");
@@ -336,7 +336,7 @@ impl<O: Os> Runner<'_, O> {
             }
             (WorkerState::Looping | WorkerState::Paused, Command::Message(msg)) => {
                 self.push_event(WorkerEvent::Message);
-                self.call(|w, ctx| w.on_message(ctx, msg))?
+                self.call(|w, ctx| w.on_message(ctx, msg).map_err(|e| e.to_string()))?
             }
             // Commands are only read in the loop, after spinup and before
             // spindown.
@@ -355,7 +355,7 @@ impl<O: Os> Runner<'_, O> {
 
     fn run_body(&mut self) -> Result<(), Panicked> {
         self.push_event(WorkerEvent::LoopStart);
-        let result = self.call(|w, ctx| w.work(ctx))?;
+        let result = self.call(|w, ctx| w.work(ctx).map_err(|e| e.to_string()))?;
         self.loops += 1;
         self.channel.set_loops(self.loops);
         self.push_event(WorkerEvent::LoopStop);
