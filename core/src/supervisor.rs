@@ -29,7 +29,7 @@ use forkd_os::{ExitStatus, Instant, KillTarget, Pid, Signal};
 
 mod policy;
 
-pub use policy::{OnFailure, RestartPolicy, WorkerSpec};
+pub use policy::{OnFailure, Restart, RestartPolicy, WorkerSpec};
 
 /// Where an instance is in its life, from the supervisor's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,7 +357,7 @@ impl Supervisor {
         use InstanceState as S;
         let stop_timeout = self.policy.stop_timeout;
         let daemon_stopping = self.stopping;
-        let forever = self.specs[self.instances[id].worker].forever;
+        let restart = self.specs[self.instances[id].worker].restart;
         let inst = &mut self.instances[id];
         match (inst.state, event) {
             // The answer to a spawn. Only a waiting instance is ever asked
@@ -389,10 +389,13 @@ impl Supervisor {
                 inst.last_exit = Some(status);
                 if daemon_stopping {
                     inst.state = S::Stopped;
-                } else if !forever {
+                } else if restart == Restart::Never {
                     inst.state = S::Stopped;
                     let name = self.specs[inst.worker].name.clone();
                     self.actions.push_back(Action::StopDaemon(format!("worker {name} exited ({status})")));
+                } else if restart == Restart::OnFailure && status == ExitStatus::Exited(0) {
+                    // Done, and nothing went wrong.
+                    inst.state = S::Stopped;
                 } else if crate::planted::active(crate::planted::Bug::NoRestart) {
                     inst.state = S::Stopped;
                 } else {

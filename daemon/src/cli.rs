@@ -6,17 +6,16 @@
 
 use std::time::Duration;
 
-use forkd_core::daemon::{Config, Daemon, Hooks};
+use forkd_core::daemon::Config;
 use forkd_os::real::RealOs;
-use forkd_os::{Address, Fd, Os, Pid};
+use forkd_os::{Address, Os, Pid};
 use serde_json::{Map, Value};
 
 use crate::builder::Builder;
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::console::{self, Action};
-use crate::daemonize::{self, Readiness};
 use crate::logger::{self, Target};
-use crate::systemd;
+use crate::serve::{self, Mode};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits for the daemon's process to go.
@@ -66,66 +65,8 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
     }
 }
 
-/// The facade's part of the loop: readiness for the launcher of `-d`,
-/// systemd notifications, log reopening.
-struct FacadeHooks {
-    readiness: Option<Readiness>,
-    watchdog: Option<Duration>,
-}
-
-impl<O: Os> Hooks<O> for FacadeHooks {
-    fn ready(&mut self, os: &mut O) {
-        log::info!("ready");
-        if let Some(r) = &mut self.readiness {
-            r.ready(os);
-        }
-        systemd::notify(os, "READY=1");
-    }
-
-    fn stopping(&mut self, os: &mut O) {
-        systemd::notify(os, "STOPPING=1");
-    }
-
-    fn stopped(&mut self, _os: &mut O) {
-        log::info!("stopped");
-    }
-
-    fn reopen_log(&mut self, _os: &mut O) {
-        logger::reopen();
-    }
-
-    fn keepalive_interval(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
-    fn keepalive(&mut self, os: &mut O) {
-        systemd::notify(os, "WATCHDOG=1");
-    }
-
-    fn private_fds(&self) -> Vec<Fd> {
-        self.readiness.as_ref().and_then(Readiness::fd).into_iter().collect()
-    }
-}
-
 fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::path::PathBuf>) -> u8 {
-    // A process that already runs threads cannot fork safely.
-    match forkd_os::real::thread_count() {
-        Ok(n) if n > 1 => {
-            eprintln!("error: the process has {n} threads: run the daemon before starting any thread");
-            return 1;
-        }
-        _ => {}
-    }
-    let mut os = match RealOs::new() {
-        Ok(os) => os,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    // Before anything is created, in the foreground as under -d: nothing
-    // the daemon creates is for others.
-    daemonize::restrict_umask(&mut os);
+    let mode = if daemon { Mode::Detached } else { Mode::Foreground };
     let target = match (daemon, log_file) {
         (true, Some(path)) => Target::File(path),
         (true, None) => Target::Nowhere,
@@ -138,73 +79,11 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         return 1;
     }
     builder.daemon.reopen_log = Some(logger::reopen);
-    serve(&mut os, builder.daemon, if daemon { Mode::Detached } else { Mode::Foreground })
-}
-
-/// Whether the daemon runs where it was started, or detached (`-d`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// In the foreground (`-f`), as under systemd.
-    Foreground,
-    /// Detached, once the launcher has been told the daemon is ready.
-    Detached,
-}
-
-/// Runs `daemon` on `os` as the binary does once its command line is read:
-/// detached or not, with systemd's notifications, socket activation and
-/// watchdog when the environment asks for them. Returns the exit code (in
-/// the daemon: the launcher of `-d` exits inside). The simulation runs it
-/// too, so that `-d` and systemd are tested on every seed that asks.
-pub fn serve<O: Os>(os: &mut O, mut daemon: Daemon, mode: Mode) -> u8 {
-    let readiness = match mode {
-        Mode::Foreground => None,
-        Mode::Detached => match daemonize::daemonize(os) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                say(os, &format!("error: daemonize: {e}\n"));
-                return 1;
-            }
-        },
-    };
-    let mut hooks = FacadeHooks { readiness, watchdog: None };
-    daemon.config.listen_fd = systemd::activated_listener(os);
-    hooks.watchdog = systemd::watchdog_interval(os);
-    log::debug!("starting {} on {}", daemon.config.description, daemon.config.address);
-    let pid = os.pid();
-    match forkd_core::daemon::run(os, daemon, &mut hooks) {
-        Ok(stopped) => match stopped.failure {
-            // A service manager restarting on failure must see one.
-            Some(why) => {
-                log::error!("stopped: {why}");
-                1
-            }
-            None => 0,
-        },
-        Err(e) => {
-            // A worker process never gets here: it exits inside `spawn`.
-            debug_assert_eq!(os.pid(), pid);
-            fail(os, &mut hooks, &e.to_string())
-        }
+    let (code, message) = serve::exit_code(&serve::serve_real(builder.daemon, mode));
+    if let Some(message) = message {
+        eprint!("{message}");
     }
-}
-
-/// Reports a failed start: to the launcher under `-d` (and to the log
-/// file), on stderr in the foreground (where the log is stderr too, so it
-/// is said once).
-fn fail<O: Os>(os: &mut O, hooks: &mut FacadeHooks, message: &str) -> u8 {
-    match &mut hooks.readiness {
-        Some(r) => {
-            log::error!("{message}");
-            r.failed(os, message)
-        }
-        None => say(os, &format!("error: {message}\n")),
-    }
-    1
-}
-
-/// Says something on the terminal the daemon was started from.
-fn say<O: Os>(os: &mut O, text: &str) {
-    let _ = daemonize::write_all(os, Fd(2), text.as_bytes());
+    code
 }
 
 /// How the control subcommands connect: with `--token`, else

@@ -13,7 +13,7 @@
 //!         .socket("tcp://127.0.0.1:10042")
 //!         .method(
 //!             Method::new("my.echo", |_ctl, args| Reply::Value(args.get("message").cloned().unwrap_or_default()))
-//!                 .description("I'm here to reply your data")
+//!                 .help("I'm here to reply your data")
 //!                 .param(ParamType::String, "message")
 //!                 .returns(ParamType::String),
 //!         )
@@ -32,28 +32,33 @@ mod builder;
 mod cli;
 mod client;
 mod console;
+mod daemon;
 mod daemonize;
 mod describe;
 mod logger;
+mod serve;
 mod systemd;
 mod validate;
+mod worker_options;
 
 /// What the simulation runs of the binary: the serving path after the
 /// command line is read (`-d` with its launcher, systemd's notifications).
 /// Test scaffolding, left out of production builds.
 #[cfg(feature = "testing")]
 pub mod testing {
-    pub use crate::cli::{serve, Mode};
+    pub use crate::serve::{exit_code, serve, Failed, Mode};
 }
 
-pub use builder::Builder;
+pub use builder::{BuildError, Builder};
 pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
+pub use daemon::Daemon;
+pub use worker_options::WorkerOptions;
 
 pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, WORKER_ERRORS};
-pub use forkd_core::event::{defaults, Event, ListenerId, Topic, WorkerEventKind};
+pub use forkd_core::event::{defaults, Event, Topic, WorkerEventKind};
 pub use forkd_core::rpc::{value, Args, DateTime, DeferId, Method, ParamType, Reply, RpcError};
-pub use forkd_core::supervisor::{OnFailure, RestartPolicy};
+pub use forkd_core::supervisor::{OnFailure, Restart, RestartPolicy};
 pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};
 pub use forkd_os::{Address, Signal};
 pub use serde_json::{json, Value};

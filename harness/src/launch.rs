@@ -22,9 +22,9 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use forkd::testing::{serve, Mode};
+use forkd::testing::{exit_code, serve, Mode};
 use forkd_core::daemon::{Config, Daemon};
-use forkd_core::supervisor::WorkerSpec;
+use forkd_core::supervisor::{Restart, WorkerSpec};
 use forkd_core::worker::{BoxError, Context, Worker};
 use forkd_os::sim::{Config as WorldConfig, Report, SimOs, TraceEvent, TraceLine, World};
 use forkd_os::{Address, ExitStatus, Fd, Instant, KillTarget, ListenOptions, Os, Pid, Signal, SpawnOptions};
@@ -135,7 +135,7 @@ fn build(launch: &Launch) -> Daemon {
         let spec = WorkerSpec {
             name: "idle".into(),
             looptime: Duration::from_millis(50),
-            forever: true,
+            restart: Restart::Always,
             instances: launch.workers,
         };
         daemon.workers.push((spec, Box::new(|| Box::new(Idle) as Box<dyn Worker>)));
@@ -154,9 +154,15 @@ fn conductor(os: &mut SimOs, launch: Launch) -> i32 {
         _ => None,
     };
     let plan = launch.clone();
-    let Ok(shell) = os
-        .spawn(SpawnOptions::default(), Box::new(move |os: &mut SimOs| i32::from(serve(os, build(&plan), plan.mode))))
-    else {
+    let shell_main = move |os: &mut SimOs| {
+        // What the binary does with the outcome, on the simulated console.
+        let (code, message) = exit_code(&serve(os, build(&plan), plan.mode));
+        if let Some(message) = message {
+            let _ = wire::write_all(os, Fd(2), message.as_bytes(), os.now() + BOUND);
+        }
+        i32::from(code)
+    };
+    let Ok(shell) = os.spawn(SpawnOptions::default(), Box::new(shell_main)) else {
         os.note(format_args!("VIOLATION launch: cannot spawn the shell"));
         return 1;
     };

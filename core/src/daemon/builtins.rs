@@ -71,7 +71,7 @@ fn daemon_info() -> Method<Ctl> {
             "workers": ctl.sup.instances().iter().filter(|i| i.state.pid().is_some()).count(),
         }))
     })
-    .description("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
+    .help("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
     .returns(ParamType::Struct)
 }
 
@@ -80,7 +80,7 @@ fn daemon_shutdown() -> Method<Ctl> {
         ctl.stop("daemon.shutdown");
         value(Value::Bool(true))
     })
-    .description("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
+    .help("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
     .returns(ParamType::Boolean)
 }
 
@@ -92,7 +92,7 @@ fn worker_list() -> Method<Ctl> {
             .collect();
         value(Value::Array(all))
     })
-    .description(
+    .help(
         "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit, \
          last_error.",
     )
@@ -118,7 +118,7 @@ fn worker_status() -> Method<Ctl> {
             Err(e) => Reply::Error(e),
         }
     })
-    .description("Tell a worker's status; without a name, the state of every worker by name.")
+    .help("Tell a worker's status; without a name, the state of every worker by name.")
     .returns(ParamType::Struct)
     .signature()
     .param(ParamType::String, "name")
@@ -141,7 +141,7 @@ fn worker_restart() -> Method<Ctl> {
             Err(e) => Reply::Error(e),
         }
     })
-    .description("Restart a worker: stop its processes and start new ones.")
+    .help("Restart a worker: stop its processes and start new ones.")
     .param(ParamType::String, "name")
     .returns(ParamType::Boolean)
     .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
@@ -179,7 +179,7 @@ fn worker_scale() -> Method<Ctl> {
             Err(e) => Reply::Error(e),
         }
     })
-    .description("Resize a worker's pool to the given number of instances.")
+    .help("Resize a worker's pool to the given number of instances.")
     .param(ParamType::String, "name")
     .param(ParamType::Int, "instances")
     .returns(ParamType::Int);
@@ -193,7 +193,7 @@ fn worker_send() -> Method<Ctl> {
         ctl.message_worker(&name, message)
     })
     .defers()
-    .description("Send a custom message to a worker and answer with its reply.")
+    .help("Send a custom message to a worker and answer with its reply.")
     .param(ParamType::String, "name")
     .param(ParamType::Any, "message")
     .returns(ParamType::Any);
@@ -210,7 +210,7 @@ fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Met
         }
     })
     .defers()
-    .description(help)
+    .help(help)
     .returns(ParamType::Struct)
     .signature()
     .param(ParamType::String, "name")

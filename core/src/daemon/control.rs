@@ -285,7 +285,7 @@ impl Ctl {
             "pid": inst.state.pid().map(|p| p.0),
             "state": self.state_name(id),
             "looptime": spec.looptime.as_secs_f64(),
-            "forever": spec.forever,
+            "restart": spec.restart.name(),
             "loops": view.loops,
             "restarts": inst.restarts,
             "last_exit": inst.last_exit.map(exit_json),

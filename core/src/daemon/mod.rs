@@ -98,7 +98,11 @@ impl<O: Os> Hooks<O> for NoHooks {}
 /// Why a daemon could not start. Nothing is left behind when one is
 /// returned: no pid file, socket file, shared memory or child process.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
+    /// The process cannot become this daemon: it runs threads (forking
+    /// one is undefined behaviour), or it could not detach.
+    Process(String),
     /// Another instance holds the pid file.
     AlreadyRunning(Option<i32>),
     /// The pid file could not be opened, locked or written.
@@ -129,6 +133,7 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Process(why) => f.write_str(why),
             StartError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
             StartError::AlreadyRunning(None) => write!(f, "already running"),
             StartError::PidFile(path, e) => write!(f, "pid file {}: {}", path.display(), short_io(e)),

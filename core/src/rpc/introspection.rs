@@ -53,10 +53,10 @@ const CAPABILITIES: &[(&str, &str, i64)] = &[
 pub(super) fn methods<C>() -> Vec<Method<C>> {
     vec![
         Method::builtin("system.listMethods", Builtin::ListMethods)
-            .description("List the names of the methods this server answers, sorted.")
+            .help("List the names of the methods this server answers, sorted.")
             .returns(ParamType::Array),
         Method::builtin("system.methodSignature", Builtin::MethodSignature)
-            .description(
+            .help(
                 "Return the signatures of a method: an array of arrays, \
                  each holding the return type then the param types.",
             )
@@ -64,18 +64,18 @@ pub(super) fn methods<C>() -> Vec<Method<C>> {
             .returns(ParamType::Array)
             .error(error::METHOD_NOT_FOUND, "No method of that name"),
         Method::builtin("system.methodHelp", Builtin::MethodHelp)
-            .description("Return the description of a method.")
+            .help("Return the description of a method.")
             .param(ParamType::String, "method")
             .returns(ParamType::String)
             .error(error::METHOD_NOT_FOUND, "No method of that name"),
         Method::builtin("system.getCapabilities", Builtin::GetCapabilities)
-            .description(
+            .help(
                 "List the extensions to the RPC specs this server implements, \
                  with the url and version of each spec.",
             )
             .returns(ParamType::Struct),
         Method::builtin(MULTICALL, Builtin::Multicall)
-            .description(
+            .help(
                 "Run many calls in one request. Each entry is a struct \
                  {methodName, params}; each answer is [result] or a struct \
                  {faultCode, faultString}, in order.",
@@ -84,7 +84,7 @@ pub(super) fn methods<C>() -> Vec<Method<C>> {
             .returns(ParamType::Array)
             .error(error::LIMIT, "More entries than the server runs in one multicall"),
         Method::builtin(DISCOVER, Builtin::Discover)
-            .description(
+            .help(
                 "Return the OpenRPC document of this server: every method it answers, \
                  with its params, result, description and errors.",
             )
@@ -117,7 +117,7 @@ impl<C> Registry<C> {
                 let name = args.get_str("method").unwrap_or_default();
                 match self.get(name) {
                     None => Reply::Error(RpcError::method_not_found(name)),
-                    Some(method) => Reply::Value(Value::from(method.help())),
+                    Some(method) => Reply::Value(Value::from(method.help_text())),
                 }
             }
             Builtin::GetCapabilities => {

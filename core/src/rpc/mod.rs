@@ -54,6 +54,7 @@ pub mod jsonrpc;
 mod openrpc;
 mod param_type;
 pub mod registry;
+mod reply;
 pub mod value;
 pub mod xmlrpc;
 
@@ -73,5 +74,7 @@ pub use conn::{Access, Conn, Framing, Limits, Policy, AUTHENTICATE, MAX_AUTH_FAI
 pub use error as codes;
 pub use error::RpcError;
 pub use http::MAX_HEAD;
-pub use registry::{AddError, Args, DeferId, Handler, Method, ParamType, Params, Registry, Reply, Signature};
+pub use registry::{
+    AddError, Args, DeferId, Handler, IntoReply, Method, ParamType, Params, Registry, Reply, Signature,
+};
 pub use value::{DateTime, DateTimeError, Map, Value};

@@ -61,8 +61,8 @@ pub(super) fn document<C>(registry: &Registry<C>) -> Value {
 fn method<C>(m: &Method<C>) -> Value {
     let mut out = Map::new();
     out.insert("name".into(), Value::from(m.name()));
-    if !m.help().is_empty() {
-        out.insert("description".into(), Value::from(m.help()));
+    if !m.help_text().is_empty() {
+        out.insert("description".into(), Value::from(m.help_text()));
     }
     out.insert("paramStructure".into(), Value::from("either"));
     out.insert("params".into(), Value::Array(params(m.signatures())));

@@ -29,27 +29,17 @@ use super::value::{type_name, Map, Value};
 /// (uniquely among the calls still open); the connection remembers where the
 /// answer goes and fills it in on [`Conn::complete`](super::Conn::complete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeferId(pub u64);
+pub struct DeferId(pub(crate) u64);
 
-/// What a handler answers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// The result.
-    Value(Value),
-    /// An error answer.
-    Error(RpcError),
-    /// The answer comes later, through `Conn::complete(id, ..)`.
-    Deferred(DeferId),
-}
-
-impl From<Result<Value, RpcError>> for Reply {
-    fn from(result: Result<Value, RpcError>) -> Self {
-        match result {
-            Ok(value) => Reply::Value(value),
-            Err(error) => Reply::Error(error),
-        }
+impl DeferId {
+    /// An id from its number: for tests that play the daemon's part.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn from_raw(n: u64) -> DeferId {
+        DeferId(n)
     }
 }
+
+pub use super::reply::{IntoReply, Reply};
 
 /// The params of a call, as the client sent them.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -180,6 +170,19 @@ pub struct Args {
 }
 
 impl Args {
+    /// The arguments deserialized into `P`: by name into a struct (or a
+    /// map), else by position into a tuple or a sequence; tagged dates and
+    /// bytes as their text. An invalid-params error if `P` does not fit.
+    pub fn deserialize<P: serde::de::DeserializeOwned>(&self) -> Result<P, RpcError> {
+        let plain = |v: &Value| super::value::to_json(v).into_owned();
+        let named: Map<String, Value> = self.names.iter().cloned().zip(self.values.iter().map(plain)).collect();
+        match serde_json::from_value(Value::Object(named)) {
+            Ok(p) => Ok(p),
+            Err(by_name) => serde_json::from_value(Value::Array(self.values.iter().map(plain).collect()))
+                .map_err(|_| RpcError::invalid_params(format!("params: {by_name}"))),
+        }
+    }
+
     /// Arguments from (name, value) pairs, in order; for testing handlers.
     pub fn new(pairs: impl IntoIterator<Item = (String, Value)>) -> Self {
         let (names, values) = pairs.into_iter().unzip();
@@ -274,7 +277,7 @@ enum Body<C> {
 /// let echo: Method<()> = Method::new("my.echo", |_ctx: &mut (), args| {
 ///     Reply::Value(args.get("message").cloned().unwrap_or(Value::Null))
 /// })
-/// .description("I'm here to reply your data")
+/// .help("I'm here to reply your data")
 /// .param(ParamType::String, "message")
 /// .returns(ParamType::String);
 /// assert_eq!(echo.signatures().len(), 1);
@@ -289,16 +292,57 @@ pub struct Method<C> {
 }
 
 impl<C> Method<C> {
-    /// A method called `name`, with one empty signature returning "mixed".
-    pub fn new(name: impl Into<String>, handler: impl FnMut(&mut C, &Args) -> Reply + 'static) -> Self {
+    /// A method called `name`, with one empty signature returning "mixed",
+    /// whose handler takes the bound arguments as they came and returns
+    /// anything that converts into a reply (a [`Reply`], a [`Value`], a
+    /// `Result<T: Serialize, RpcError>`). See [`Method::typed`] for params
+    /// deserialized into a type of the caller's.
+    pub fn new<R: IntoReply>(name: impl Into<String>, mut handler: impl FnMut(&mut C, &Args) -> R + 'static) -> Self {
         Method {
             name: name.into(),
             help: String::new(),
             signatures: vec![Signature::default()],
-            body: Body::User(Box::new(handler)),
+            body: Body::User(Box::new(move |ctx, args| handler(ctx, args).into_reply())),
             defers: false,
             errors: Vec::new(),
         }
+    }
+
+    /// A method whose handler takes its params deserialized (with serde)
+    /// into `P`: a struct whose fields are the declared params' names, or
+    /// a tuple of them in order. Declare the params with
+    /// [`Method::param`] as for any method: introspection and the OpenRPC
+    /// document read the declared types, and a call that does not fit them
+    /// is refused before `P` is made. Dates arrive as ISO 8601 text, bytes
+    /// as base64 text.
+    ///
+    /// ```
+    /// use forkd_core::rpc::{Method, ParamType, RpcError};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Add {
+    ///     a: i64,
+    ///     b: i64,
+    /// }
+    ///
+    /// let add: Method<()> = Method::typed("math.add", |_ctx: &mut (), p: Add| -> Result<i64, RpcError> {
+    ///     p.a.checked_add(p.b).ok_or_else(|| RpcError::invalid_params("the sum overflows"))
+    /// })
+    /// .help("Adds two integers.")
+    /// .param(ParamType::Int, "a")
+    /// .param(ParamType::Int, "b")
+    /// .returns(ParamType::Int);
+    /// assert_eq!(add.signatures()[0].params.len(), 2);
+    /// ```
+    pub fn typed<P, R>(name: impl Into<String>, mut handler: impl FnMut(&mut C, P) -> R + 'static) -> Self
+    where
+        P: serde::de::DeserializeOwned,
+        R: IntoReply,
+    {
+        Method::new(name, move |ctx: &mut C, args: &Args| match args.deserialize::<P>() {
+            Ok(params) => handler(ctx, params).into_reply(),
+            Err(error) => Reply::Error(error),
+        })
     }
 
     pub(super) fn builtin(name: &str, builtin: Builtin) -> Self {
@@ -325,8 +369,9 @@ impl<C> Method<C> {
         self.defers
     }
 
-    /// Sets the help text (`system.methodHelp`).
-    pub fn description(mut self, text: impl Into<String>) -> Self {
+    /// Sets the help text: what `system.methodHelp` answers and the
+    /// OpenRPC document's description of the method.
+    pub fn help(mut self, text: impl Into<String>) -> Self {
         self.help = text.into();
         self
     }
@@ -372,8 +417,8 @@ impl<C> Method<C> {
         &self.name
     }
 
-    /// The help text.
-    pub fn help(&self) -> &str {
+    /// The help text set with [`Method::help`].
+    pub fn help_text(&self) -> &str {
         &self.help
     }
 

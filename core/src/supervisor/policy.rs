@@ -6,12 +6,41 @@ use std::time::Duration;
 /// How a worker is installed (the seed's `install($worker, $looptime, $forever)`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerSpec {
+    /// Its name, unique in the daemon; a pool's instances share it.
     pub name: String,
+    /// How long one turn of its loop lasts at least.
     pub looptime: Duration,
-    /// Restarted when it dies; otherwise its exit stops the daemon.
-    pub forever: bool,
+    /// What its exit does.
+    pub restart: Restart,
     /// How many instances run (a pool); changed at runtime by `worker.scale`.
     pub instances: u32,
+}
+
+/// What a worker's exit does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Restart {
+    /// It is restarted whenever it exits, within the restart policy's
+    /// bounds (the seed's `forever`).
+    #[default]
+    Always,
+    /// It is restarted when it fails (a non-zero exit, a signal, a hang);
+    /// a clean exit leaves it stopped, and the daemon goes on.
+    OnFailure,
+    /// It is never restarted: its exit, clean or not, stops the daemon
+    /// (the seed's `forever = false`).
+    Never,
+}
+
+impl Restart {
+    /// Its name in `worker.status`: `always`, `on-failure`, `never`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
 }
 
 /// What happens when an instance has used up its restarts.
