@@ -254,7 +254,7 @@ fn describe_text_lists_each_method_with_its_types_description_and_errors() {
     for line in [
         "handyman.changename(name: string) -> struct\n    Change the name of the handyman worker",
         "-32001 No worker of that name",
-        "worker.status() -> struct\nworker.status(name: string) -> struct\n",
+        "worker.status() -> array\nworker.status(name: string) -> array\n",
         "worker.scale(name: string, instances: int) -> int\n",
         "rpc.discover() -> struct\n",
         "system.multicall(requests: array) -> array\n",

@@ -162,17 +162,21 @@ fn worker_list_tells_every_field_with_states_by_name() {
     assert!(pid_of(&entry) > 0 && pid_of(&entry) != d.pid() && alive(pid_of(&entry)));
     assert_eq!(entry["state"], "looping");
     assert_eq!(entry["looptime"].as_f64(), Some(10.0));
-    assert_eq!(entry["forever"], true);
+    assert_eq!(entry["restart"], "always");
+    assert!(entry["uptime"].as_f64().is_some_and(|u| u >= 0.0), "uptime in seconds: {entry}");
     // The first iteration runs as soon as spinup is over.
     assert!(entry["loops"].as_u64().is_some(), "loops is a count: {entry}");
     assert_eq!(entry["restarts"], 0);
     assert_eq!(entry["last_exit"], Value::Null);
     assert_eq!(entry["last_error"], Value::Null);
-    // Without a name, worker.status tells each worker's state by its name.
-    assert_eq!(call(&d, "worker.status", Value::Null), json!({ "handyman": "looping" }));
-    let status = call(&d, "worker.status", json!({ "name": "handyman" }));
-    assert_eq!(status["state"], "looping");
-    assert_eq!(status["pid"], entry["pid"]);
+    // worker.status answers an array of entries, with or without a name.
+    let every = call(&d, "worker.status", Value::Null);
+    let named = call(&d, "worker.status", json!({ "name": "handyman" }));
+    for status in [&every, &named] {
+        assert_eq!(status.as_array().map(Vec::len), Some(1), "{status}");
+        assert_eq!(status[0]["state"], "looping");
+        assert_eq!(status[0]["pid"], entry["pid"]);
+    }
     drop(d);
     assert_no_new_shm(&shm);
 }
@@ -221,21 +225,33 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
     // before it takes the next command: the pause sees it counted.
     wait_until("the first iteration", DEADLINE, || d.log().contains("handyman loop 0 ("));
 
-    assert_eq!(client.call("worker.pause", json!({ "name": "handyman" })).unwrap(), true);
+    assert_eq!(
+        client.call("worker.pause", json!({ "name": "handyman" })).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     // Acknowledged before the answer: the state is already paused.
-    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "paused");
-    assert_eq!(client.call("worker.resume", json!({ "name": "handyman" })).unwrap(), true);
-    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "looping");
+    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()[0]["state"], "paused");
+    assert_eq!(
+        client.call("worker.resume", json!({ "name": "handyman" })).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()[0]["state"], "looping");
     // Both were acknowledged between two iterations, ten seconds apart: by
     // the wake-up byte, not at the next iteration. How fast is measured by
     // `cargo xtask bench`'s pause latency.
     assert_eq!(handyman(&d)["loops"].as_u64(), Some(1), "pause and resume waited for an iteration");
 
-    // Without a name: every worker, answered by name.
-    assert_eq!(client.call("worker.pause", Value::Null).unwrap(), json!({ "handyman": true }));
-    assert_eq!(client.call("worker.status", Value::Null).unwrap(), json!({ "handyman": "paused" }));
-    assert_eq!(client.call("worker.resume", Value::Null).unwrap(), json!({ "handyman": true }));
-    assert_eq!(client.call("worker.status", Value::Null).unwrap(), json!({ "handyman": "looping" }));
+    // Without a name: every worker, in the same shape.
+    assert_eq!(
+        client.call("worker.pause", Value::Null).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", Value::Null).unwrap()[0]["state"], "paused");
+    assert_eq!(
+        client.call("worker.resume", Value::Null).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", Value::Null).unwrap()[0]["state"], "looping");
     drop(client);
     drop(d);
     assert_no_new_shm(&shm);
@@ -248,7 +264,10 @@ fn a_paused_worker_does_not_loop_and_loops_again_once_resumed() {
     let d = copy_daemon_timing_out(&dir, &[("COPY_LOOPTIME_MS", "20")]);
     wait_until("a few loops", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(3));
 
-    assert_eq!(call(&d, "worker.pause", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.pause", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     let entry = handyman(&d);
     assert_eq!(entry["state"], "paused");
     let loops = entry["loops"].as_u64().unwrap();
@@ -259,7 +278,10 @@ fn a_paused_worker_does_not_loop_and_loops_again_once_resumed() {
     assert_eq!(entry["state"], "paused");
     assert_eq!(entry["loops"].as_u64(), Some(loops), "looped while paused: {entry}");
 
-    assert_eq!(call(&d, "worker.resume", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.resume", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     wait_until("loops to go on after resume", DEADLINE, || handyman(&d)["loops"].as_u64() > Some(loops + 2));
     assert_eq!(handyman(&d)["state"], "looping");
     drop(d);
@@ -335,7 +357,10 @@ fn nothing_is_left_in_dev_shm_after_a_daemon_s_whole_life() {
     call(&d, "worker.resume", Value::Null);
     kill(worker, libc::SIGKILL);
     let worker = pid_of(&wait_looping(&d, Some(worker)));
-    assert_eq!(call(&d, "worker.restart", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.restart", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     wait_looping(&d, Some(worker));
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 3 })), 3);
     wait_until("three instances looping", DEADLINE, || {
@@ -371,7 +396,10 @@ fn a_worker_has_its_own_process_group_and_restart_replaces_it() {
     // Safety: as above.
     assert_ne!(pgid, unsafe { libc::getpgid(d.pid()) }, "not the daemon's group");
 
-    assert_eq!(call(&d, "worker.restart", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.restart", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     let entry = wait_looping(&d, Some(old));
     let new = pid_of(&entry);
     wait_gone("the old worker to exit", DEADLINE, &[old]);
@@ -480,11 +508,11 @@ fn a_command_too_large_to_send_does_not_strand_the_commands_behind_it() {
     ];
     let answers = d.client().batch(&calls).unwrap_or_else(|e| panic!("batch: {e}\n{}", d.log()));
     let mut answers = answers.into_iter();
-    assert_eq!(answers.next().unwrap().unwrap(), true);
+    assert_eq!(answers.next().unwrap().unwrap(), json!([{ "name": "handyman", "instance": 0, "ok": true }]));
     let (code, message) = rpc_error(answers.next().unwrap());
     assert_eq!(code, -32003);
     assert!(message.contains("cannot reach worker"), "{message}");
-    assert_eq!(answers.next().unwrap().unwrap(), true, "the resume behind it was sent");
+    assert_eq!(answers.next().unwrap().unwrap()[0]["ok"], true, "the resume behind it was sent");
     assert_eq!(handyman(&d)["state"], "looping");
     drop(d);
     assert_no_new_shm(&shm);

@@ -1,9 +1,9 @@
 //! The built-in `daemon.*` and `worker.*` methods, one function each. They
 //! act through [`Ctl`] alone, as a user's methods do.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::control::{codes, Ctl, InstanceView};
+use super::control::{codes, Ctl, InstanceView, JoinKind};
 use crate::rpc::{Method, ParamType, Registry, Reply, RpcError};
 use crate::worker::Command;
 
@@ -17,12 +17,14 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         pause_resume(
             "worker.pause",
             Command::Pause,
-            "Pause a worker (every worker without a name); answer once it has acknowledged.",
+            "Pause a worker's instances (every worker's, without a name); answer once they have acknowledged: an \
+             array of {name, instance, ok} (and error, if one could not act) by name then instance.",
         ),
         pause_resume(
             "worker.resume",
             Command::Resume,
-            "Resume a paused worker (every worker without a name); answer once it has acknowledged.",
+            "Resume a worker's instances (every worker's, without a name); answer once they have acknowledged: an \
+             array of {name, instance, ok} (and error, if one could not act) by name then instance.",
         ),
         worker_restart(),
         worker_scale(),
@@ -86,65 +88,69 @@ fn daemon_shutdown() -> Method<Ctl> {
 
 fn worker_list() -> Method<Ctl> {
     Method::new("worker.list", |ctl: &mut Ctl, _| {
-        let all: Vec<Value> = (0..ctl.sup.instances().len())
+        let mut ids: Vec<usize> = (0..ctl.sup.instances().len())
             .filter(|&id| ctl.sup.instances_of(ctl.sup.instance(id).worker).any(|i| i == id))
-            .map(|id| ctl.instance_json(id))
             .collect();
-        value(Value::Array(all))
+        ids.sort_by_key(|&id| ctl.instance_order(id));
+        value(Value::Array(ids.into_iter().map(|id| ctl.instance_json(id)).collect()))
     })
     .help(
-        "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit, \
+        "List every worker process: name, instance, pid, state, looptime, restart, loops, restarts, last_exit, \
          last_error.",
     )
     .returns(ParamType::Array)
 }
 
 fn worker_status() -> Method<Ctl> {
-    Method::new("worker.status", |ctl: &mut Ctl, args| {
-        let name = args.get_str("name");
-        match ctl.targets(name) {
-            Ok((ids, true)) => {
-                let mut map = Map::new();
-                for id in ids {
-                    let n = ctl.instance_key(id);
-                    map.insert(n, Value::String(ctl.state_name(id).to_string()));
-                }
-                value(Value::Object(map))
-            }
-            Ok((ids, false)) => match ids.first() {
-                Some(&id) if ids.len() == 1 => value(ctl.instance_json(id)),
-                _ => value(Value::Array(ids.iter().map(|&id| ctl.instance_json(id)).collect())),
-            },
-            Err(e) => Reply::Error(e),
+    Method::new("worker.status", |ctl: &mut Ctl, args| match ctl.targets(args.get_str("name")) {
+        Ok((mut ids, _)) => {
+            ids.sort_by_key(|&id| ctl.instance_order(id));
+            value(Value::Array(ids.into_iter().map(|id| ctl.instance_json(id)).collect()))
         }
+        Err(e) => Reply::Error(e),
     })
-    .help("Tell a worker's status; without a name, the state of every worker by name.")
-    .returns(ParamType::Struct)
+    .help(
+        "Tell the status of a worker's instances (of every worker's, without a name): an array of entries with \
+         name, instance, pid, state, looptime, restart, loops, restarts, last_exit and last_error, by name then \
+         instance.",
+    )
+    .returns(ParamType::Array)
     .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Struct)
+    .returns(ParamType::Array)
     .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
 }
 
 fn worker_restart() -> Method<Ctl> {
     Method::new("worker.restart", |ctl: &mut Ctl, args| {
-        let name = args.get_str("name").unwrap_or_default().to_string();
-        match ctl.worker(&name) {
-            Ok(w) => {
+        if ctl.is_stopping() {
+            return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
+        }
+        match ctl.targets(args.get_str("name")) {
+            Ok((mut ids, _)) => {
                 let now = ctl.now;
-                let ids: Vec<usize> = ctl.sup.instances_of(w).collect();
+                ids.sort_by_key(|&id| ctl.instance_order(id));
+                let mut entries = Vec::new();
                 for id in ids {
                     ctl.sup.restart(id, now);
+                    let (name, instance) = ctl.instance_order(id);
+                    entries.push(json!({ "name": name, "instance": instance, "ok": true }));
                 }
-                value(Value::Bool(true))
+                value(Value::Array(entries))
             }
             Err(e) => Reply::Error(e),
         }
     })
-    .help("Restart a worker: stop its processes and start new ones.")
+    .help(
+        "Restart a worker's instances (every worker's, without a name): stop their processes and start new ones. \
+         Answers an array of {name, instance, ok} by name then instance.",
+    )
+    .returns(ParamType::Array)
+    .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Boolean)
+    .returns(ParamType::Array)
     .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
+    .error(codes::STOPPING, ERRORS[3].1)
 }
 
 fn worker_scale() -> Method<Ctl> {
@@ -201,19 +207,20 @@ fn worker_send() -> Method<Ctl> {
 }
 
 fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Method<Ctl> {
-    let cmd2 = command.clone();
     let m = Method::new(name, move |ctl: &mut Ctl, args| {
         let target = args.get_str("name").map(str::to_string);
         match ctl.targets(target.as_deref()) {
-            Ok((ids, by_name)) => ctl.command(ids, cmd2.clone(), by_name),
+            Ok((ids, every)) => {
+                ctl.command(ids, command.clone(), if every { JoinKind::Every } else { JoinKind::Named })
+            }
             Err(e) => Reply::Error(e),
         }
     })
     .defers()
     .help(help)
-    .returns(ParamType::Struct)
+    .returns(ParamType::Array)
     .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Boolean);
+    .returns(ParamType::Array);
     with_errors(m, WORKER_ERRORS)
 }

@@ -132,7 +132,10 @@ pub fn restart(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         let name = format!("w{i}");
         let status = |c: &mut forkd::Client| {
             let s = c.call("worker.status", json!({ "name": name })).map_err(|e| format!("worker.status: {e}"))?;
-            Ok::<_, String>((s["pid"].as_i64().unwrap_or(0) as i32, s["state"].as_str().unwrap_or("").to_string()))
+            Ok::<_, String>((
+                s[0]["pid"].as_i64().unwrap_or(0) as i32,
+                s[0]["state"].as_str().unwrap_or("").to_string(),
+            ))
         };
         let (old, _) = status(&mut c)?;
         let t = Instant::now();
