@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forkd_core::daemon::{Config, Daemon, NoHooks, StartError};
-use forkd_core::worker::{run_worker, BoxError, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE};
+use forkd_core::worker::{
+    run_worker, BoxError, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE,
+};
 use forkd_os::{Address, Fd, Instant, Pid, PidFileError, Region, Signal};
 use mockall::predicate::eq;
 use mockall::Sequence;

@@ -17,8 +17,8 @@ use forkd_os::{ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Sign
 use serde_json::{json, Value};
 
 use super::{
-    run_worker, BoxError, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess, WorkerState,
-    EXIT_OK, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL, REGION_SIZE,
+    run_worker, BoxError, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess,
+    WorkerState, EXIT_OK, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL, REGION_SIZE,
 };
 
 /// The longest any single wait of a scenario may take, beyond ten looptimes.
