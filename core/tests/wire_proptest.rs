@@ -13,7 +13,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 fn arb_datetime() -> impl Strategy<Value = DateTime> {
-    let date = (0u16..=9999, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60);
+    let date = (1u16..=9999, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60);
     let nanos = prop_oneof![Just(0u32), 0u32..1_000_000_000];
     let offset = proptest::option::of(-(24 * 60 - 1)..(24 * 60i16));
     (date, nanos, offset).prop_map(|((y, mo, d, h, mi, s), nanos, offset)| {

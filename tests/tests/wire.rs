@@ -6,12 +6,18 @@
 //! 2. the same methods pass over JSON-RPC, where dates and bytes travel as
 //!    ISO 8601 and base64 text;
 //! 3. `rpc.discover` on the fixture daemons answers OpenRPC documents that
-//!    validate against the vendored meta-schema, and `describe` prints them.
+//!    validate against the vendored meta-schema, and `describe` prints them;
+//! 4. bad input gets a short, clear error: a megabyte of it is never
+//!    quoted back whole, and values the protocols cannot carry faithfully
+//!    (an integer past 64 bits, year 0, a struct that would read as a
+//!    tagged value) are refused.
 //!
 //! The rounds are random but replayable: each has a fixed seed, which a
 //! failure names.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -261,4 +267,96 @@ fn describe_text_lists_each_method_with_its_types_description_and_errors() {
     ] {
         assert!(listing.contains(line), "missing {line:?} in:\n{listing}");
     }
+}
+
+// 4. bad input: short, clear errors
+
+/// The body of the answer to one HTTP POST of `body` as `content_type`.
+fn post(d: &Daemon, content_type: &str, body: &str) -> String {
+    let Address::Unix(path) = &d.socket else { panic!("not a unix socket: {}", d.socket) };
+    let mut s = UnixStream::connect(path).expect("connect to the daemon");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(answer)
+}
+
+fn xml_call(method: &str, params: &[&str]) -> String {
+    let params: String = params.iter().map(|p| format!("<param>{p}</param>")).collect();
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>"
+    )
+}
+
+#[test]
+fn a_megabyte_of_invalid_input_gets_a_short_fault_and_the_daemon_runs_on() {
+    let dir = TempDir::new("wire-huge-fault");
+    let d = Daemon::start(&dir, VALIDATOR, &[], &[]);
+    let huge = ">".repeat(1_000_000);
+    let many = "validator1.manyTypesTest";
+    for (body, code) in [
+        (xml_call(many, &[&format!("<value><base64>{huge}</base64></value>")]), -32600),
+        (xml_call(many, &[&format!("<value><boolean>{huge}</boolean></value>")]), -32600),
+        (xml_call(many, &[&format!("<value><int>{huge}</int></value>")]), -32600),
+        (xml_call(&"m".repeat(1_000_000), &[]), -32601),
+    ] {
+        let fault = post(&d, "text/xml", &body);
+        assert!(fault.len() < 1024, "a {}-byte fault", fault.len());
+        assert!(fault.contains(&format!("<int>{code}</int>")) && fault.contains('\u{2026}'), "{fault}");
+    }
+    let json = format!(r#"{{"jsonrpc":"2.0","method":"{}","id":1}}"#, "m".repeat(1_000_000));
+    let error = post(&d, "application/json", &json);
+    assert!(error.len() < 1024 && error.contains("-32601"), "{} bytes: {}", error.len(), &error[..200]);
+    assert_eq!(d.call("validator1.simpleStructReturnTest", json!([1])).unwrap()["times10"], json!(10));
+}
+
+#[test]
+fn values_the_wire_cannot_carry_faithfully_are_refused() {
+    let dir = TempDir::new("wire-refused");
+    let d = Daemon::start(&dir, VALIDATOR, &[], &[]);
+    // Integers past 64 bits, which once became 0.
+    for n in ["9223372036854775808", "18446744073709551615"] {
+        let n: Value = serde_json::from_str(n).unwrap();
+        let error = d.call("validator1.simpleStructReturnTest", json!([n])).expect_err("past i64").to_string();
+        assert!(error.contains("-32602") && error.contains("expects int, got int out of range"), "{error}");
+    }
+    // Year 0, which Python's datetime cannot hold.
+    let error = d
+        .call("validator1.manyTypesTest", json!([1, true, "s", 1.0, "0000-01-10T07:53:26", "AAEC"]))
+        .expect_err("year 0")
+        .to_string();
+    assert!(error.contains("param 'dateTime' expects dateTime.iso8601"), "{error}");
+    let date = "<value><dateTime.iso8601>00000101T00:00:00</dateTime.iso8601></value>";
+    let fault = post(&d, "text/xml", &xml_call("validator1.echoStructTest", &[date]));
+    assert!(fault.contains("<int>-32600</int>") && fault.contains("00000101T00:00:00"), "{fault}");
+    // A struct whose only member is a tag's name stays no struct.
+    for name in ["$base64", "$dateTime.iso8601"] {
+        let one = format!("<value><struct><member><name>{name}</name><value>aGk=</value></member></struct></value>");
+        let fault = post(&d, "text/xml", &xml_call("validator1.echoStructTest", &[&one]));
+        assert!(fault.contains("<int>-32600</int>") && fault.contains(&format!("'{name}'")), "{fault}");
+    }
+    assert_eq!(d.call("validator1.simpleStructReturnTest", json!([1])).unwrap()["times10"], json!(10));
+}
+
+#[test]
+fn pythons_client_in_iso_8859_1_is_understood() {
+    let dir = TempDir::new("wire-latin-1");
+    let port = free_port();
+    let address: Address = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let d = Daemon::start_at(&dir, VALIDATOR, &address, &[], &[]);
+    let url = format!("http://forkd:{}@127.0.0.1:{port}/", d.token());
+    let script = "import sys, xmlrpc.client as x\n\
+        p = x.ServerProxy(sys.argv[1], encoding='iso-8859-1', use_builtin_types=True)\n\
+        v = {'s': 'caf\\u00e9 \\u263a <&>'}\n\
+        r = p.validator1.echoStructTest(v)\n\
+        print('ok' if r == v else 'got %r' % (r,))\n";
+    let out = Command::new("python3").args(["-c", script, &url]).env("PYTHONIOENCODING", "utf-8").output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok\n");
 }

@@ -19,25 +19,14 @@ use crate::rpc::{DeferId, Reply, RpcError};
 use crate::supervisor::{Instance, InstanceState, Supervisor};
 use crate::worker::{Command, WorkerState};
 
-/// Server error codes of forkd's own methods (JSON-RPC reserves
-/// -32000..-32099 for them).
+/// forkd's error codes: the standard ones, forkd's own server errors
+/// (JSON-RPC reserves -32000..-32099 for them), their table, and how an
+/// error message quotes a client's input.
 pub mod codes {
-    /// No worker of that name.
-    pub const UNKNOWN_WORKER: i64 = -32001;
-    /// The worker has no running process to act on.
-    pub const WORKER_NOT_RUNNING: i64 = -32002;
-    /// The worker answered with an error, or exited before answering.
-    pub const WORKER_ERROR: i64 = -32003;
-    /// The daemon is stopping and takes no new work.
-    pub const STOPPING: i64 = -32004;
-    /// A request or its answer is over one of the daemon's bounds (a batch
-    /// or multicall with too many entries, an answer too large to send).
-    pub const LIMIT: i64 = crate::rpc::codes::LIMIT;
-    /// The connection has not authenticated (tcp), or presented a wrong
-    /// token.
-    pub const UNAUTHORIZED: i64 = crate::rpc::codes::UNAUTHORIZED;
-    /// The global cap on worker processes would be passed.
-    pub const TOO_MANY_WORKERS: i64 = -32007;
+    pub use crate::rpc::codes::{
+        quote, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT, MAX_QUOTE, METHOD_NOT_FOUND, PARSE_ERROR,
+        STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, WORKER_ERROR, WORKER_NOT_RUNNING,
+    };
 }
 
 /// What the daemon tells about itself.
@@ -210,9 +199,9 @@ impl Ctl {
     }
 
     pub(crate) fn worker(&self, name: &str) -> Result<usize, RpcError> {
-        self.sup
-            .worker_index(name)
-            .ok_or_else(|| RpcError::new(codes::UNKNOWN_WORKER, format!("unknown worker {name:?}")))
+        self.sup.worker_index(name).ok_or_else(|| {
+            RpcError::new(codes::UNKNOWN_WORKER, format!("unknown worker {:?}", crate::rpc::codes::quote(name)))
+        })
     }
 
     /// Sends `command` to `instances` and answers once all acknowledged.

@@ -69,9 +69,10 @@ fn days_in_month(year: u16, month: u8) -> u8 {
 
 impl DateTime {
     /// A naive date-time; `None` unless every field is in its range
-    /// (year 0 to 9999, seconds 0 to 59).
+    /// (year 1 to 9999, as Python's `datetime` and most peers take it;
+    /// seconds 0 to 59).
     pub fn new(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> Option<DateTime> {
-        let valid = year <= 9999
+        let valid = (1..=9999).contains(&year)
             && (1..=12).contains(&month)
             && day >= 1
             && day <= days_in_month(year, month)
@@ -240,7 +241,7 @@ impl FromStr for DateTime {
     type Err = DateTimeError;
 
     fn from_str(text: &str) -> Result<DateTime, DateTimeError> {
-        let error = || DateTimeError(text.chars().take(64).collect());
+        let error = || DateTimeError(super::error::quote(text).into_owned());
         let mut s = Scan { bytes: text.trim().as_bytes(), pos: 0 };
         let year = s.digits(4).ok_or_else(error)? as u16;
         let extended_date = s.eat(b'-');
@@ -313,6 +314,8 @@ mod tests {
             "19980310",
             "19980310T07:53",
             "19981310T07:53:26",
+            "00000101T00:00:00",
+            "0000-01-10T07:53:26",
             "19990229T07:53:26",
             "19980310T24:00:00",
             "19980310T07:60:00",

@@ -15,6 +15,9 @@
 //! asks), and its schema is the `oneOf` of the types the signatures give
 //! it. The exact signatures, in the order they are tried, are kept in the
 //! method's `x-signatures` extension whenever there is more than one.
+//!
+//! `components.errors` is forkd's whole code table ([`error::TABLE`]): the
+//! standard codes and forkd's own, those of the worker methods included.
 
 use serde_json::{json, Map, Value};
 
@@ -25,23 +28,11 @@ use super::registry::{Method, Registry, Signature};
 /// The version of the OpenRPC specification the document follows.
 pub(super) const OPENRPC_VERSION: &str = "1.3.2";
 
-/// The errors forkd may answer to any call, before or around the handler,
-/// described once in `components.errors`.
-const ERRORS: &[(&str, i64, &str)] = &[
-    ("ParseError", error::PARSE_ERROR, "The request is not well-formed JSON or XML"),
-    ("InvalidRequest", error::INVALID_REQUEST, "The payload is not a valid request"),
-    ("MethodNotFound", error::METHOD_NOT_FOUND, "No method of that name"),
-    ("InvalidParams", error::INVALID_PARAMS, "The params fit no signature of the method"),
-    ("InternalError", error::INTERNAL_ERROR, "The method failed while answering"),
-    ("Limit", error::LIMIT, "Over one of the server's bounds"),
-    ("Unauthorized", error::UNAUTHORIZED, "Not authenticated, or a wrong token"),
-];
-
 /// The document describing every method of `registry`.
 pub(super) fn document<C>(registry: &Registry<C>) -> Value {
     let (title, version) = &registry.info;
     let methods: Vec<Value> = registry.methods.values().map(method).collect();
-    let errors: Map<String, Value> = ERRORS
+    let errors: Map<String, Value> = error::TABLE
         .iter()
         .map(|(name, code, message)| (name.to_string(), json!({"code": code, "message": message})))
         .collect();
@@ -118,7 +109,8 @@ fn one_of(types: &[ParamType]) -> Value {
 /// The errors a call of `m` may answer: invalid params and an internal
 /// error for every method, then those it declares.
 fn errors<C>(m: &Method<C>) -> Vec<Value> {
-    let common = ERRORS.iter().filter(|(_, code, _)| [error::INVALID_PARAMS, error::INTERNAL_ERROR].contains(code));
+    let common =
+        error::TABLE.iter().filter(|(_, code, _)| [error::INVALID_PARAMS, error::INTERNAL_ERROR].contains(code));
     let mut out: Vec<Value> = common.map(|(_, code, message)| json!({"code": code, "message": message})).collect();
     for (code, message) in m.errors() {
         out.push(json!({"code": code, "message": message}));

@@ -14,7 +14,8 @@ use super::value::{self, type_name, Value};
 pub enum ParamType {
     /// "string"
     String,
-    /// "int": a JSON integer (no fraction, no exponent), of any size.
+    /// "int": an integer (no fraction, no exponent) that fits 64 bits,
+    /// signed: -2^63 to 2^63 - 1.
     Int,
     /// "double": any JSON number, integers included.
     Double,
@@ -60,7 +61,7 @@ impl ParamType {
     pub fn accepts(self, value: &Value) -> bool {
         match self {
             ParamType::String => value.is_string(),
-            ParamType::Int => value.is_i64() || value.is_u64(),
+            ParamType::Int => value.is_i64(),
             ParamType::Double => value.is_number(),
             ParamType::Boolean => value.is_boolean(),
             ParamType::Array => value.is_array(),
@@ -102,7 +103,9 @@ impl ParamType {
         let title = self.name();
         match self {
             ParamType::String => json!({"title": title, "type": "string"}),
-            ParamType::Int => json!({"title": title, "type": "integer"}),
+            ParamType::Int => {
+                json!({"title": title, "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX})
+            }
             ParamType::Double => json!({"title": title, "type": "number"}),
             ParamType::Boolean => json!({"title": title, "type": "boolean"}),
             ParamType::Array => json!({"title": title, "type": "array"}),

@@ -13,7 +13,9 @@
 //! from a JSON-RPC client and is bound as the tagged value, so a handler
 //! sees the same value whichever protocol carried it; nested inside a
 //! struct a JSON string stays a string (nothing says it is a date), unless
-//! the client sends the tagged object itself.
+//! the client sends the tagged object itself. An XML-RPC struct of the one
+//! member `$base64` or `$dateTime.iso8601` is refused by the codec, since
+//! it would read as a tagged value.
 //!
 //! XML-RPC's `int`/`i8` distinction is recovered on the way out from the
 //! magnitude of the number. Handlers never see which protocol called them.
@@ -128,13 +130,16 @@ fn untag(value: &Value) -> Value {
 /// The XML-RPC name of the type of `value`, used in error messages and to
 /// match values against declared [`ParamType`](super::ParamType)s.
 ///
-/// Integers are "int" whatever their size, any other number is "double".
+/// Integers that fit an `i64` are "int", larger ones (which JSON can
+/// carry, and no XML-RPC integer type) "int out of range", any other number
+/// is "double".
 pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "nil",
         Value::Bool(_) => "boolean",
         Value::Number(n) if n.is_f64() => "double",
-        Value::Number(_) => "int",
+        Value::Number(n) if n.is_i64() => "int",
+        Value::Number(_) => "int out of range",
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => match typed(value) {
