@@ -233,3 +233,46 @@ fn deployment() {
 fn testing_your_daemon() {
     check("09-testing.md", CHAPTERS[9].1);
 }
+
+/// A heading's anchor, as GitHub makes it: lowercase, spaces to hyphens,
+/// other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn links_between_pages_resolve() {
+    let mut broken = Vec::new();
+    for (file, _) in CHAPTERS {
+        let text = std::fs::read_to_string(guide_dir().join(file)).expect("a chapter");
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.starts_with("http") || target.contains(' ') {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let page = if path.is_empty() { guide_dir().join(file) } else { guide_dir().join(path) };
+            let Ok(page_text) = std::fs::read_to_string(&page) else {
+                broken.push(format!("{file}: {target}: no such page"));
+                continue;
+            };
+            let headings =
+                page_text.lines().filter_map(|l| l.strip_prefix('#')).map(|h| anchor(h.trim_start_matches('#')));
+            if !fragment.is_empty() && !headings.into_iter().any(|h| h == fragment) {
+                broken.push(format!("{file}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
