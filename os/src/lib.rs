@@ -21,6 +21,8 @@
 //!   early with no descriptor ready so that the caller looks at its signals;
 //! - descriptors are non-blocking and close-on-exec.
 
+#![deny(missing_docs)]
+
 pub mod addr;
 #[cfg(feature = "testing")]
 pub mod contract;

@@ -23,12 +23,13 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// The server failed while answering.
 pub const INTERNAL_ERROR: i64 = -32603;
-/// The range reserved by JSON-RPC 2.0 for implementation-defined server errors.
 /// Over one of the connection's bounds: a batch or multicall with too many
 /// entries, an answer too large to send.
 pub const LIMIT: i64 = -32005;
 /// Not authenticated, or a wrong token.
 pub const UNAUTHORIZED: i64 = -32006;
+/// The range reserved by JSON-RPC 2.0 for implementation-defined server
+/// errors, `-32099..=-32000`; forkd's own codes above are in it.
 pub const SERVER_ERROR_RANGE: std::ops::RangeInclusive<i64> = -32099..=-32000;
 
 /// An error answer: what a JSON-RPC `error` object or an XML-RPC fault holds.
