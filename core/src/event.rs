@@ -140,7 +140,26 @@ pub mod defaults {
 type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;
 
 /// Listeners by topic, called in the order they subscribed. `C` is what a
-/// listener gets to act on the daemon with.
+/// listener gets to act on the daemon with (the daemon's `Ctl`; anything in
+/// a test).
+///
+/// A listener that panics is logged, and the others still run.
+///
+/// ```
+/// use forkd_core::event::{defaults, Bus, Event, Topic};
+/// use forkd_os::Signal;
+///
+/// let mut bus: Bus<Vec<String>> = Bus::default();
+/// let term = Topic::Signal(Signal::Term);
+/// bus.subscribe_named(term.clone(), defaults::STOP_ON_TERM, |log, _| log.push("stop".into()));
+/// // The same name on the same topic replaces the default listener.
+/// bus.subscribe_named(term, defaults::STOP_ON_TERM, |log, e| log.push(format!("{e:?}")));
+///
+/// let mut log = Vec::new();
+/// bus.publish(&mut log, &Event::Signal(Signal::Term));
+/// bus.publish(&mut log, &Event::Signal(Signal::Hup)); // nobody listens
+/// assert_eq!(log, ["Signal(Term)"]);
+/// ```
 pub struct Bus<C> {
     listeners: BTreeMap<Topic, Vec<(ListenerId, Listener<C>)>>,
     anonymous: u64,

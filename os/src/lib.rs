@@ -11,7 +11,8 @@
 //!
 //! The daemon logic in `forkd-core` is generic over `Os` and never calls the
 //! kernel itself, so the same code runs for real and in simulation. The
-//! [`contract`] module pins down the behaviour both implementations share.
+//! `contract` module (with the `testing` feature) pins down the behaviour
+//! both implementations share.
 //!
 //! Conventions of every call:
 //! - errors are `std::io::Error`, with the kernel's error kinds: `WouldBlock`

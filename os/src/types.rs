@@ -31,6 +31,22 @@ impl fmt::Display for Fd {
 ///
 /// The real clock is `CLOCK_MONOTONIC`; the simulated one starts at zero and
 /// only moves when every simulated process waits.
+///
+/// Arithmetic saturates instead of overflowing or panicking: a deadline
+/// far in the future is the end of time, and the time since a later instant
+/// is zero.
+///
+/// ```
+/// use forkd_os::Instant;
+/// use std::time::Duration;
+///
+/// let start = Instant::from_nanos(1_500_000_000);
+/// let later = start + Duration::from_millis(250);
+/// assert_eq!(later.saturating_duration_since(start), Duration::from_millis(250));
+/// assert_eq!(start.saturating_duration_since(later), Duration::ZERO);
+/// assert_eq!(Instant::from_nanos(u64::MAX) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
+/// assert_eq!(later.to_string(), "1.750000"); // seconds, to the microsecond
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(pub u64);
 

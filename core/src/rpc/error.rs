@@ -33,6 +33,18 @@ pub const UNAUTHORIZED: i64 = -32006;
 pub const SERVER_ERROR_RANGE: std::ops::RangeInclusive<i64> = -32099..=-32000;
 
 /// An error answer: what a JSON-RPC `error` object or an XML-RPC fault holds.
+///
+/// ```
+/// use forkd_core::rpc::{codes, RpcError};
+///
+/// let e = RpcError::invalid_params("expected a string for 'message'");
+/// assert_eq!(e.code, codes::INVALID_PARAMS);
+/// assert_eq!(e.to_string(), "rpc error -32602: expected a string for 'message'");
+///
+/// // An application's own code, with data for the client.
+/// let busy = RpcError::new(1001, "queue full").with_data(serde_json::json!({ "retry_after": 5 }));
+/// assert_eq!(busy.data, Some(serde_json::json!({ "retry_after": 5 })));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
     /// The numeric code; the constants of this module name the standard ones.
