@@ -4,7 +4,7 @@
 //! `os/tests/contract_real.rs` against the kernel and by
 //! `os/tests/contract_sim.rs` inside simulated worlds. A check that passes on
 //! one and fails on the other is a bug in the fake (turmoil's rule). The list
-//! of checks is [`for_each_check!`], so that neither arm can forget one.
+//! of checks is [`for_each_check!`](crate::for_each_check), so that neither arm can forget one.
 //!
 //! Checks wait for conditions with deadlines (`poll`), never with sleeps,
 //! and panic with a message saying what differed.
@@ -132,6 +132,8 @@ pub fn write_all<O: Os>(os: &mut O, fd: Fd, mut data: &[u8]) {
     }
 }
 
+/// A stream whose peer wrote and closed is readable, yields the buffered
+/// bytes, then end of file, and stays at end of file.
 pub fn eof_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     write_all(os, b, b"last words");
@@ -144,6 +146,8 @@ pub fn eof_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     os.close(a);
 }
 
+/// A write to a stream whose peer closed fails with `BrokenPipe` and
+/// raises no `SIGPIPE`.
 pub fn epipe_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     os.close(b);
@@ -152,6 +156,8 @@ pub fn epipe_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     os.close(a);
 }
 
+/// A write larger than the stream's buffer is partial, the next one
+/// fails with `WouldBlock`, and every byte written arrives in order.
 pub fn partial_writes<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     let big = vec![7u8; 8 << 20];
@@ -179,6 +185,8 @@ pub fn partial_writes<O: Os>(os: &mut O, _dir: &Path) {
     os.close(b);
 }
 
+/// A child that exits with a code is reaped once, with that code, after
+/// the `SIGCHLD` it raises.
 pub fn exited_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let child = os.spawn(SpawnOptions::default(), Box::new(|_os: &mut O| 7)).unwrap();
@@ -187,6 +195,8 @@ pub fn exited_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.try_reap().unwrap().is_none(), "nothing is left to reap");
 }
 
+/// A child killed by `SIGTERM` (the parent's handler reset in the child)
+/// is reaped as `Signaled(15)`.
 pub fn killed_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld, Signal::Term]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -213,6 +223,8 @@ pub fn killed_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     os.close(here);
 }
 
+/// Six children that exit together are each reaped once with their own
+/// status, however many `SIGCHLD`s they raised.
 pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let mut expected = Vec::new();
@@ -226,6 +238,8 @@ pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     assert_eq!(reaped, expected, "every child is reaped once, with its own status");
 }
 
+/// `wait_gone` says `false` at its deadline while the process runs, and
+/// `true` once it has exited, reaped or not.
 pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -252,6 +266,7 @@ pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.wait_gone(child, later).unwrap(), "a reaped child is gone at once");
 }
 
+/// A line a child writes to a pipe reaches the parent.
 pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (r, w) = os.pipe().unwrap();
@@ -270,6 +285,8 @@ pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
     os.close(r);
 }
 
+/// A pipe reads end of file once its last writer has exited without
+/// writing.
 pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (r, w) = os.pipe().unwrap();
@@ -281,6 +298,8 @@ pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) 
     os.close(r);
 }
 
+/// A signal a process sends itself wakes its signal descriptor, and
+/// `take_signals` returns it once.
 pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Usr1, Signal::Hup]).unwrap();
     let me = os.pid();
@@ -291,6 +310,8 @@ pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.take_signals().unwrap().is_empty(), "taking clears the pending set");
 }
 
+/// Two deliveries of one signal before a take merge into one, and a take
+/// drains the wake-up descriptor.
 pub fn signals_coalesce<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Usr2]).unwrap();
     let me = os.pid();
@@ -304,6 +325,8 @@ pub fn signals_coalesce<O: Os>(os: &mut O, _dir: &Path) {
     assert!(fds[0].ready.is_empty(), "after a take the wake-up descriptor is drained");
 }
 
+/// What a child stores in a shared region, words and bytes, the parent
+/// sees after the child has exited.
 pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
     use std::sync::atomic::Ordering::*;
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
@@ -330,6 +353,8 @@ pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
     unsafe { os.shm_unmap(region) };
 }
 
+/// A new region is zeroed, and what the parent stores after spawning is
+/// seen by the child.
 pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     use std::sync::atomic::Ordering::*;
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
@@ -364,6 +389,8 @@ pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     unsafe { os.shm_unmap(region) };
 }
 
+/// A locked pid file holds the locker's pid, and a second process is
+/// refused with `Locked(Some(pid))` without rewriting it.
 pub fn pid_file_lock_is_exclusive<O: Os>(os: &mut O, dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let path = dir.join("daemon.pid");
@@ -403,6 +430,8 @@ pub fn pid_file_lock_is_exclusive<O: Os>(os: &mut O, dir: &Path) {
     assert!(!os.file_exists(&path));
 }
 
+/// Processes sleeping until different deadlines wake in deadline order,
+/// at or after their deadlines.
 pub fn deadlines_fire_in_order<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -458,6 +487,8 @@ pub fn deadlines_fire_in_order<O: Os>(os: &mut O, _dir: &Path) {
     os.close(here);
 }
 
+/// A client connects to a unix listener, the listener accepts it, and
+/// bytes go both ways; a second accept is `WouldBlock`.
 pub fn unix_socket_round_trip<O: Os>(os: &mut O, dir: &Path) {
     let addr = Address::Unix(dir.join("rt.sock"));
     let listener = os.listen(&addr, ListenOptions::default()).unwrap();
@@ -478,6 +509,8 @@ pub fn unix_socket_round_trip<O: Os>(os: &mut O, dir: &Path) {
     os.remove_file(addr.unix_path().unwrap()).unwrap();
 }
 
+/// A unix socket file outlives its listener: a connect to it is
+/// `ConnectionRefused` and a new bind to it `AddrInUse`.
 pub fn stale_unix_socket_refuses<O: Os>(os: &mut O, dir: &Path) {
     let path = dir.join("stale.sock");
     let addr = Address::Unix(path.clone());
@@ -498,98 +531,7 @@ pub fn stale_unix_socket_refuses<O: Os>(os: &mut O, dir: &Path) {
     assert_eq!(os.connect(&addr).unwrap_err().kind(), ErrorKind::NotFound);
 }
 
-pub fn group_kill_reaches_grandchildren<O: Os>(os: &mut O, _dir: &Path) {
-    let sig = os.install_signals(&[Signal::Chld]).unwrap();
-    let (here, there) = os.socket_pair().unwrap();
-    let child = os
-        .spawn(
-            SpawnOptions { new_group: true },
-            Box::new(move |os: &mut O| {
-                // The grandchild keeps `there` open too: the parent sees end of
-                // file only once both are dead.
-                os.spawn(
-                    SpawnOptions::default(),
-                    Box::new(move |os: &mut O| {
-                        write_all(os, there, b"g");
-                        let mut fds = [PollFd::new(there, Ready::READ)];
-                        loop {
-                            let _ = os.poll(&mut fds, None);
-                        }
-                    }),
-                )
-                .unwrap();
-                write_all(os, there, b"c");
-                let mut fds = [PollFd::new(there, Ready::READ)];
-                loop {
-                    let _ = os.poll(&mut fds, None);
-                }
-            }),
-        )
-        .unwrap();
-    os.close(there);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4];
-    while seen.len() < 2 {
-        wait_ready(os, here, Ready::READ);
-        let n = os.read(here, &mut buf).unwrap();
-        assert!(n > 0, "both are up before the kill");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    os.kill(KillTarget::Group(child), Signal::Term).unwrap();
-    assert_eq!(read_to_end(os, here), b"", "killing the group ends the grandchild too");
-    let reaped = reap_n(os, sig, 1);
-    assert_eq!(reaped, vec![(child, ExitStatus::Signaled(Signal::Term.number()))]);
-    os.close(here);
-}
-
-/// `detach`, as `-d` uses it: the launcher stays behind with the caller's
-/// pid and exits with its verdict on the readiness pipe, while the caller's
-/// work goes on in a process that is neither it nor its child, and leads no
-/// group.
-pub fn detach_runs_the_launcher_and_goes_on_elsewhere<O: Os>(os: &mut O, _dir: &Path) {
-    let sig = os.install_signals(&[Signal::Chld]).unwrap();
-    let (here, there) = os.socket_pair().unwrap();
-    let child = os
-        .spawn(
-            SpawnOptions::default(),
-            Box::new(move |os: &mut O| {
-                os.close(here);
-                let (r, w) = os.pipe().unwrap();
-                let caller = os.pid();
-                os.detach(Box::new(move |os: &mut O| {
-                    os.close(w);
-                    os.close(there);
-                    let line = read_to_end(os, r);
-                    if line == b"ok\n" {
-                        7
-                    } else {
-                        9
-                    }
-                }))
-                .unwrap();
-                os.close(r);
-                let me = os.pid();
-                let leads_a_group = os.kill(KillTarget::Group(me), Signal::Cont).is_ok();
-                let report = format!("{} {} {} {}\n", caller.0, me.0, os.parent_pid().0, leads_a_group);
-                write_all(os, there, report.as_bytes());
-                os.close(there);
-                write_all(os, w, b"ok\n");
-                os.close(w);
-                0
-            }),
-        )
-        .unwrap();
-    os.close(there);
-    let report = String::from_utf8(read_to_end(os, here)).unwrap();
-    let fields: Vec<&str> = report.split_whitespace().collect();
-    assert_eq!(fields.len(), 4, "the daemon reports: {report:?}");
-    assert_eq!(fields[0], child.0.to_string(), "detach was called in the spawned child");
-    assert_ne!(fields[1], fields[0], "the daemon is another process than the caller");
-    assert_ne!(fields[2], fields[0], "the daemon is not the launcher's child");
-    assert_eq!(fields[3], "false", "the daemon leads no process group");
-    assert_eq!(reap_n(os, sig, 1), vec![(child, ExitStatus::Exited(7))], "the launcher exits with its verdict");
-    os.close(here);
-}
-
 mod files_and_peers;
+mod groups;
 pub use files_and_peers::*;
+pub use groups::*;

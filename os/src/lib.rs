@@ -11,7 +11,8 @@
 //!
 //! The daemon logic in `forkd-core` is generic over `Os` and never calls the
 //! kernel itself, so the same code runs for real and in simulation. The
-//! [`contract`] module pins down the behaviour both implementations share.
+//! `contract` module (with the `testing` feature) pins down the behaviour
+//! both implementations share.
 //!
 //! Conventions of every call:
 //! - errors are `std::io::Error`, with the kernel's error kinds: `WouldBlock`
@@ -20,6 +21,8 @@
 //! - `EINTR` never escapes: calls retry it, except `poll`, which returns
 //!   early with no descriptor ready so that the caller looks at its signals;
 //! - descriptors are non-blocking and close-on-exec.
+
+#![deny(missing_docs)]
 
 pub mod addr;
 #[cfg(feature = "testing")]

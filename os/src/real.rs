@@ -99,6 +99,18 @@ impl FdSet {
 }
 
 impl RealOs {
+    /// The real kernel, for the calling process. No signal handler is
+    /// installed until [`Os::install_signals`] asks for one.
+    ///
+    /// The `Result` is for symmetry with the other constructors of the
+    /// world; today it never fails.
+    ///
+    /// ```
+    /// use forkd_os::{real::RealOs, Os};
+    ///
+    /// let os = RealOs::new().unwrap();
+    /// assert_eq!(os.pid().0, std::process::id() as i32);
+    /// ```
     pub fn new() -> std::io::Result<RealOs> {
         Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: FdSet::default() })
     }

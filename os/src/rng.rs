@@ -13,6 +13,15 @@ impl SplitMix64 {
         SplitMix64(state)
     }
 
+    /// The next number of the sequence, uniform over `u64`.
+    ///
+    /// ```
+    /// use forkd_os::rng::SplitMix64;
+    ///
+    /// let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
+    /// assert_eq!(a.next_u64(), b.next_u64());
+    /// assert_ne!(a.next_u64(), SplitMix64::new(43).next_u64());
+    /// ```
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -32,9 +32,13 @@ pub mod codes {
 /// What the daemon tells about itself.
 #[derive(Clone, Debug)]
 pub struct Info {
+    /// The daemon's process id (after `-d`, the detached process's).
     pub pid: Pid,
+    /// The daemon's one-line description, as configured.
     pub description: String,
+    /// The address it listens on, as `unix://…` or `tcp://…`.
     pub address: String,
+    /// When its loop started, on the `Os` monotonic clock.
     pub started: Instant,
 }
 
@@ -138,6 +142,8 @@ impl Ctl {
         self.now
     }
 
+    /// What the daemon tells about itself: pid, description, address,
+    /// start time.
     pub fn info(&self) -> &Info {
         &self.info
     }
@@ -147,6 +153,8 @@ impl Ctl {
         self.stop.get_or_insert_with(|| reason.into());
     }
 
+    /// Whether a stop was asked for, by [`Ctl::stop`] or by the
+    /// supervisor; the daemon then finishes the calls in flight and exits.
     pub fn is_stopping(&self) -> bool {
         self.stop.is_some() || self.sup.is_stopping()
     }

@@ -42,11 +42,11 @@
 //! token: an HTTP request must present it in `Authorization` (Bearer, or
 //! Basic with the token as the password), and a newline-delimited JSON
 //! connection must first call `rpc.authenticate` with it. Until then every
-//! call is answered [`codes::UNAUTHORIZED`](super::codes::UNAUTHORIZED) (HTTP
+//! call is answered [`codes::UNAUTHORIZED`] (HTTP
 //! 401) without running, each refusal is logged with the peer's address,
 //! and after [`MAX_AUTH_FAILURES`] refusals the connection is closed.
 //! Tokens are compared in constant time. Every HTTP request, on any
-//! transport, passes the browser checks of [`http`](super::http) first.
+//! transport, passes the browser checks of the `http` module first.
 //!
 //! # Driving it
 //!

@@ -38,7 +38,8 @@ pub const LIMIT: i64 = -32005;
 pub const UNAUTHORIZED: i64 = -32006;
 /// The global cap on worker processes would be passed.
 pub const TOO_MANY_WORKERS: i64 = -32007;
-/// The range reserved by JSON-RPC 2.0 for implementation-defined server errors.
+/// The range reserved by JSON-RPC 2.0 for implementation-defined server
+/// errors, `-32099..=-32000`; forkd's own codes above are in it.
 pub const SERVER_ERROR_RANGE: std::ops::RangeInclusive<i64> = -32099..=-32000;
 
 /// Every code forkd itself answers, with a name and what it means: the
@@ -85,6 +86,18 @@ pub(crate) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 }
 
 /// An error answer: what a JSON-RPC `error` object or an XML-RPC fault holds.
+///
+/// ```
+/// use forkd_core::rpc::{codes, RpcError};
+///
+/// let e = RpcError::invalid_params("expected a string for 'message'");
+/// assert_eq!(e.code, codes::INVALID_PARAMS);
+/// assert_eq!(e.to_string(), "rpc error -32602: expected a string for 'message'");
+///
+/// // An application's own code, with data for the client.
+/// let busy = RpcError::new(1001, "queue full").with_data(serde_json::json!({ "retry_after": 5 }));
+/// assert_eq!(busy.data, Some(serde_json::json!({ "retry_after": 5 })));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
     /// The numeric code; the constants of this module name the standard ones.

@@ -1,7 +1,7 @@
 //! XML-RPC: `<methodCall>` in, `<methodResponse>` out.
 //!
 //! A call becomes a method name and positional params in the shared value
-//! model (see [`value`](super::value)), so XML-RPC clients reach the same
+//! model (see [`value`]), so XML-RPC clients reach the same
 //! registry as JSON-RPC ones. Every type of the spec round-trips:
 //! `dateTime.iso8601` and `base64` become tagged values and are written
 //! back as themselves, `<i8>` and `<nil/>` (the common extensions) are

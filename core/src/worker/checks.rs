@@ -80,10 +80,13 @@ impl Worker for Probe {
 
 /// The daemon's end of a spawned probe.
 pub struct Spawned {
+    /// The probe's process.
     pub pid: Pid,
+    /// The daemon's view of the probe's channel.
     pub channel: Channel,
     /// The daemon's end of the socket pair.
     pub wake: Fd,
+    /// The looptime the probe was spawned with.
     pub looptime: Duration,
 }
 
@@ -187,10 +190,13 @@ pub fn command<O: Os>(os: &mut O, s: &Spawned, command: Command) -> (Reply, Dura
 pub struct Observed {
     /// From the pause command's wake-up byte to its reply.
     pub pause_ack: Duration,
+    /// The loop count when the pause was acknowledged; it must not move
+    /// while paused.
     pub loops_at_pause: u64,
     /// The first heartbeat seen five looptimes or more after the pause was
     /// acknowledged, and when it was seen.
     pub heartbeat_paused: Instant,
+    /// When the daemon looked, on its own clock.
     pub paused_until: Instant,
 }
 

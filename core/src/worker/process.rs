@@ -75,13 +75,17 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything a worker process starts with, moved into its entry.
 pub struct WorkerProcess {
+    /// The worker's name, as installed (the process title and the log use it).
     pub name: String,
     /// Index in the worker's pool.
     pub instance: u32,
     /// How often the body runs, its own duration included. Zero runs it
     /// back to back, still handling commands between iterations.
     pub looptime: Duration,
+    /// The user's worker: its spinup, body and spindown run in this process.
     pub worker: Box<dyn Worker>,
+    /// The shared-memory channel to the daemon: state, heartbeat, commands,
+    /// replies and events.
     pub channel: Channel,
     /// The worker's end of its socket pair; the daemon holds the other.
     pub wake: Fd,
