@@ -8,6 +8,10 @@
 //! become someone's stdout). The process that was started stays behind as
 //! the launcher.
 //!
+//! The daemon then closes every other descriptor it inherited, but its
+//! log file: a pipe that the caller of `-d` reads to end of file must end
+//! when the launcher exits, not when the daemon stops.
+//!
 //! Readiness travels on a pipe made before the fork: the daemon writes `ok`
 //! once it is ready, or `err MESSAGE` if it failed to start; the launcher
 //! reads that one line and exits 0 or 1 with the message. A daemon that
@@ -77,6 +81,12 @@ pub(crate) fn daemonize<O: Os>(os: &mut O) -> io::Result<Readiness> {
         return Err(e);
     }
     os.close(read_end);
+    // Nothing of the launcher's caller stays open in the daemon and its
+    // workers (a pipe the caller reads to end of file would never end):
+    // only the readiness pipe and the log file.
+    let mut keep = vec![write_end];
+    keep.extend(crate::logger::file_fd().map(Fd));
+    os.close_inherited(&keep);
     restrict_umask(os);
     os.chdir_root()?;
     os.redirect_stdio_to_null()?;

@@ -77,7 +77,23 @@ fn open(path: &Path) -> Result<File, String> {
     if meta.uid() != euid {
         return Err(refused(format!("is owned by uid {}, not by the daemon's user ({euid})", meta.uid())));
     }
+    // Another name for the file may be one the daemon must not write.
+    if meta.nlink() != 1 {
+        return Err(refused(format!("has {} hard links", meta.nlink())));
+    }
     Ok(file)
+}
+
+/// The descriptor of the log file, if logging to one: a detached daemon
+/// keeps it when it closes what it inherited.
+pub(crate) fn file_fd() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let logger = LOGGER.get()?;
+    let sink = logger.sink.lock().ok()?;
+    match &*sink {
+        Sink::File { file, .. } => Some(file.as_raw_fd()),
+        _ => None,
+    }
 }
 
 /// Reopens the log file, if logging to one: logrotate has moved it. If the
@@ -169,6 +185,17 @@ mod tests {
         assert!(open(&dangling).unwrap_err().ends_with("is a symbolic link"));
         assert!(!dir.join("nowhere").exists(), "a dangling link is not followed to create its target");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_log_file_with_another_name_is_refused() {
+        let dir = TempDir::new("log-hardlink");
+        let other = dir.join("other");
+        std::fs::write(&other, "precious\n").unwrap();
+        let link = dir.join("d.log");
+        std::fs::hard_link(&other, &link).unwrap();
+        assert_eq!(open(&link).unwrap_err(), format!("log file {}: has 2 hard links", link.display()));
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "precious\n");
     }
 
     #[test]

@@ -65,6 +65,7 @@ macro_rules! for_each_check {
         $m!(unix_socket_mode_ignores_the_umask);
         $m!(file_kind_tells_kinds_apart);
         $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
+        $m!(close_inherited_closes_all_but_what_it_keeps);
     };
 }
 
@@ -535,3 +536,37 @@ mod files_and_peers;
 mod groups;
 pub use files_and_peers::*;
 pub use groups::*;
+
+/// `close_inherited`: a child that closes what it inherited lets its
+/// parent's pipe end while it still runs, and keeps what it was told to.
+pub fn close_inherited_closes_all_but_what_it_keeps<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
+    let (here, there) = os.socket_pair().unwrap();
+    os.spawn(
+        SpawnOptions::default(),
+        Box::new(move |os: &mut O| {
+            os.close_inherited(&[there]);
+            write_all(os, there, b"kept");
+            // Runs until the parent closes its end.
+            let _ = read_to_end(os, there);
+            0
+        }),
+    )
+    .unwrap();
+    os.close(w);
+    os.close(there);
+    let mut buf = [0u8; 4];
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        wait_ready(os, here, Ready::READ);
+        let n = os.read(here, &mut buf).unwrap();
+        assert!(n > 0, "the kept socket carries the child's word");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"kept");
+    assert_eq!(read_to_end(os, r), b"", "the pipe ends while the child runs: it closed its copy");
+    os.close(here);
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
+}

@@ -106,6 +106,12 @@ pub trait Os: Sized + 'static {
     /// handlers yet. Fails, changing nothing, if the first fork fails.
     fn detach(&mut self, launcher: Entry<Self>) -> io::Result<()>;
 
+    /// Closes every descriptor above 2 but `keep`: what a detached daemon
+    /// does, so that it holds nothing of its launcher's (a pipe that its
+    /// caller reads to end of file, say). Nothing fails: a descriptor that
+    /// will not close is left.
+    fn close_inherited(&mut self, keep: &[Fd]);
+
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;
 

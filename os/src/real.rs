@@ -186,6 +186,15 @@ impl Os for RealOs {
         process::detach(self, launcher)
     }
 
+    fn close_inherited(&mut self, keep: &[Fd]) {
+        for fd in process::open_descriptors() {
+            if fd > 2 && !keep.contains(&Fd(fd)) {
+                self.owned.remove(fd);
+                io::close(Fd(fd));
+            }
+        }
+    }
+
     fn setsid(&mut self) -> std::io::Result<()> {
         process::setsid()
     }

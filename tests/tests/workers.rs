@@ -23,8 +23,19 @@ use serde_json::{json, Value};
 /// The fields of one `worker.list` entry: the seed's (name, pid, state,
 /// looptime, forever), the loop and restart counters, the last exit status,
 /// the instance in its pool and the last error the worker recorded.
-const LIST_FIELDS: [&str; 10] =
-    ["forever", "instance", "last_error", "last_exit", "looptime", "loops", "name", "pid", "restarts", "state"];
+const LIST_FIELDS: [&str; 11] = [
+    "instance",
+    "last_error",
+    "last_exit",
+    "looptime",
+    "loops",
+    "name",
+    "pid",
+    "restart",
+    "restarts",
+    "state",
+    "uptime",
+];
 
 /// A copy daemon in `dir` with `env` (`COPY_LOOPTIME_MS`, `COPY_FOREVER`).
 fn copy_daemon(dir: &TempDir, env: &[(&str, &str)]) -> Daemon {
@@ -205,7 +216,7 @@ fn a_worker_that_is_not_forever_exiting_stops_the_daemon_cleanly() {
     let dir = TempDir::new("not-forever");
     let mut d = copy_daemon(&dir, &[("COPY_FOREVER", "0")]);
     let entry = wait_looping(&d, None);
-    assert_eq!(entry["forever"], false);
+    assert_eq!(entry["restart"], "never");
     kill(pid_of(&entry), libc::SIGKILL);
     let code = wait_clean_exit(&mut d);
     assert_eq!(code, 0, "exit code:\n{}", d.log());

@@ -95,8 +95,8 @@ fn worker_list() -> Method<Ctl> {
         value(Value::Array(ids.into_iter().map(|id| ctl.instance_json(id)).collect()))
     })
     .help(
-        "List every worker process: name, instance, pid, state, looptime, restart, loops, restarts, last_exit, \
-         last_error.",
+        "List every worker process: name, instance, pid, state, looptime, uptime, restart, loops, restarts, \
+         last_exit, last_error.",
     )
     .returns(ParamType::Array)
 }
@@ -111,8 +111,8 @@ fn worker_status() -> Method<Ctl> {
     })
     .help(
         "Tell the status of a worker's instances (of every worker's, without a name): an array of entries with \
-         name, instance, pid, state, looptime, restart, loops, restarts, last_exit and last_error, by name then \
-         instance.",
+         name, instance, pid, state, looptime, uptime, restart, loops, restarts, last_exit and last_error, by name \
+         then instance.",
     )
     .returns(ParamType::Array)
     .signature()

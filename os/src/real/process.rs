@@ -232,6 +232,15 @@ fn wait_gone_by_kill(pid: Pid, deadline: Instant) -> io::Result<bool> {
     }
 }
 
+/// The descriptors the process has open, from `/proc/self/fd` (read to
+/// the end first, so that the directory's own descriptor is gone by the
+/// time the caller acts on the list).
+pub(super) fn open_descriptors() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    fds.into_iter().filter(|&fd| syscall!(fcntl(fd, libc::F_GETFD)).is_ok()).collect()
+}
+
 pub(super) fn setsid() -> io::Result<()> {
     retry(unistd::setsid)?;
     Ok(())

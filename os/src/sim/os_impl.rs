@@ -100,6 +100,17 @@ impl Os for SimOs {
         self.detach_from_launcher(launcher)
     }
 
+    fn close_inherited(&mut self, keep: &[Fd]) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let fds: Vec<i32> =
+            st.procs[&me].fds.keys().copied().filter(|fd| *fd > 2 && !keep.contains(&Fd(*fd))).collect();
+        for fd in &fds {
+            st.close_fd(me, *fd);
+        }
+        st.record(me, TraceEvent::Note(format!("closed inherited {fds:?}")));
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
