@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use forkd_core::rpc::codes::{METHOD_NOT_FOUND, UNAUTHORIZED};
+use forkd_core::rpc::RpcError;
 use forkd_os::real::{open_regular, OpenFor, OpenRegularError};
 use forkd_os::Address;
 use serde_json::{json, Value};
@@ -209,8 +210,10 @@ pub enum ClientError {
     Closed(Address),
     /// The answer was not a JSON-RPC 2.0 response.
     BadAnswer(String),
+    /// The params could not be serialized into JSON; nothing was sent.
+    BadRequest(String),
     /// The daemon answered with an error.
-    Rpc { code: i64, message: String, data: Option<Value> },
+    Rpc(RpcError),
     /// The token file exists but was refused; nothing was sent. An
     /// explicit token or `FORKD_TOKEN` would have been used instead.
     TokenFile { path: PathBuf, error: TokenFileError },
@@ -228,7 +231,8 @@ impl fmt::Display for ClientError {
             ClientError::Io(a, e) => write!(f, "{a}: {}", forkd_core::daemon::short_io(e)),
             ClientError::Closed(a) => write!(f, "{a}: the daemon closed the connection"),
             ClientError::BadAnswer(s) => write!(f, "bad answer: {s}"),
-            ClientError::Rpc { code, message, .. } => write!(f, "{message} ({code})"),
+            ClientError::BadRequest(s) => write!(f, "bad request: {s}"),
+            ClientError::Rpc(e) => write!(f, "{} ({})", e.message, e.code),
             ClientError::TokenFile { path, error } => write!(f, "token file {}: {error}", path.display()),
             ClientError::NoToken { address, token_file: Some(p) } => {
                 write!(f, "{address}: no token: pass --token, set {TOKEN_ENV}, or read access to {}", p.display())
@@ -368,10 +372,10 @@ impl Client {
         match self.call("rpc.authenticate", json!({ "token": token })) {
             Ok(Value::Bool(true)) => Ok(()),
             Ok(other) => Err(ClientError::BadAnswer(format!("rpc.authenticate answered {other}"))),
-            Err(ClientError::Rpc { code: UNAUTHORIZED, .. }) => {
+            Err(ClientError::Rpc(RpcError { code: UNAUTHORIZED, .. })) => {
                 Err(ClientError::TokenRefused { address: self.address.clone(), from: source })
             }
-            Err(ClientError::Rpc { code: METHOD_NOT_FOUND, .. }) => Ok(()),
+            Err(ClientError::Rpc(RpcError { code: METHOD_NOT_FOUND, .. })) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -380,16 +384,19 @@ impl Client {
     /// looked.
     fn explain(&self, e: ClientError) -> ClientError {
         match (e, &self.no_token) {
-            (ClientError::Rpc { code: UNAUTHORIZED, .. }, Some(file)) => {
+            (ClientError::Rpc(RpcError { code: UNAUTHORIZED, .. }), Some(file)) => {
                 ClientError::NoToken { address: self.address.clone(), token_file: file.clone() }
             }
             (e, _) => e,
         }
     }
 
-    /// Calls `method` with `params` (an array, an object, or null for none)
-    /// and returns its result.
-    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+    /// Calls `method` with `params` and returns its result. `params` is
+    /// anything that serializes to an array (by position) or an object (by
+    /// name); `()` (or `Value::Null`) sends none.
+    pub fn call(&mut self, method: &str, params: impl serde::Serialize) -> Result<Value, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::BadRequest(format!("params of {method}: {e}")))?;
         let id = self.next_id;
         self.next_id += 1;
         let mut request = json!({ "jsonrpc": "2.0", "method": method, "id": id });
@@ -460,11 +467,11 @@ fn decode(answer: Value, id: u64) -> Result<Value, ClientError> {
 /// The error of an answer that has one.
 fn error_of(answer: &Value) -> ClientError {
     let e = &answer["error"];
-    ClientError::Rpc {
+    ClientError::Rpc(RpcError {
         code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
         message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
         data: e.get("data").cloned(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -44,18 +44,20 @@ fn command(config: &Config) -> Command {
         .args(run_args())
         .args(socket_args(d))
         .args(access_args(d))
-        .subcommand(Command::new("status").about("Show the daemon's info and a table of its workers"))
-        .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone"))
+        .subcommand(Command::new("status").about("Show the daemon's info and a table of its workers").arg(help_arg()))
+        .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone").arg(help_arg()))
         .subcommand(
             Command::new("call")
-                .about("Call a method: call METHOD [JSON params | key=value ...]")
-                .arg(Arg::new("method").required(true).value_name("METHOD"))
-                .arg(Arg::new("params").num_args(0..).value_name("PARAMS").allow_hyphen_values(true)),
+                .about("Call a method: call METHOD [JSON params | key=value ... | values ...]; no params sends none")
+                .after_help("Options may come anywhere; put `--` before params that begin with a dash.")
+                .arg(help_arg())
+                .arg(Arg::new("method").required_unless_present("help").value_name("METHOD"))
+                .arg(Arg::new("params").num_args(0..).value_name("PARAMS")),
         )
         .subcommand(
             Command::new("describe")
                 .about("Print the daemon's OpenRPC document (rpc.discover), or its methods with --text")
-                .arg(Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help"))
+                .arg(help_arg())
                 .arg(
                     Arg::new("text")
                         .long("text")
@@ -63,6 +65,12 @@ fn command(config: &Config) -> Command {
                         .help("Print a readable list of the methods instead of the JSON document"),
                 ),
         )
+}
+
+/// `-h` of a subcommand (the root's own help flag is disabled, so each
+/// subcommand has its own).
+fn help_arg() -> Arg {
+    Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help")
 }
 
 /// How the daemon runs: help, -d, -f, -v, -s.
@@ -253,18 +261,18 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
         t => t.cloned(),
     };
     let action = match matches.subcommand() {
-        Some(("status", _)) => Action::Status,
-        Some(("stop", _)) => Action::Stop,
-        Some(("describe", m)) if m.get_flag("help") => {
+        Some((sub, m)) if m.get_flag("help") => {
             let mut root = command(&config);
             let name = args.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str());
             if let Some(name) = name {
                 root = root.bin_name(name);
             }
             root.build();
-            let help = root.find_subcommand_mut("describe").map(|c| c.render_help().to_string());
+            let help = root.find_subcommand_mut(sub).map(|c| c.render_help().to_string());
             Action::Usage(help.unwrap_or_default())
         }
+        Some(("status", _)) => Action::Status,
+        Some(("stop", _)) => Action::Stop,
         Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),
@@ -372,6 +380,24 @@ mod tests {
         assert_eq!(run(&[]).unwrap().0, Action::Help);
         assert_eq!(run(&["-h"]).unwrap().0, Action::Help);
         assert_eq!(run(&["-v"]).unwrap().0, Action::Help);
+    }
+
+    #[test]
+    fn options_are_taken_anywhere_and_each_subcommand_has_its_help() {
+        let p = parsed(&["call", "my.echo", "message=hi", "--socket", "unix:///run/x.sock"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] });
+        assert_eq!(p.config.address, Address::Unix("/run/x.sock".into()));
+        let p = parsed(&["call", "--socket", "unix:///run/y.sock", "daemon.info"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "daemon.info".into(), params: vec![] });
+        assert_eq!(p.config.address, Address::Unix("/run/y.sock".into()));
+        let p = parsed(&["call", "math.neg", "--", "-5"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "math.neg".into(), params: vec!["-5".into()] });
+        for sub in ["status", "stop", "call", "describe"] {
+            match parsed(&[sub, "--help"]).unwrap().action {
+                Action::Usage(text) => assert!(text.contains(&format!(" {sub} [OPTIONS]")), "{text}"),
+                other => panic!("{sub} --help gave {other:?}"),
+            }
+        }
     }
 
     #[test]

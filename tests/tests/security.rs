@@ -268,7 +268,7 @@ fn tcp_without_a_token_is_refused_over_http_and_ndjson() {
     match Client::connect_with(&d.socket, &ConnectOptions::new(DEADLINE))
         .and_then(|mut c| c.call("daemon.info", Value::Null))
     {
-        Err(ClientError::NoToken { .. }) | Err(ClientError::Rpc { code: UNAUTHORIZED, .. }) => {}
+        Err(ClientError::NoToken { .. }) | Err(ClientError::Rpc(forkd::RpcError { code: UNAUTHORIZED, .. })) => {}
         other => panic!("a client without a token got {other:?}"),
     }
     assert!(d.log().contains("127.0.0.1"), "refusals are logged with the peer's address:\n{}", d.log());
@@ -756,7 +756,7 @@ fn a_panicking_handler_answers_internal_error_and_the_daemon_serves_on() {
     let pid = d.pid();
     let mut c = d.client();
     match c.call("test.panic", Value::Null) {
-        Err(ClientError::Rpc { code: INTERNAL_ERROR, .. }) => {}
+        Err(ClientError::Rpc(forkd::RpcError { code: INTERNAL_ERROR, .. })) => {}
         other => panic!("test.panic answered {other:?}"),
     }
     // The same connection and a fresh one are served by the same process.

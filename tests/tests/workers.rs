@@ -149,7 +149,7 @@ fn one_socket_timeout(d: &Daemon) {
 
 fn rpc_error(result: Result<Value, ClientError>) -> (i64, String) {
     match result {
-        Err(ClientError::Rpc { code, message, .. }) => (code, message),
+        Err(ClientError::Rpc(e)) => (e.code, e.message),
         other => panic!("expected an RPC error, got {other:?}"),
     }
 }
