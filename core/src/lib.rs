@@ -20,10 +20,6 @@
 //! parts and gives it a command line.
 #![deny(missing_docs)]
 
-// Being rewritten: the supervisor and the daemon's entry (daemon/mod.rs,
-// config.rs, builtins.rs) get their docs with that work; the rest of the
-// crate is held to `missing_docs` now.
-#[allow(missing_docs)]
 pub mod daemon;
 pub mod event;
 #[cfg(feature = "fuzzing")]
@@ -38,6 +34,5 @@ pub mod planted;
 #[allow(dead_code)]
 mod planted;
 pub mod rpc;
-#[allow(missing_docs)]
 pub mod supervisor;
 pub mod worker;

@@ -216,13 +216,28 @@ pub enum ClientError {
     Rpc(RpcError),
     /// The token file exists but was refused; nothing was sent. An
     /// explicit token or `FORKD_TOKEN` would have been used instead.
-    TokenFile { path: PathBuf, error: TokenFileError },
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        error: TokenFileError,
+    },
     /// The daemon wants a token and the client found none: no explicit
     /// token, no `FORKD_TOKEN`, and no token file it could read (`token_file`
     /// is where it looked, if anywhere).
-    NoToken { address: Address, token_file: Option<PathBuf> },
+    NoToken {
+        /// The daemon's address.
+        address: Address,
+        /// The token file the client looked for.
+        token_file: Option<PathBuf>,
+    },
     /// The daemon refused the token the client presented.
-    TokenRefused { address: Address, from: TokenSource },
+    TokenRefused {
+        /// The daemon's address.
+        address: Address,
+        /// Where the token came from.
+        from: TokenSource,
+    },
 }
 
 impl fmt::Display for ClientError {

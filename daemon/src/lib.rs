@@ -28,6 +28,8 @@
 //! daemon's logic lives in `forkd-core`, generic over the operating system,
 //! and runs here on the real one.
 
+#![deny(missing_docs)]
+
 mod builder;
 mod cli;
 mod client;

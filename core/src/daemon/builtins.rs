@@ -54,7 +54,7 @@ pub fn with_errors(mut m: Method<Ctl>, codes: &[i64]) -> Method<Ctl> {
 }
 
 /// The errors a method answers that reaches a worker through
-/// [`Ctl::command`] or [`Ctl::message_worker`].
+/// the worker commands (`worker.pause`, `worker.resume`) or [`Ctl::message_worker`].
 pub const WORKER_ERRORS: &[i64] =
     &[codes::UNKNOWN_WORKER, codes::WORKER_NOT_RUNNING, codes::WORKER_ERROR, codes::STOPPING];
 

@@ -10,6 +10,8 @@ use forkd_os::{Address, Fd};
 use crate::supervisor::RestartPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything a daemon is configured with: its console's flags and the
+/// builder's setters fill it in; the defaults are the seed's.
 pub struct Config {
     /// The banner of the console and `daemon.info` (seed: `description`).
     pub description: String,
@@ -31,6 +33,7 @@ pub struct Config {
     pub max_request: usize,
     /// Niceness to apply at start (seed: `niceness`); `None` leaves it.
     pub niceness: Option<i32>,
+    /// How workers are restarted, and when one has failed.
     pub restart: RestartPolicy,
     /// tcp only: the file holding the token clients must present; `None`
     /// means the pid file's path with the extension `token`. See

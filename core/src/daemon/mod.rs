@@ -34,9 +34,14 @@ pub type WorkerFactory = Box<dyn Fn() -> Box<dyn Worker>>;
 
 /// Everything a daemon runs with.
 pub struct Daemon {
+    /// Its configuration.
     pub config: Config,
+    /// Its methods, the built-in ones included.
     pub registry: Registry<Ctl>,
+    /// Its event listeners, the default ones included.
     pub bus: Bus<Ctl>,
+    /// Its workers, each with the factory that makes its object in each
+    /// process.
     pub workers: Vec<(WorkerSpec, WorkerFactory)>,
     /// Reopens the log file in a worker process on SIGUSR1 (the daemon's own
     /// reopening goes through `Hooks::reopen_log`).
@@ -73,6 +78,7 @@ pub trait Hooks<O: Os> {
     fn keepalive_interval(&self) -> Option<Duration> {
         None
     }
+    /// Called every `keepalive_interval` (systemd's `WATCHDOG=1`).
     fn keepalive(&mut self, _os: &mut O) {}
     /// Descriptors of the facade's that worker processes must close.
     fn private_fds(&self) -> Vec<forkd_os::Fd> {
@@ -118,7 +124,12 @@ pub enum StartError {
     /// tcp on a non-loopback address without a token.
     Insecure(String),
     /// More worker processes are configured than `Config::max_workers`.
-    TooManyWorkers { configured: usize, max: usize },
+    TooManyWorkers {
+        /// The processes the workers would run.
+        configured: usize,
+        /// The cap.
+        max: usize,
+    },
     /// Something that is not a stale socket is at the unix socket's path;
     /// it was left untouched.
     SocketPathTaken(PathBuf),

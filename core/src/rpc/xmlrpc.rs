@@ -42,7 +42,7 @@ pub struct Call {
 const MAX_XML_ERROR: usize = 256;
 
 /// Decodes a `<methodCall>` document, in UTF-8 or, when its declaration
-/// says so, ISO-8859-1 (see [`document_text`]).
+/// says so, ISO-8859-1 (see `document_text`).
 pub fn decode_call(bytes: &[u8]) -> Result<Call, RpcError> {
     let text = document_text(bytes)?;
     let mut parser = Parser { tokens: tokenize(&text)?, pos: 0 };

@@ -46,7 +46,10 @@ impl Restart {
 /// What happens when an instance has used up its restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnFailure {
+    /// Stop the daemon: a failed worker is a failed service.
     StopDaemon,
+    /// Leave the instance failed, and keep the daemon and the other
+    /// workers running.
     KeepRunning,
 }
 
@@ -55,6 +58,7 @@ pub enum OnFailure {
 pub struct RestartPolicy {
     /// The second restart in a row waits this long; each one after doubles it.
     pub backoff_initial: Duration,
+    /// The longest backoff.
     pub backoff_max: Duration,
     /// An instance up this long has its backoff reset.
     pub stable_after: Duration,
@@ -65,6 +69,7 @@ pub struct RestartPolicy {
     /// each crash now and then is not failed because together they restart
     /// often; one member that crash-loops is.
     pub period: Duration,
+    /// What a failed instance does to the daemon.
     pub on_failure: OnFailure,
     /// An instance whose heartbeat is older than this is killed (and
     /// restarted if `forever`); `None` disables hang detection.

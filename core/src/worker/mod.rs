@@ -16,7 +16,7 @@
 //!   writes it with [`Channel`]'s "daemon side" methods.
 //! - [`process`] is the worker process's entry, [`run_worker`], generic over
 //!   the `Os`: it never calls the kernel itself.
-//! - [`checks`] is a scenario written once and run both in the simulation
+//! - `checks` (with the `testing` feature) is a scenario written once and run both in the simulation
 //!   and against the kernel.
 //!
 //! A worker must never be able to take the daemon down: everything the
