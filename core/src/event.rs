@@ -18,6 +18,7 @@ use serde_json::Value;
 
 /// Something that happened to the daemon.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// The loop took this signal from the pending set.
     Signal(Signal),
@@ -59,6 +60,7 @@ pub enum Event {
 
 /// The worker happenings the bus carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum WorkerEventKind {
     /// The instance's process started for the first time.
     Started,
@@ -79,6 +81,7 @@ pub enum WorkerEventKind {
 
 /// What a listener subscribes to: a kind of event, not its payload.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Topic {
     /// One signal, as [`Event::Signal`] carries it.
     Signal(Signal),

@@ -224,7 +224,7 @@ fn arb_http() -> impl Strategy<Value = Vec<u8>> {
 
 fn arb_limits() -> impl Strategy<Value = Limits> {
     (8usize..400, 1usize..600, 1usize..6, 1usize..4).prop_map(|(max_request, max_output, max_pending, max_batch)| {
-        Limits { max_request, max_output, read_buffer: 1024, max_pending, max_batch, max_values: 1 << 16 }
+        Limits { max_request, max_output, socket_buffer: 1024, max_pending, max_batch, max_values: 1 << 16 }
     })
 }
 

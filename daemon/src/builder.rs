@@ -68,7 +68,7 @@ impl Builder {
         if bytes == 0 {
             self.errors.push("invalid socket buffer: 0 bytes".into());
         }
-        self.config().read_buffer = bytes;
+        self.config().socket_buffer = bytes;
         self
     }
 

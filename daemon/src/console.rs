@@ -118,7 +118,7 @@ fn socket_args(d: &Config) -> Vec<Arg> {
             .long("socket-buffer")
             .value_name("BYTES")
             .value_parser(clap::value_parser!(u32).range(1..=16 << 20))
-            .help(format!("Bytes read from a connection at a time [default: {}]", d.read_buffer)),
+            .help(format!("Bytes read from a connection at a time [default: {}]", d.socket_buffer)),
         Arg::new("socket-timeout")
             .long("socket-timeout")
             .value_name("SECONDS")
@@ -308,7 +308,7 @@ fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
             .ok_or_else(|| format!("invalid socket mode {mode:?}: expected octal permission bits, at most 777"))?;
     }
     if let Some(n) = m.get_one::<u32>("socket-buffer") {
-        c.read_buffer = *n as usize;
+        c.socket_buffer = *n as usize;
     }
     if let Some(n) = m.get_one::<u32>("socket-timeout") {
         c.idle_timeout = Duration::from_secs(u64::from(*n));

@@ -51,7 +51,7 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
     config.max_batch = sc.daemon.max_batch;
     config.request_timeout = sc.daemon.request_timeout;
     config.pid_file = PID_FILE.into();
-    config.read_buffer = sc.daemon.read_buffer;
+    config.socket_buffer = sc.daemon.socket_buffer;
     config.idle_timeout = sc.daemon.idle_timeout;
     config.max_connections = sc.daemon.max_connections;
     config.max_request = sc.daemon.max_request;

@@ -159,7 +159,7 @@ impl TestWorker {
             match e {
                 WorkerEvent::Pause => self.paused = true,
                 WorkerEvent::Resume => self.paused = false,
-                WorkerEvent::LoopStart | WorkerEvent::LoopStop | WorkerEvent::Stop | WorkerEvent::Message => {}
+                _ => {}
             }
         }
     }

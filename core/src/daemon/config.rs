@@ -23,7 +23,7 @@ pub struct Config {
     /// The pid file (seed: `pidfile`).
     pub pid_file: PathBuf,
     /// Bytes read from a connection per read call (seed: `socketbuffer`).
-    pub read_buffer: usize,
+    pub socket_buffer: usize,
     /// A connection idle this long is closed (seed: `sockettimeout`).
     pub idle_timeout: Duration,
     /// Connections served at once (seed: `socketmaxconnections`); past it,
@@ -76,7 +76,7 @@ impl Config {
             address: Address::Unix(PathBuf::from("daemon.sock")),
             socket_mode: 0o600,
             pid_file: PathBuf::from("daemon.pid"),
-            read_buffer: 1024,
+            socket_buffer: 1024,
             idle_timeout: Duration::from_secs(15),
             max_connections: 10,
             max_request: 1 << 20,

@@ -31,6 +31,7 @@ pub mod codes {
 
 /// What the daemon tells about itself.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Info {
     /// The daemon's process id (after `-d`, the detached process's).
     pub pid: Pid,

@@ -88,6 +88,7 @@ pub trait Hooks<O: Os> {
 
 /// How a daemon that started stopped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stopped {
     /// What asked it to stop: a signal, `daemon.shutdown`, a worker's exit.
     pub reason: String,

@@ -51,7 +51,7 @@
 //! # Driving it
 //!
 //! The loop, for each connection:
-//! 1. when [`Conn::wants_read`], read up to [`Limits::read_buffer`] bytes and
+//! 1. when [`Conn::wants_read`], read up to [`Limits::socket_buffer`] bytes and
 //!    pass them to [`Conn::handle_bytes`]; on end of stream call
 //!    [`Conn::handle_eof`];
 //! 2. write what [`Conn::output`] holds and report it with
@@ -88,7 +88,7 @@ pub struct Limits {
     /// How many bytes the loop should read per read call (comodojo's
     /// `socketbuffer`); the connection itself does not depend on it.
     /// Default 1024.
-    pub read_buffer: usize,
+    pub socket_buffer: usize,
     /// Past this many answers owed plus deferred calls waiting (each call
     /// of a batch counts) the connection takes no more requests. Default
     /// 1024.
@@ -107,7 +107,7 @@ impl Default for Limits {
         Limits {
             max_request: 1 << 20,
             max_output: 1 << 20,
-            read_buffer: 1024,
+            socket_buffer: 1024,
             max_pending: 1024,
             max_batch: 1000,
             max_values: 1 << 16,

@@ -45,6 +45,7 @@ impl Restart {
 
 /// What happens when an instance has used up its restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnFailure {
     /// Stop the daemon: a failed worker is a failed service.
     StopDaemon,
@@ -55,6 +56,7 @@ pub enum OnFailure {
 
 /// Bounds on restarts and waits.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestartPolicy {
     /// The second restart in a row waits this long; each one after doubles it.
     pub backoff_initial: Duration,

@@ -12,6 +12,7 @@ use super::channel::{Channel, ChannelError};
 
 /// Something that happened to the worker, as its user code sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum WorkerEvent {
     /// An iteration of the loop body starts (the last event `work` sees).
     LoopStart,
