@@ -57,10 +57,10 @@ pub use console::usage;
 pub use daemon::Daemon;
 pub use worker_options::WorkerOptions;
 
-pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, WORKER_ERRORS};
+pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, Stopped, WORKER_ERRORS};
 pub use forkd_core::event::{defaults, Event, Topic, WorkerEventKind};
-pub use forkd_core::rpc::{value, Args, DateTime, DeferId, Method, ParamType, Reply, RpcError};
+pub use forkd_core::rpc::{value, Args, DateTime, DeferId, IntoReply, Method, ParamType, Reply, RpcError};
 pub use forkd_core::supervisor::{OnFailure, Restart, RestartPolicy};
 pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};
-pub use forkd_os::{Address, Signal};
+pub use forkd_os::{Address, Instant, Pid, Signal};
 pub use serde_json::{json, Value};
