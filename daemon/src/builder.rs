@@ -21,6 +21,17 @@ pub struct Builder {
     pub(crate) log_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("description", &self.daemon.config.description)
+            .field("address", &self.daemon.config.address)
+            .field("workers", &self.daemon.workers.iter().map(|(s, _)| &s.name).collect::<Vec<_>>())
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Builder {
     /// A daemon with this description (the console's banner).
     pub fn new(description: impl Into<String>) -> Builder {

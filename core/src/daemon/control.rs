@@ -107,6 +107,17 @@ pub struct Ctl {
     pub(crate) max_workers: usize,
 }
 
+impl std::fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctl")
+            .field("info", &self.info)
+            .field("now", &self.now)
+            .field("stopping", &self.stop)
+            .field("instances", &self.sup.instances().len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the daemon knows of an instance's process from its channel.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct InstanceView {

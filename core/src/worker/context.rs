@@ -56,6 +56,18 @@ pub struct Context<'a> {
     pub(crate) link: &'a mut dyn Link,
 }
 
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("instance", &self.instance)
+            .field("loops", &self.loops)
+            .field("events", &self.events)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Context<'_> {
     /// The worker's name, as installed in the daemon.
     pub fn name(&self) -> &str {
