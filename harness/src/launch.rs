@@ -13,7 +13,8 @@
 //!   nothing on the launcher's console, answers calls, and names itself in
 //!   its pid file;
 //! - systemd hears `READY=1` once, then only `WATCHDOG=1` at the watchdog's
-//!   pace, then `STOPPING=1`, all from the daemon's pid; nothing when it did
+//!   pace, then `STOPPING=1` (and keep-alives while it stops), all from the
+//!   daemon's pid; nothing when it did
 //!   not ask, and no `READY=1` from a daemon that never got ready;
 //! - whatever the ending, nothing of the daemon is left: no process, and
 //!   after a clean stop no pid file or socket.
@@ -453,7 +454,14 @@ fn judge_notifications(launch: &Launch, report: &Report, daemon: Option<Pid>, ou
     let ready = states.iter().filter(|s| **s == "READY=1").count();
     match launch.ending {
         Ending::AddressTaken if ready > 0 => out.push("READY=1 from a daemon that failed to start".into()),
-        Ending::Serves if states.first() != Some(&"READY=1") || states.last() != Some(&"STOPPING=1") || ready != 1 => {
+        // Keep-alives go on while it stops (systemd's watchdog runs until
+        // the process is gone), but nothing else follows STOPPING=1.
+        Ending::Serves
+            if states.first() != Some(&"READY=1")
+                || states.iter().rev().find(|s| **s != "WATCHDOG=1") != Some(&"STOPPING=1")
+                || states.iter().filter(|s| **s == "STOPPING=1").count() != 1
+                || ready != 1 =>
+        {
             out.push(format!("the notifications of a served daemon: {states:?}"))
         }
         _ if ready > 1 => out.push(format!("READY=1 {ready} times")),
@@ -465,7 +473,7 @@ fn judge_notifications(launch: &Launch, report: &Report, daemon: Option<Pid>, ou
             let served = stop.as_nanos().saturating_sub(ready.as_nanos());
             let interval = (w / 2).as_nanos() as u64;
             let expected = served / interval;
-            let kept = states.iter().filter(|s| **s == "WATCHDOG=1").count() as u64;
+            let kept = states.iter().take_while(|s| **s != "STOPPING=1").filter(|s| **s == "WATCHDOG=1").count() as u64;
             if kept + 1 < expected || kept > expected + 1 {
                 out.push(format!("{kept} keep-alives in {served} ns at one every {interval} ns"));
             }

@@ -33,3 +33,12 @@ fn launches_of_many_seeds_are_judged_right_and_reach_every_ending() {
         assert!(seen.contains(want), "no seed gave {want:?}: {seen:?}");
     }
 }
+
+/// A daemon whose stop takes longer than half its watchdog period keeps
+/// sending WATCHDOG=1 after STOPPING=1, as systemd wants until the process
+/// is gone; seed 756 drew one, which the judge first took for a fault.
+#[test]
+fn keep_alives_while_stopping_are_right() {
+    let run = launch::run(756);
+    assert!(run.failures.is_empty(), "{:#?}", run.failures);
+}
