@@ -95,6 +95,8 @@ fn test() -> Result<(), String> {
 fn e2e() -> Result<(), String> {
     nextest_available()?;
     cargo(&["build", "--workspace", "--bins"])?;
+    // tests/tests/examples.rs runs the forkd crate's examples.
+    cargo(&["build", "-p", "forkd", "--examples"])?;
     cargo(&["nextest", "run", "-p", "forkd-tests", "--no-fail-fast"])
 }
 
