@@ -101,8 +101,8 @@ fn main() -> ExitCode {
 
     Builder::new("Handyman Daemon")
         .socket("unix://handyman.sock")
-        // `make` builds the worker in each process it runs in (again after
-        // a restart), so it clones what the worker owns.
+        // The closure makes a fresh worker before each fork (the first,
+        // and each restart), so it clones what the worker owns.
         .worker(
             WorkerOptions::new("handyman").looptime(Duration::from_millis(500)).restart(Restart::Always),
             move || Handyman { name: "handyman".into(), inbox: inbox.clone(), outbox: outbox.clone(), copied: 0 },

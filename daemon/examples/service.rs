@@ -23,13 +23,31 @@ fn command() -> Command {
     Command::new("service")
         .about("A service that embeds a forkd daemon")
         .subcommand_required(true)
-        .arg(Arg::new("greeting").long("greeting").default_value("Hello").help("What service.hello says"))
+        .arg(
+            Arg::new("greeting")
+                .long("greeting")
+                .value_name("TEXT")
+                .default_value("Hello")
+                .help("What service.hello says"),
+        )
         .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("Log debug lines too"))
         .subcommand(
             Command::new("serve")
                 .about("Serve in the foreground until SIGTERM or `ctl stop`")
-                .arg(Arg::new("socket").long("socket").default_value(SOCKET).help("The control socket"))
-                .arg(Arg::new("pidfile").long("pidfile").default_value("service.pid").help("The pid file"))
+                .arg(
+                    Arg::new("socket")
+                        .long("socket")
+                        .value_name("ADDRESS")
+                        .default_value(SOCKET)
+                        .help("The control socket"),
+                )
+                .arg(
+                    Arg::new("pidfile")
+                        .long("pidfile")
+                        .value_name("PATH")
+                        .default_value("service.pid")
+                        .help("The pid file"),
+                )
                 .arg(Arg::new("detach").long("detach").action(ArgAction::SetTrue).help("Detach and serve")),
         )
         .subcommand(
