@@ -23,10 +23,28 @@ use forkd::{json, Address, Client, ClientError, ConnectOptions};
 fn command() -> Command {
     Command::new("client")
         .about("Calls the echo example's methods")
-        .arg(Arg::new("socket").long("socket").default_value("tcp://127.0.0.1:10042").help("The daemon's socket"))
-        .arg(Arg::new("pidfile").long("pidfile").default_value("daemon.pid").help("The daemon's pid file"))
-        .arg(Arg::new("message").required(true).help("What to echo"))
-        .arg(Arg::new("times").value_parser(clap::value_parser!(u32)).default_value("2").help("How many repeats"))
+        .arg(
+            Arg::new("socket")
+                .long("socket")
+                .value_name("ADDRESS")
+                .default_value("tcp://127.0.0.1:10042")
+                .help("The daemon's socket"),
+        )
+        .arg(
+            Arg::new("pidfile")
+                .long("pidfile")
+                .value_name("PATH")
+                .default_value("daemon.pid")
+                .help("The daemon's pid file"),
+        )
+        .arg(Arg::new("message").value_name("MESSAGE").required(true).help("What to echo"))
+        .arg(
+            Arg::new("times")
+                .value_name("TIMES")
+                .value_parser(clap::value_parser!(u32))
+                .default_value("2")
+                .help("How many repeats"),
+        )
 }
 
 fn run() -> Result<(), Box<dyn Error>> {

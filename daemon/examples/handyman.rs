@@ -62,9 +62,9 @@ impl Worker for Handyman {
         Ok(())
     }
 
-    /// The loop body, every looptime. `?` turns any error into the
-    /// worker's last error, which is logged and shown by `worker.status`;
-    /// the loop goes on.
+    /// The loop body, every looptime. `?` hands any error to forkd, which
+    /// logs it and records it as the worker's last error; the loop goes
+    /// on.
     fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         let n = self.copy_new_files()?;
         if n > 0 {
