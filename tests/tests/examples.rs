@@ -258,3 +258,37 @@ fn client_calls_the_echo_example_over_tcp_with_its_token_file() {
     assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
     stop_leaving_nothing(d, &[], &[]);
 }
+
+#[test]
+fn service_serves_detached_from_code() {
+    let dir = TempDir::new("example-service-detached");
+    let socket = format!("unix://{}", dir.join("s.sock").display());
+    let pid_file = dir.join("s.pid");
+    let pid_path = pid_file.display().to_string();
+    // `Daemon::serve_detached`: the launcher returns once the daemon is
+    // ready, 0.
+    let out = run_example(dir.path(), "service", &["serve", "--detach", "--socket", &socket, "--pidfile", &pid_path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(&pid_file).expect("the pid file").trim().parse().expect("a pid");
+    let _guard = KillOnDrop(pid);
+    assert!(forkd_tests::alive(pid));
+    let hello = run_example(dir.path(), "service", &["ctl", "--socket", &socket, "call", "service.hello", "name=Bo"]);
+    assert_eq!(text(&hello.stdout).trim(), "\"Hello, Bo!\"", "{}", text(&hello.stderr));
+    let stop = run_example(dir.path(), "service", &["ctl", "--socket", &socket, "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    wait_gone("the detached service to be gone", DEADLINE, &[pid]);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Kills a detached daemon that a failed test left running.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if forkd_tests::alive(self.0) {
+            // Safety: kill the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
