@@ -4,7 +4,9 @@
 //!
 //! - `test`: formatting, clippy, unit and contract tests, simulated runs;
 //! - `e2e`: the tests against real daemon processes;
-//! - `ci`: both, what `.ci/run` runs;
+//! - `examples`: the forkd crate's examples and the guide's Rust snippets,
+//!   built in a crate outside the workspace, as a user's;
+//! - `ci`: `test`, `e2e` and `examples`, what `.ci/run` runs;
 //! - `sim --seeds N | --seed S`: the deterministic simulation;
 //! - `bench [--quick]`: release-build benchmarks of real daemons;
 //! - `fuzz [--seconds N] [--target NAME]`: the cargo-fuzz targets of
@@ -18,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask <test|e2e|ci|sim [--seeds N | --seed S]|bench [--quick]\
+mod examples;
+
+const USAGE: &str = "usage: cargo xtask <test|e2e|examples|ci|sim [--seeds N | --seed S]|bench [--quick]\
                      |fuzz [--seconds N] [--target NAME]>";
 
 /// Seeds `cargo xtask test` runs: about 40 s of simulation on 2 cores
@@ -30,7 +34,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("e2e") => e2e(),
-        Some("ci") => test().and_then(|()| e2e()),
+        Some("examples") => examples::examples(&root()),
+        Some("ci") => test().and_then(|()| e2e()).and_then(|()| examples::examples(&root())),
         Some("sim") => sim(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
@@ -95,6 +100,8 @@ fn test() -> Result<(), String> {
 fn e2e() -> Result<(), String> {
     nextest_available()?;
     cargo(&["build", "--workspace", "--bins"])?;
+    // tests/tests/examples.rs runs the forkd crate's examples.
+    cargo(&["build", "-p", "forkd", "--examples"])?;
     cargo(&["nextest", "run", "-p", "forkd-tests", "--no-fail-fast"])
 }
 
