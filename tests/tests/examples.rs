@@ -114,6 +114,12 @@ fn handyman_copies_files_answers_messages_and_reports_io_errors() {
     std::fs::remove_file(dir.join("inbox/a.txt")).unwrap();
     std::fs::remove_dir(dir.join("inbox")).unwrap();
     wait_until("the I/O error logged", DEADLINE, || d.log().contains("No such file or directory (os error 2)"));
+    // The running worker's last error is what worker.status tells (the
+    // worker logs it before it records it: looked at again as it logs).
+    wait_until("the error in worker.status", DEADLINE, || {
+        let status = call(&d, "worker.status", json!({ "name": "handyman" }));
+        status[0]["last_error"].as_str().is_some_and(|e| e.contains("No such file or directory"))
+    });
     std::fs::create_dir(dir.join("inbox")).unwrap();
     std::fs::write(dir.join("inbox/b.txt"), "again\n").unwrap();
     let copy = dir.join("outbox/b.txt");

@@ -124,6 +124,8 @@ pub(crate) struct InstanceView {
     pub state: Option<WorkerState>,
     pub loops: u64,
     pub last_error: Option<String>,
+    /// The version of `last_error` read last (see `Channel::last_error_version`).
+    pub error_version: u64,
 }
 
 impl Ctl {

@@ -185,6 +185,15 @@ impl Loop<'_> {
                 view.state = Some(s);
             }
             view.loops = link.channel.loops().unwrap_or(view.loops);
+            // A running worker's error is shown as soon as it is recorded;
+            // one atomic load a turn, the text copied only when it changed.
+            let version = link.channel.last_error_version();
+            if version != view.error_version && version % 2 == 0 {
+                if let Ok(e) = link.channel.last_error() {
+                    view.last_error = e;
+                    view.error_version = version;
+                }
+            }
             if before != view.state {
                 let kind = match view.state {
                     Some(WorkerState::Paused) => Some(WorkerEventKind::Paused),

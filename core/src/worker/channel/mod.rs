@@ -150,6 +150,13 @@ impl Channel {
         Ok(self.region.load(W_HEARTBEAT, Relaxed))
     }
 
+    /// The version of the last error: it changes (to an even number) each
+    /// time the worker records one, so that a reader copies the text only
+    /// when there is a new one.
+    pub fn last_error_version(&self) -> u64 {
+        self.region.load(ERR_VER, Relaxed)
+    }
+
     /// The last error the worker recorded: an `Err` of `spinup` or `work`,
     /// or `panic: ...`. `None` if there was none.
     pub fn last_error(&self) -> Result<Option<String>, ChannelError> {
