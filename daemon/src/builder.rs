@@ -42,6 +42,15 @@ impl Builder {
         &mut self.daemon.config
     }
 
+    /// The daemon's own version (typically `env!("CARGO_PKG_VERSION")` of
+    /// the program), as `daemon.info`, `status` and the OpenRPC document
+    /// tell it; forkd's version unless set (`daemon.info` tells forkd's
+    /// too, as `forkd`).
+    pub fn version(mut self, version: impl Into<String>) -> Builder {
+        self.config().version = version.into();
+        self
+    }
+
     /// The control socket (seed: `sockethandler`): `unix:///abs.sock`,
     /// `unix://relative.sock` (relative to the launch directory),
     /// `tcp://127.0.0.1:10042` or `tcp://[::1]:10042`. Default

@@ -51,8 +51,16 @@ fn command(config: &Config) -> Command {
                 .about("Call a method: call METHOD [JSON params | key=value ... | values ...]; no params sends none")
                 .after_help("Options may come anywhere; put `--` before params that begin with a dash.")
                 .arg(help_arg())
-                .arg(Arg::new("method").required_unless_present("help").value_name("METHOD"))
-                .arg(Arg::new("params").num_args(0..).value_name("PARAMS")),
+                .arg(
+                    Arg::new("method")
+                        .required_unless_present("help")
+                        .value_name("METHOD")
+                        .help("The method to call, e.g. daemon.info or my.echo"),
+                )
+                .arg(Arg::new("params").num_args(0..).value_name("PARAMS").help(
+                    "The params: one JSON array or object, or key=value pairs (by name), or plain values (by \
+                     position); values are JSON if they parse as JSON, text otherwise",
+                )),
         )
         .subcommand(
             Command::new("describe")
@@ -160,44 +168,37 @@ fn access_args(d: &Config) -> Vec<Arg> {
         )),
         Arg::new("no-token")
             .long("no-token")
-            .global(true)
             .action(ArgAction::SetTrue)
             .help("tcp: serve without a token (loopback only; logged as a warning)"),
         Arg::new("allow-host")
             .long("allow-host")
-            .global(true)
             .value_name("NAME")
             .action(ArgAction::Append)
             .help("Accept this HTTP Host name besides loopback names and IP addresses (repeatable)"),
         Arg::new("allow-origin")
             .long("allow-origin")
-            .global(true)
             .value_name("ORIGIN")
             .action(ArgAction::Append)
             .help("Serve browser requests from scheme://host[:port] (repeatable) [default: none]"),
         Arg::new("allow-uid")
             .long("allow-uid")
-            .global(true)
             .value_name("UID")
             .action(ArgAction::Append)
             .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
             .help("unix socket: let this user connect besides the daemon's own and root (repeatable)"),
         Arg::new("allow-gid")
             .long("allow-gid")
-            .global(true)
             .value_name("GID")
             .action(ArgAction::Append)
             .value_parser(clap::value_parser!(u32).range(0..u32::MAX as i64))
             .help("unix socket: let users of this primary group connect (repeatable)"),
         Arg::new("max-batch")
             .long("max-batch")
-            .global(true)
             .value_name("N")
             .value_parser(clap::value_parser!(u32).range(1..))
             .help(format!("Most calls in a batch or system.multicall [default: {}]", d.max_batch)),
         Arg::new("request-timeout")
             .long("request-timeout")
-            .global(true)
             .value_name("SECONDS")
             .value_parser(clap::value_parser!(u32).range(1..))
             .help(format!(
@@ -206,7 +207,6 @@ fn access_args(d: &Config) -> Vec<Arg> {
             )),
         Arg::new("max-workers")
             .long("max-workers")
-            .global(true)
             .value_name("N")
             .value_parser(clap::value_parser!(u32).range(1..))
             .help(format!("Most worker processes at once [default: {}]", d.max_workers)),

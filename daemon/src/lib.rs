@@ -1,4 +1,4 @@
-//! forkd: build multi-process Unix daemons.
+//! forkd: build multi-process Linux daemons.
 //!
 //! A daemon built with forkd forks and supervises worker processes that it
 //! talks to over anonymous shared memory, serves JSON-RPC 2.0 and XML-RPC on
@@ -6,13 +6,13 @@
 //! readiness, and holds a locked pid file. The seed's echo daemon:
 //!
 //! ```no_run
-//! use forkd::{Builder, Method, ParamType, Reply};
+//! use forkd::{Builder, Method, ParamType};
 //!
 //! fn main() -> std::process::ExitCode {
 //!     Builder::new("Echo Daemon")
 //!         .socket("tcp://127.0.0.1:10042")
 //!         .method(
-//!             Method::new("my.echo", |_ctl, args| Reply::Value(args.get("message").cloned().unwrap_or_default()))
+//!             Method::new("my.echo", |_ctl, args| args.get("message").cloned().unwrap_or_default())
 //!                 .help("I'm here to reply your data")
 //!                 .param(ParamType::String, "message")
 //!                 .returns(ParamType::String),
@@ -59,8 +59,8 @@ pub use worker_options::WorkerOptions;
 
 pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, Stopped, WORKER_ERRORS};
 pub use forkd_core::event::{defaults, Event, Topic, WorkerEventKind};
-pub use forkd_core::rpc::{value, Args, DateTime, DeferId, IntoReply, Method, ParamType, Reply, RpcError};
+pub use forkd_core::rpc::{value, Args, DateTime, DeferId, IntoReply, Method, ParamType, Reply, RpcError, Signature};
 pub use forkd_core::supervisor::{OnFailure, Restart, RestartPolicy};
 pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};
-pub use forkd_os::{Address, Instant, Pid, Signal};
+pub use forkd_os::{Address, AddressError, Instant, Pid, Signal};
 pub use serde_json::{json, Value};

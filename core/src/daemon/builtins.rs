@@ -66,14 +66,18 @@ fn daemon_info() -> Method<Ctl> {
     Method::new("daemon.info", |ctl: &mut Ctl, _| {
         value(json!({
             "pid": ctl.info.pid.0,
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": ctl.info.version,
+            "forkd": env!("CARGO_PKG_VERSION"),
             "description": ctl.info.description,
             "uptime": ctl.now.saturating_duration_since(ctl.info.started).as_secs_f64(),
             "address": ctl.info.address,
             "workers": ctl.sup.instances().iter().filter(|i| i.state.pid().is_some()).count(),
         }))
     })
-    .help("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
+    .help(
+        "Tell the daemon's pid, version (its own), forkd's version, description, uptime in seconds, address and \
+         number of worker processes.",
+    )
     .returns(ParamType::Struct)
 }
 

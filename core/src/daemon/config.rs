@@ -15,6 +15,9 @@ use crate::supervisor::RestartPolicy;
 pub struct Config {
     /// The banner of the console and `daemon.info` (seed: `description`).
     pub description: String,
+    /// The daemon's own version, as `daemon.info`, `status` and the
+    /// OpenRPC document tell it (forkd's own unless set).
+    pub version: String,
     /// Where the control socket listens (seed: `sockethandler`). A relative
     /// unix path must have been resolved before the daemon runs.
     pub address: Address,
@@ -73,6 +76,7 @@ impl Config {
     pub fn new(description: impl Into<String>) -> Config {
         Config {
             description: description.into(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             address: Address::Unix(PathBuf::from("daemon.sock")),
             socket_mode: 0o600,
             pid_file: PathBuf::from("daemon.pid"),

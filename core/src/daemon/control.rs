@@ -37,6 +37,8 @@ pub struct Info {
     pub pid: Pid,
     /// The daemon's one-line description, as configured.
     pub description: String,
+    /// The daemon's own version, as configured.
+    pub version: String,
     /// The address it listens on, as `unix://…` or `tcp://…`.
     pub address: String,
     /// When its loop started, on the `Os` monotonic clock.

@@ -183,6 +183,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     let ctl = control(os, &config, specs, now);
     let mut registry = registry;
     registry.set_max_multicall(config.max_batch);
+    registry.set_info(config.description.clone(), config.version.clone());
     let (tcp_policy, unix_policy) = policies(&config, token);
     let mut lp = Loop {
         config: &config,
@@ -261,6 +262,7 @@ fn control<O: Os>(os: &mut O, config: &Config, specs: Vec<crate::supervisor::Wor
     let info = Info {
         pid: os.pid(),
         description: config.description.clone(),
+        version: config.version.clone(),
         address: config.address.to_string(),
         started: now,
     };

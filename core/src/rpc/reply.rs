@@ -20,9 +20,15 @@ pub enum Reply {
 
 /// What a handler may return: anything that converts into a [`Reply`].
 ///
-/// Implemented for [`Reply`] itself, a [`Value`], text, an [`RpcError`],
-/// and `Result<T, E>` for any `T: Serialize` and `E: Into<RpcError>` (a
-/// result that does not serialize becomes an internal error).
+/// Implemented for [`Reply`] itself, a [`Value`], text, numbers, booleans,
+/// `Vec<T>` and `Option<T>` of any `T: Serialize`, an [`RpcError`], and
+/// `Result<T, E>` for any `T: Serialize` and `E: Into<RpcError>`: return
+/// `Ok(value)` for any other type of yours that serializes (a result that
+/// does not serialize becomes an internal error).
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    note = "return `Ok(value)` (a `Result<T, RpcError>` with `T: Serialize`), a `serde_json::Value`, or a `Reply`"
+)]
 pub trait IntoReply {
     /// The reply.
     fn into_reply(self) -> Reply;
@@ -49,6 +55,31 @@ impl IntoReply for &str {
 impl IntoReply for String {
     fn into_reply(self) -> Reply {
         Reply::Value(Value::from(self))
+    }
+}
+
+/// Values that serialize as they are.
+macro_rules! serialized {
+    ($($t:ty),*) => {$(
+        impl IntoReply for $t {
+            fn into_reply(self) -> Reply {
+                Reply::Value(Value::from(self))
+            }
+        }
+    )*};
+}
+
+serialized!(bool, i32, i64, u32, u64, usize, f64);
+
+impl<T: Serialize> IntoReply for Vec<T> {
+    fn into_reply(self) -> Reply {
+        Ok::<_, RpcError>(self).into_reply()
+    }
+}
+
+impl<T: Serialize> IntoReply for Option<T> {
+    fn into_reply(self) -> Reply {
+        Ok::<_, RpcError>(self).into_reply()
     }
 }
 

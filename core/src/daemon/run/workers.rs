@@ -19,7 +19,12 @@ impl Loop<'_> {
                             if self.ctl.sup.instance(id).state == InstanceState::Failed {
                                 let name = self.worker_name(id);
                                 log::error!("worker {name} failed: restarted too often");
-                                self.failure.get_or_insert_with(|| format!("worker {name} failed"));
+                                // A failure is the stop's cause only when the
+                                // policy stops the daemon for it; kept running,
+                                // a later stop is a clean one.
+                                if self.ctl.sup.policy().on_failure == crate::supervisor::OnFailure::StopDaemon {
+                                    self.failure.get_or_insert_with(|| format!("worker {name} failed"));
+                                }
                                 self.publish(Event::Worker {
                                     name,
                                     instance,
