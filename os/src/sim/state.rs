@@ -171,4 +171,13 @@ impl State {
             steps: self.steps,
         }
     }
+
+    /// Fills `buf` from the world's generator, and records it.
+    pub(super) fn fill_random(&mut self, me: i32, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        self.record(me, TraceEvent::Random(buf.len()));
+    }
 }
