@@ -469,5 +469,8 @@ fn error_of(answer: &Value) -> ClientError {
     }
 }
 
+mod events;
+pub use events::Events;
+
 #[cfg(test)]
 mod tests;

@@ -34,13 +34,14 @@ mod client;
 mod console;
 mod daemonize;
 mod logger;
+mod ops;
 mod systemd;
 #[cfg(test)]
 mod testdir;
 mod validate;
 
 pub use builder::Builder;
-pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
+pub use client::{Client, ClientError, ConnectOptions, Events, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
 
 pub use forkd_core::daemon::{codes, Config, Ctl, Info, StartError};
