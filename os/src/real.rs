@@ -324,4 +324,8 @@ impl Os for RealOs {
     fn process_stats(&mut self, pid: Pid) -> std::io::Result<crate::ProcessStats> {
         procfs::stats(pid)
     }
+
+    fn resident_memory(&mut self, pid: Pid) -> std::io::Result<u64> {
+        procfs::resident(pid)
+    }
 }

@@ -52,7 +52,9 @@ impl Out {
             }
             self.text.push('}');
         }
-        let _ = writeln!(self.text, " {}", number(value));
+        self.text.push(' ');
+        write_number(&mut self.text, value);
+        self.text.push('\n');
     }
 }
 
@@ -64,14 +66,22 @@ fn escape(v: &str) -> std::borrow::Cow<'_, str> {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
 }
 
-fn number(v: f64) -> String {
+/// A sample's value as the exposition formats want it: integers without a
+/// fraction, infinities as `+Inf`/`-Inf`.
+fn write_number(out: &mut String, v: f64) {
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
     }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{}", v as i64);
-    }
-    format!("{v}")
+}
+
+fn number(v: f64) -> String {
+    let mut s = String::new();
+    write_number(&mut s, v);
+    s
 }
 
 /// The whole exposition.

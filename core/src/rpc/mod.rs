@@ -57,6 +57,8 @@ mod access_tests;
 #[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod test_rig;
 #[cfg(test)]
 mod tests;

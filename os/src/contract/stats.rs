@@ -1,4 +1,5 @@
-//! `process_stats`: what a process uses, for the daemon's metrics.
+//! `process_stats` and `resident_memory`: what a process uses, for the
+//! daemon's metrics.
 
 use std::path::Path;
 
@@ -37,9 +38,12 @@ pub fn process_stats_of_self_and_a_child<O: Os>(os: &mut O, _dir: &Path) {
     let theirs = os.process_stats(child).expect("stats of a live child");
     assert!(theirs.rss_bytes >= 4096, "the child's memory: {theirs:?}");
     assert!(theirs.start_time_seconds >= own.start_time_seconds, "the child started after us");
+    let rss = os.resident_memory(child).expect("resident memory of a live child");
+    assert!(rss >= 4096, "the child's resident memory: {rss}");
     os.close(here);
     let reaped = reap_n(os, sig, 1);
     assert_eq!(reaped.len(), 1);
     assert!(os.process_stats(child).is_err(), "a reaped child has no stats");
+    assert!(os.resident_memory(child).is_err(), "nor memory");
     assert!(os.process_stats(Pid(i32::MAX)).is_err(), "no such process");
 }

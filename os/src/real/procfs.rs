@@ -30,6 +30,14 @@ pub(super) fn stats(pid: Pid) -> io::Result<ProcessStats> {
     Ok(ProcessStats { rss_bytes, cpu_seconds, open_fds, max_fds, start_time_seconds })
 }
 
+/// Process `pid`'s resident memory, from `statm` (its second field, in
+/// pages).
+pub(super) fn resident(pid: Pid) -> io::Result<u64> {
+    let statm = fs::read_to_string(format!("/proc/{}/statm", pid.0))?;
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| bad("statm"))?;
+    Ok(pages * sysconf(libc::_SC_PAGESIZE).max(1) as u64)
+}
+
 fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("unreadable /proc {what}"))
 }
@@ -41,13 +49,19 @@ fn sysconf(name: libc::c_int) -> i64 {
 }
 
 /// When the machine booted, in seconds since the epoch (`btime` of
-/// `/proc/stat`).
+/// `/proc/stat`, which is long to read and never changes: read once).
 fn boot_time() -> io::Result<f64> {
+    static BOOT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    if let Some(t) = BOOT.get() {
+        return Ok(*t);
+    }
     let stat = fs::read_to_string("/proc/stat")?;
-    stat.lines()
+    let t = stat
+        .lines()
         .find_map(|l| l.strip_prefix("btime "))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .ok_or_else(|| bad("/proc/stat btime"))
+        .ok_or_else(|| bad("/proc/stat btime"))?;
+    Ok(*BOOT.get_or_init(|| t))
 }
 
 /// The soft limit of `Max open files` in a `limits` file (0 if absent).

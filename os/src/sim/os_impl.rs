@@ -587,6 +587,10 @@ impl Os for SimOs {
         super::process::stats_of(&self.enter(), pid)
     }
 
+    fn resident_memory(&mut self, pid: Pid) -> io::Result<u64> {
+        super::process::stats_of(&self.enter(), pid).map(|s| s.rss_bytes)
+    }
+
     fn note(&mut self, event: std::fmt::Arguments<'_>) {
         let me = self.pid.0;
         let mut st = self.shared.lock();

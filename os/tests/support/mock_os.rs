@@ -56,5 +56,6 @@ mock! {
         fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
         fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;
         fn process_stats(&mut self, pid: Pid) -> io::Result<ProcessStats>;
+        fn resident_memory(&mut self, pid: Pid) -> io::Result<u64>;
     }
 }

@@ -84,16 +84,31 @@ pub(super) fn dispatch<O: Os>(
     reply
 }
 
-/// Reads the master's and every running worker's resources.
+/// Reads the master's and every running worker's resources: all of the
+/// master's; of a worker, everything the first time its process is seen
+/// (its start time never changes), then only its resident memory, the
+/// cheap read, so that a scrape of many workers stays short.
 fn sample_processes<O: Os>(os: &mut O, ctl: &mut Ctl) {
-    ctl.procs.clear();
-    let pids = std::iter::once(ctl.info.pid).chain(ctl.sup.instances().iter().filter_map(|i| i.state.pid()));
-    for pid in pids.collect::<Vec<_>>() {
-        match os.process_stats(pid) {
-            Ok(stats) => {
+    let master = ctl.info.pid;
+    let running: std::collections::BTreeSet<Pid> = ctl.sup.instances().iter().filter_map(|i| i.state.pid()).collect();
+    ctl.procs.retain(|pid, _| running.contains(pid));
+    match os.process_stats(master) {
+        Ok(stats) => {
+            ctl.procs.insert(master, stats);
+        }
+        Err(e) => log::debug!("stats of the master: {e}"),
+    }
+    for pid in running {
+        let known = ctl.procs.get_mut(&pid).filter(|_| pid != master);
+        let read = match known {
+            Some(stats) => os.resident_memory(pid).map(|rss| stats.rss_bytes = rss),
+            None => os.process_stats(pid).map(|stats| {
                 ctl.procs.insert(pid, stats);
-            }
-            Err(e) => log::debug!("stats of pid {pid}: {e}"),
+            }),
+        };
+        if let Err(e) = read {
+            log::debug!("stats of pid {pid}: {e}");
+            ctl.procs.remove(&pid);
         }
     }
 }

@@ -126,7 +126,8 @@ impl Conn {
         self.taken += 1;
         self.continue_sent = false;
         let envelope = Envelope::Http { keep_alive: head.keep_alive };
-        if !head.keep_alive {
+        // A stream lasts as long as the connection, whatever it asked.
+        if !head.keep_alive && route != Route::Events {
             self.stopped = true;
         }
         match route {
