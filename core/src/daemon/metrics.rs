@@ -58,6 +58,22 @@ impl Out {
     }
 }
 
+impl Out {
+    /// A sample of one instance: `prefix` is its labels, written once for
+    /// all its series; `extra` one more label (state, reason).
+    fn instance_sample(&mut self, name: &str, prefix: &str, extra: Option<(&str, &str)>, value: f64) {
+        self.text.push_str(name);
+        self.text.push('{');
+        self.text.push_str(prefix);
+        if let Some((k, v)) = extra {
+            let _ = write!(self.text, ",{k}=\"{v}\"");
+        }
+        self.text.push_str("} ");
+        write_number(&mut self.text, value);
+        self.text.push('\n');
+    }
+}
+
 /// A label value with backslash, quote and newline escaped.
 fn escape(v: &str) -> std::borrow::Cow<'_, str> {
     if !v.contains(['\\', '"', '\n']) {
@@ -121,33 +137,35 @@ fn process(out: &mut Out, ctl: &Ctl) {
 fn workers(out: &mut Out, ctl: &Ctl) {
     let ids: Vec<usize> =
         (0..ctl.sup.instances().len()).filter(|&id| !ctl.sup.instance(id).state.is_retired()).collect();
-    let labels = |id: usize| {
-        let inst = ctl.sup.instance(id);
-        (ctl.sup.specs()[inst.worker].name.clone(), inst.index.to_string())
-    };
-    let names: Vec<(String, String)> = ids.iter().map(|&id| labels(id)).collect();
+    let prefixes: Vec<String> = ids
+        .iter()
+        .map(|&id| {
+            let inst = ctl.sup.instance(id);
+            format!("worker=\"{}\",instance=\"{}\"", escape(&ctl.sup.specs()[inst.worker].name), inst.index)
+        })
+        .collect();
     let each = |out: &mut Out, name: &str, value: &dyn Fn(usize) -> Option<f64>| {
-        for (&id, (w, i)) in ids.iter().zip(&names) {
+        for (&id, prefix) in ids.iter().zip(&prefixes) {
             if let Some(v) = value(id) {
-                out.sample(name, &[("worker", w), ("instance", i)], v);
+                out.instance_sample(name, prefix, None, v);
             }
         }
     };
     out.family("forkd_worker_up", "gauge", "Whether the instance has a running process.");
     each(out, "forkd_worker_up", &|id| Some(f64::from(u8::from(ctl.sup.instance(id).state.pid().is_some()))));
     out.family("forkd_worker_state", "gauge", "The instance's state: 1 for the current one.");
-    for (&id, (w, i)) in ids.iter().zip(&names) {
+    for (&id, prefix) in ids.iter().zip(&prefixes) {
         let current = ctl.state_name(id);
         for state in STATES {
             let v = f64::from(u8::from(state == current));
-            out.sample("forkd_worker_state", &[("worker", w), ("instance", i), ("state", state)], v);
+            out.instance_sample("forkd_worker_state", prefix, Some(("state", state)), v);
         }
     }
     out.family("forkd_worker_restarts", "counter", "Restarts of the instance, by why its process ended.");
-    for (&id, (w, i)) in ids.iter().zip(&names) {
+    for (&id, prefix) in ids.iter().zip(&prefixes) {
         for why in ExitReason::RESTARTS {
             let v = ctl.stats.restarts.get(&(id, why)).copied().unwrap_or(0) as f64;
-            out.sample("forkd_worker_restarts_total", &[("worker", w), ("instance", i), ("reason", why.name())], v);
+            out.instance_sample("forkd_worker_restarts_total", prefix, Some(("reason", why.name())), v);
         }
     }
     out.family("forkd_worker_loops", "counter", "Iterations the instance's current process has run.");

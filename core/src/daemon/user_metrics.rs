@@ -121,4 +121,19 @@ mod tests {
         render(&mut out, &m);
         assert!(out.contains("# TYPE forkd_user_queue_depth gauge\nforkd_user_queue_depth 4\n"), "{out}");
     }
+
+    #[test]
+    fn a_worker_s_metrics_event_sets_its_labelled_gauges() {
+        let mut m = UserMetrics::default();
+        let data = serde_json::json!({ "metrics": { "backlog": 7, "bad-name": 1, "label": "x" } });
+        assert!(m.take_from_worker("copy", 2, &data));
+        assert!(!m.take_from_worker("copy", 2, &serde_json::json!({ "other": 1 })), "not a metrics event");
+        let mut out = String::new();
+        render(&mut out, &m);
+        assert_eq!(
+            out,
+            "# HELP forkd_user_backlog Set by the daemon's own code.\n# TYPE forkd_user_backlog gauge\n\
+             forkd_user_backlog{worker=\"copy\",instance=\"2\"} 7\n"
+        );
+    }
 }

@@ -33,9 +33,24 @@ pub(super) fn stats(pid: Pid) -> io::Result<ProcessStats> {
 /// Process `pid`'s resident memory, from `statm` (its second field, in
 /// pages).
 pub(super) fn resident(pid: Pid) -> io::Result<u64> {
-    let statm = fs::read_to_string(format!("/proc/{}/statm", pid.0))?;
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| bad("statm"))?;
-    Ok(pages * sysconf(libc::_SC_PAGESIZE).max(1) as u64)
+    use std::io::{Read, Write};
+    // Many workers are read per scrape: nothing allocated.
+    let mut path = [0u8; 32];
+    let mut cursor = &mut path[..];
+    write!(cursor, "/proc/{}/statm", pid.0)?;
+    let len = 32 - cursor.len();
+    let path = std::str::from_utf8(&path[..len]).map_err(|_| bad("statm path"))?;
+    let mut buf = [0u8; 128];
+    let n = fs::File::open(path)?.read(&mut buf)?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| bad("statm"))?;
+    let pages: u64 = text.split_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| bad("statm"))?;
+    Ok(pages * page_size())
+}
+
+/// The page size, asked once.
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| sysconf(libc::_SC_PAGESIZE).max(1) as u64)
 }
 
 fn bad(what: &str) -> io::Error {

@@ -593,9 +593,6 @@ impl Os for SimOs {
 
     fn note(&mut self, event: std::fmt::Arguments<'_>) {
         let me = self.pid.0;
-        let mut st = self.shared.lock();
-        if st.config.trace {
-            st.record(me, TraceEvent::Note(event.to_string()));
-        }
+        self.shared.lock().note(me, event);
     }
 }

@@ -180,4 +180,11 @@ impl State {
         }
         self.record(me, TraceEvent::Random(buf.len()));
     }
+
+    /// Records a note of the daemon's, when the world keeps a trace.
+    pub(super) fn note(&mut self, me: i32, event: std::fmt::Arguments<'_>) {
+        if self.config.trace {
+            self.record(me, TraceEvent::Note(event.to_string()));
+        }
+    }
 }
