@@ -14,8 +14,16 @@ impl Loop<'_> {
     /// buffers: the writes happen when the poll says each socket takes
     /// more, so a slow subscriber costs the loop nothing but its bound.
     pub(super) fn broadcast(&mut self, event: &Event) {
-        let Some(mut json) = event.to_json() else { return };
+        if matches!(event, Event::ClientConnect { .. } | Event::ClientHangup { .. }) {
+            return;
+        }
         self.ctl.stats.events += 1;
+        // Without a subscriber nothing is rendered: a thousand workers
+        // starting must not cost two thousand JSON objects for nobody.
+        if !self.clients.values().any(|c| c.conn.is_subscriber()) {
+            return;
+        }
+        let Some(mut json) = event.to_json() else { return };
         let seq = self.ctl.stats.events;
         json["seq"] = seq.into();
         json["time"] = self.ctl.now.saturating_duration_since(self.ctl.info.started).as_secs_f64().into();
