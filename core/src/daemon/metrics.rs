@@ -66,7 +66,9 @@ impl Out {
         self.text.push('{');
         self.text.push_str(prefix);
         if let Some((k, v)) = extra {
-            let _ = write!(self.text, ",{k}=\"{v}\"");
+            for part in [",", k, "=\"", v, "\""] {
+                self.text.push_str(part);
+            }
         }
         self.text.push_str("} ");
         write_number(&mut self.text, value);
@@ -88,7 +90,23 @@ fn write_number(out: &mut String, v: f64) {
     if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        // Most samples are small integers; formatting them by hand keeps
+        // a scrape of many workers short.
+        let mut n = v.abs() as u64;
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if v < 0.0 {
+            out.push('-');
+        }
+        out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
     } else {
         let _ = write!(out, "{v}");
     }
@@ -223,5 +241,25 @@ fn connections(out: &mut Out, ctl: &Ctl) {
     for (name, help, value) in counters {
         out.family(name, "counter", help);
         out.sample(&format!("{name}_total"), &[], value as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_as_the_exposition_wants() {
+        for (v, text) in [
+            (0.0, "0"),
+            (137.0, "137"),
+            (-3.0, "-3"),
+            (0.25, "0.25"),
+            (f64::INFINITY, "+Inf"),
+            (1e20, "100000000000000000000"),
+        ] {
+            assert_eq!(number(v), text, "{v}");
+        }
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
