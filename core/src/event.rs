@@ -18,55 +18,99 @@ use serde_json::Value;
 
 /// Something that happened to the daemon.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
+    /// The loop took this signal from the pending set.
     Signal(Signal),
+    /// The daemon is ready: its socket is bound, its workers are spawned
+    /// and it has told its launcher (or systemd); it is about to serve.
     DaemonStart,
+    /// The daemon is about to exit: published once, after its workers have
+    /// stopped and its clients are closed, before its socket closes.
     DaemonStop,
+    /// A client connected to the control socket.
     ClientConnect {
+        /// The daemon's number for the connection, unique for the run.
         conn: u64,
     },
+    /// A client's connection closed, from either end.
     ClientHangup {
+        /// The number its [`Event::ClientConnect`] carried.
         conn: u64,
     },
     /// A worker instance changed state, or sent data with `Context::send`.
     Worker {
+        /// The worker's name, as installed.
         name: String,
+        /// The instance's index in the worker's pool (0 for a single worker).
         instance: u32,
+        /// What happened to it.
         event: WorkerEventKind,
+        /// What it sent, for [`WorkerEventKind::Data`]; `None` otherwise.
         data: Option<Value>,
     },
     /// Raised by user code (an RPC method or a listener).
     Custom {
+        /// The name listeners subscribe to with [`Topic::Custom`].
         name: String,
+        /// Whatever the raiser attached.
         data: Value,
     },
 }
 
 /// The worker happenings the bus carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum WorkerEventKind {
+    /// The instance's process started for the first time.
     Started,
+    /// The instance's process exited and was reaped, for whatever reason.
     Exited,
+    /// The instance's process started again after an exit.
     Restarted,
+    /// The instance restarted too often within the restart policy's period
+    /// and is given up on; the daemon then stops with an error.
     Failed,
+    /// The instance acknowledged a pause: its body no longer runs.
     Paused,
+    /// The instance acknowledged a resume: its body runs again.
     Resumed,
+    /// The instance sent data with `Context::send`; the event's `data` holds it.
     Data,
 }
 
 /// What a listener subscribes to: a kind of event, not its payload.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Topic {
+    /// One signal, as [`Event::Signal`] carries it.
     Signal(Signal),
+    /// [`Event::DaemonStart`].
     DaemonStart,
+    /// [`Event::DaemonStop`].
     DaemonStop,
+    /// [`Event::ClientConnect`], for every connection.
     ClientConnect,
+    /// [`Event::ClientHangup`], for every connection.
     ClientHangup,
+    /// [`Event::Worker`], for every worker and kind.
     Worker,
+    /// [`Event::Custom`] events of this name.
     Custom(String),
 }
 
 impl Event {
+    /// The topic whose listeners receive this event.
+    ///
+    /// ```
+    /// use forkd_core::event::{Event, Topic};
+    /// use forkd_os::Signal;
+    ///
+    /// assert_eq!(Event::Signal(Signal::Hup).topic(), Topic::Signal(Signal::Hup));
+    /// assert_eq!(Event::ClientConnect { conn: 3 }.topic(), Topic::ClientConnect);
+    /// let custom = Event::Custom { name: "reload".into(), data: serde_json::Value::Null };
+    /// assert_eq!(custom.topic(), Topic::Custom("reload".into()));
+    /// ```
     pub fn topic(&self) -> Topic {
         match self {
             Event::Signal(s) => Topic::Signal(*s),
@@ -149,7 +193,26 @@ pub mod defaults {
 type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;
 
 /// Listeners by topic, called in the order they subscribed. `C` is what a
-/// listener gets to act on the daemon with.
+/// listener gets to act on the daemon with (the daemon's `Ctl`; anything in
+/// a test).
+///
+/// A listener that panics is logged, and the others still run.
+///
+/// ```
+/// use forkd_core::event::{defaults, Bus, Event, Topic};
+/// use forkd_os::Signal;
+///
+/// let mut bus: Bus<Vec<String>> = Bus::default();
+/// let term = Topic::Signal(Signal::Term);
+/// bus.subscribe_named(term.clone(), defaults::STOP_ON_TERM, |log, _| log.push("stop".into()));
+/// // The same name on the same topic replaces the default listener.
+/// bus.subscribe_named(term, defaults::STOP_ON_TERM, |log, e| log.push(format!("{e:?}")));
+///
+/// let mut log = Vec::new();
+/// bus.publish(&mut log, &Event::Signal(Signal::Term));
+/// bus.publish(&mut log, &Event::Signal(Signal::Hup)); // nobody listens
+/// assert_eq!(log, ["Signal(Term)"]);
+/// ```
 pub struct Bus<C> {
     listeners: BTreeMap<Topic, Vec<(ListenerId, Listener<C>)>>,
     anonymous: u64,

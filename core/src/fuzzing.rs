@@ -92,7 +92,7 @@ impl Choices {
 /// The limits of the connection under test: small, so that short inputs
 /// reach every bound.
 const CONN_LIMITS: Limits =
-    Limits { max_request: 4096, max_output: 8192, read_buffer: 1024, max_pending: 8, max_batch: 64, max_values: 512 };
+    Limits { max_request: 4096, max_output: 8192, socket_buffer: 1024, max_pending: 8, max_batch: 64, max_values: 512 };
 
 /// How much unsent output a connection may hold. Answers rendered but not
 /// sent (queued behind a deferred one, or in the output) stay under

@@ -4,8 +4,9 @@
 //! drive the daemon where the bugs are not. So each [`Bug`] here names a
 //! mistake a maintainer could plausibly make, and the core code has one
 //! `if crate::planted::active(Bug::X) { ... }` site that makes it. The
-//! harness (forkd-harness) turns bugs on with [`plant`], runs its seeds, and
-//! counts how many it needs before an invariant catches each one.
+//! harness (forkd-harness) turns bugs on with `plant` (there with the
+//! `planted` feature only), runs its seeds, and counts how many it needs
+//! before an invariant catches each one.
 //!
 //! This module is test scaffolding: it is public only with the `testing`
 //! feature, which production builds never enable (they compile it

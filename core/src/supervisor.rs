@@ -29,23 +29,30 @@ use forkd_os::{ExitStatus, Instant, KillTarget, Pid, Signal};
 
 mod policy;
 
-pub use policy::{OnFailure, RestartPolicy, WorkerSpec};
+pub use policy::{OnFailure, Restart, RestartPolicy, WorkerSpec};
 
 /// Where an instance is in its life, from the supervisor's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstanceState {
     /// Waiting to be spawned (at once, or after a backoff).
     Waiting {
+        /// When it is to be spawned.
         at: Instant,
     },
+    /// Its process runs.
     Running {
+        /// Its process.
         pid: Pid,
     },
     /// Its process is being stopped; `then` says what follows its exit.
     Stopping {
+        /// Its process.
         pid: Pid,
+        /// When it was first asked to stop.
         since: Instant,
+        /// How far the escalation went: asked, SIGTERM, SIGKILL.
         step: StopStep,
+        /// What follows once it has exited.
         then: AfterStop,
     },
     /// Exited and not to be restarted.
@@ -81,6 +88,7 @@ pub enum AfterStop {
 }
 
 impl InstanceState {
+    /// Its process, while it has one.
     pub fn pid(&self) -> Option<Pid> {
         match *self {
             InstanceState::Running { pid } | InstanceState::Stopping { pid, .. } => Some(pid),
@@ -99,11 +107,17 @@ impl InstanceState {
 /// One process of a worker (one of a pool's).
 #[derive(Clone, Debug)]
 pub struct Instance {
+    /// The index of its worker in the supervisor's specs.
     pub worker: usize,
+    /// Its number within its worker (0 for a single instance).
     pub index: u32,
+    /// Where it is in its life.
     pub state: InstanceState,
+    /// How many times it was restarted.
     pub restarts: u32,
+    /// How its last process ended.
     pub last_exit: Option<ExitStatus>,
+    /// When its current process started.
     pub started_at: Option<Instant>,
     /// This instance's starts within the policy's period: intensity is
     /// counted per instance, never per worker or pool.
@@ -119,6 +133,7 @@ pub enum Action {
     Spawn(usize),
     /// Ask instance `id` to stop through its channel.
     RequestStop(usize),
+    /// Send this signal to this process or group.
     Signal(KillTarget, Signal),
     /// The daemon should stop (a non-forever worker exited, or one failed).
     StopDaemon(String),
@@ -156,6 +171,9 @@ enum Event {
     Reuse,
 }
 
+/// The supervisor: every worker instance's state, what to do next, and
+/// when. Pure: the daemon's loop feeds it exits and time and carries out
+/// the actions it returns.
 pub struct Supervisor {
     specs: Vec<WorkerSpec>,
     policy: RestartPolicy,
@@ -202,22 +220,27 @@ impl Supervisor {
         self.actions.push_back(Action::Spawn(id));
     }
 
+    /// The installed workers.
     pub fn specs(&self) -> &[WorkerSpec] {
         &self.specs
     }
 
+    /// The restart policy.
     pub fn policy(&self) -> &RestartPolicy {
         &self.policy
     }
 
+    /// Every instance, retired ones included (an id is an index here).
     pub fn instances(&self) -> &[Instance] {
         &self.instances
     }
 
+    /// Instance `id`.
     pub fn instance(&self, id: usize) -> &Instance {
         &self.instances[id]
     }
 
+    /// The index of the worker called `name`.
     pub fn worker_index(&self, name: &str) -> Option<usize> {
         self.specs.iter().position(|s| s.name == name)
     }
@@ -228,6 +251,7 @@ impl Supervisor {
             .filter(move |&i| self.instances[i].worker == w && !self.instances[i].state.is_retired())
     }
 
+    /// Whether the daemon is stopping: nothing new is started.
     pub fn is_stopping(&self) -> bool {
         self.stopping
     }
@@ -249,6 +273,7 @@ impl Supervisor {
         self.instances.iter().any(|i| i.state.pid().is_some())
     }
 
+    /// The instance whose process is `pid`.
     pub fn id_of_pid(&self, pid: Pid) -> Option<usize> {
         self.instances.iter().position(|i| i.state.pid() == Some(pid))
     }
@@ -357,7 +382,7 @@ impl Supervisor {
         use InstanceState as S;
         let stop_timeout = self.policy.stop_timeout;
         let daemon_stopping = self.stopping;
-        let forever = self.specs[self.instances[id].worker].forever;
+        let restart = self.specs[self.instances[id].worker].restart;
         let inst = &mut self.instances[id];
         match (inst.state, event) {
             // The answer to a spawn. Only a waiting instance is ever asked
@@ -389,10 +414,13 @@ impl Supervisor {
                 inst.last_exit = Some(status);
                 if daemon_stopping {
                     inst.state = S::Stopped;
-                } else if !forever {
+                } else if restart == Restart::Never {
                     inst.state = S::Stopped;
                     let name = self.specs[inst.worker].name.clone();
                     self.actions.push_back(Action::StopDaemon(format!("worker {name} exited ({status})")));
+                } else if restart == Restart::OnFailure && status == ExitStatus::Exited(0) {
+                    // Done, and nothing went wrong.
+                    inst.state = S::Stopped;
                 } else if crate::planted::active(crate::planted::Bug::NoRestart) {
                     inst.state = S::Stopped;
                 } else {

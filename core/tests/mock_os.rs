@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forkd_core::daemon::{Config, Daemon, NoHooks, StartError};
-use forkd_core::worker::{run_worker, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE};
+use forkd_core::worker::{
+    run_worker, BoxError, Channel, Context, Worker, WorkerProcess, WorkerState, EXIT_OK, REGION_SIZE,
+};
 use forkd_os::{Address, Fd, Instant, Pid, PidFileError, Region, Signal};
 use mockall::predicate::eq;
 use mockall::Sequence;
@@ -78,10 +80,10 @@ fn a_daemon_that_cannot_bind_gives_back_its_signals_and_pid_file() {
 struct NeverCalled;
 
 impl Worker for NeverCalled {
-    fn spinup(&mut self, _ctx: &mut Context<'_>) -> Result<(), String> {
+    fn spinup(&mut self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
         panic!("user code ran in a worker whose daemon was gone");
     }
-    fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), String> {
+    fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
         panic!("user code ran in a worker whose daemon was gone");
     }
 }

@@ -24,7 +24,7 @@ fn registry() -> Registry<Ctx> {
     .unwrap();
     r.add(Method::new("defer", |ctx: &mut Ctx, _: &Args| {
         ctx.next_defer += 1;
-        Reply::Deferred(DeferId(ctx.next_defer - 1))
+        Reply::Deferred(DeferId::from_raw(ctx.next_defer - 1))
     }))
     .unwrap();
     r.add(
@@ -81,7 +81,7 @@ impl Client {
     fn complete_all(&mut self) {
         while self.completed < self.ctx.next_defer {
             let id = self.completed;
-            self.conn.complete(DeferId(id), Ok(Value::from(id)));
+            self.conn.complete(DeferId::from_raw(id), Ok(Value::from(id)));
             self.completed += 1;
             self.resume();
         }
@@ -224,7 +224,7 @@ fn arb_http() -> impl Strategy<Value = Vec<u8>> {
 
 fn arb_limits() -> impl Strategy<Value = Limits> {
     (8usize..400, 1usize..600, 1usize..6, 1usize..4).prop_map(|(max_request, max_output, max_pending, max_batch)| {
-        Limits { max_request, max_output, read_buffer: 1024, max_pending, max_batch, max_values: 1 << 16 }
+        Limits { max_request, max_output, socket_buffer: 1024, max_pending, max_batch, max_values: 1 << 16 }
     })
 }
 

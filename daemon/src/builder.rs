@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::worker_options::WorkerOptions;
 use forkd_core::daemon::{Config, Ctl, Daemon};
 use forkd_core::event::{Event, ListenerId, Topic};
 use forkd_core::rpc::Method;
@@ -13,11 +14,22 @@ use forkd_core::worker::Worker;
 use forkd_os::Address;
 
 /// Builds and runs a daemon. Every setter has the seed's default; an invalid
-/// value is reported by `run` before anything starts.
+/// value is reported by `run` (or `build`) before anything starts.
 pub struct Builder {
     pub(crate) daemon: Daemon,
     pub(crate) errors: Vec<String>,
     pub(crate) log_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("description", &self.daemon.config.description)
+            .field("address", &self.daemon.config.address)
+            .field("workers", &self.daemon.workers.iter().map(|(s, _)| &s.name).collect::<Vec<_>>())
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Builder {
@@ -67,7 +79,7 @@ impl Builder {
         if bytes == 0 {
             self.errors.push("invalid socket buffer: 0 bytes".into());
         }
-        self.config().read_buffer = bytes;
+        self.config().socket_buffer = bytes;
         self
     }
 
@@ -232,22 +244,35 @@ impl Builder {
         self
     }
 
-    /// Installs a worker (the seed's `install($worker, $looptime, $forever)`).
-    /// `make` builds the worker object for each of its processes.
-    pub fn worker<W, F>(self, name: &str, looptime: Duration, forever: bool, make: F) -> Builder
+    /// Installs a worker (the seed's `install($worker, $looptime,
+    /// $forever)`): `make` builds the worker object for each of its
+    /// processes, `options` says its name, looptime, restart policy and
+    /// how many instances run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use forkd::{BoxError, Builder, Context, Restart, Worker, WorkerOptions};
+    ///
+    /// struct Idle;
+    ///
+    /// impl Worker for Idle {
+    ///     fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let daemon = Builder::new("Idle Daemon")
+    ///     .worker(WorkerOptions::new("idle").looptime(Duration::from_millis(500)), || Idle)
+    ///     .worker(WorkerOptions::new("pool").instances(4).restart(Restart::OnFailure), || Idle)
+    ///     .build();
+    /// assert!(daemon.is_ok());
+    /// ```
+    pub fn worker<W, F>(mut self, options: WorkerOptions, make: F) -> Builder
     where
         W: Worker,
         F: Fn() -> W + 'static,
     {
-        self.pool(name, looptime, forever, 1, make)
-    }
-
-    /// Installs `instances` processes of one worker.
-    pub fn pool<W, F>(mut self, name: &str, looptime: Duration, forever: bool, instances: u32, make: F) -> Builder
-    where
-        W: Worker,
-        F: Fn() -> W + 'static,
-    {
+        let WorkerOptions { name, looptime, restart, instances } = options;
         if self.daemon.workers.iter().any(|(s, _)| s.name == name) {
             self.errors.push(format!("worker {name:?} is installed twice"));
         } else if name.is_empty() {
@@ -255,7 +280,7 @@ impl Builder {
         } else if looptime.is_zero() {
             self.errors.push(format!("worker {name:?}: looptime must be more than 0"));
         } else {
-            let spec = WorkerSpec { name: name.to_string(), looptime, forever, instances };
+            let spec = WorkerSpec { name, looptime, restart, instances };
             self.daemon.workers.push((spec, Box::new(move || Box::new(make()) as Box<dyn Worker>)));
         }
         self
@@ -280,13 +305,81 @@ impl Builder {
         self
     }
 
-    /// Parses the console arguments and acts on them: runs the daemon, or
-    /// prints the usage, or controls a running one.
+    /// Parses the console arguments (`std::env::args`) and acts on them:
+    /// runs the daemon, or prints the usage, or controls a running one.
+    /// For a binary that is its own console.
     pub fn run(self) -> ExitCode {
         let args: Vec<String> = std::env::args().collect();
         ExitCode::from(crate::cli::main(self, &args))
     }
+
+    /// As [`run`](Builder::run), with the given arguments, the program's
+    /// name first: for a service that parses its own command line and
+    /// hands the daemon's part on.
+    ///
+    /// ```
+    /// # use forkd::Builder;
+    /// // `--help` prints the usage and exits 0, without starting anything.
+    /// let code = Builder::new("Echo Daemon").run_from(["echo-daemon", "--help"]);
+    /// assert_eq!(code, std::process::ExitCode::SUCCESS);
+    /// ```
+    pub fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        let args: Vec<String> = args.into_iter().map(|a| a.into().to_string_lossy().into_owned()).collect();
+        ExitCode::from(crate::cli::main(self, &args))
+    }
+
+    /// Checks the configuration and returns the daemon, ready to serve,
+    /// without a console: for a library that starts a daemon from code.
+    /// Relative paths (a unix socket, the pid and token files) are resolved
+    /// against the current directory now, since a detached daemon moves to
+    /// `/`. Logging is the caller's: install a `log` logger first if the
+    /// daemon's lines are wanted.
+    ///
+    /// ```
+    /// # use forkd::Builder;
+    /// let err = Builder::new("Bad").socket("ftp://nowhere").pid_file("").build().unwrap_err();
+    /// assert_eq!(err.problems().len(), 2, "{err}");
+    /// ```
+    pub fn build(self) -> Result<crate::Daemon, BuildError> {
+        if !self.errors.is_empty() {
+            return Err(BuildError { problems: self.errors });
+        }
+        let mut daemon = self.daemon;
+        if let Ok(cwd) = std::env::current_dir() {
+            let c = &mut daemon.config;
+            c.address = c.address.resolve(&cwd);
+            c.pid_file = cwd.join(&c.pid_file);
+            c.token_file = c.token_file.take().map(|p| cwd.join(p));
+        }
+        Ok(crate::Daemon { inner: daemon })
+    }
 }
+
+/// Why [`Builder::build`] refused a configuration: every invalid value,
+/// each with what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    problems: Vec<String>,
+}
+
+impl BuildError {
+    /// One line per invalid value.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid daemon configuration: {}", self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for BuildError {}
 
 #[cfg(test)]
 mod tests {

@@ -6,17 +6,16 @@
 
 use std::time::Duration;
 
-use forkd_core::daemon::{Config, Hooks, StartError};
+use forkd_core::daemon::Config;
 use forkd_os::real::RealOs;
-use forkd_os::{Address, Fd, Os, Pid};
+use forkd_os::{Address, Os, Pid};
 use serde_json::{Map, Value};
 
 use crate::builder::Builder;
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::console::{self, Action};
-use crate::daemonize::{self, Readiness, Side};
 use crate::logger::{self, Target};
-use crate::systemd;
+use crate::serve::{self, Mode};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits for the daemon's process to go.
@@ -53,6 +52,11 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         Action::Events { json } => crate::ops::events(&config.address, &connect_options(&config, token), json),
         Action::Stop => stop(&config.address, &connect_options(&config, token)),
         Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
+        Action::Describe { text } => crate::describe::describe(&config.address, &connect_options(&config, token), text),
+        Action::Usage(help) => {
+            print!("{help}");
+            0
+        }
         Action::Run { daemon, verbose } => {
             let log_file = log_flag.or_else(|| builder.log_file.as_ref().map(|p| cwd.join(p)));
             let mut builder = builder;
@@ -62,65 +66,8 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
     }
 }
 
-/// The facade's part of the loop: readiness for the launcher of `-d`,
-/// systemd notifications, log reopening.
-struct FacadeHooks {
-    readiness: Option<Readiness>,
-    watchdog: Option<Duration>,
-}
-
-impl Hooks<RealOs> for FacadeHooks {
-    fn ready(&mut self, os: &mut RealOs) {
-        log::info!("ready");
-        if let Some(r) = &mut self.readiness {
-            r.ready();
-        }
-        systemd::notify(os, "READY=1");
-    }
-
-    fn stopping(&mut self, os: &mut RealOs) {
-        systemd::notify(os, "STOPPING=1");
-    }
-
-    fn stopped(&mut self, _os: &mut RealOs) {
-        log::info!("stopped");
-    }
-
-    fn reopen_log(&mut self, _os: &mut RealOs) {
-        logger::reopen();
-    }
-
-    fn keepalive_interval(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
-    fn keepalive(&mut self, os: &mut RealOs) {
-        systemd::notify(os, "WATCHDOG=1");
-    }
-
-    fn private_fds(&self) -> Vec<Fd> {
-        self.readiness.as_ref().and_then(Readiness::raw_fd).map(Fd).into_iter().collect()
-    }
-}
-
 fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::path::PathBuf>) -> u8 {
-    // A process that already runs threads cannot fork safely.
-    match forkd_os::real::thread_count() {
-        Ok(n) if n > 1 => {
-            eprintln!("error: the process has {n} threads: run the daemon before starting any thread");
-            return 1;
-        }
-        _ => {}
-    }
-    // Before anything is created, in the foreground as under -d: nothing
-    // the daemon creates is for others.
-    match RealOs::new() {
-        Ok(mut os) => daemonize::restrict_umask(&mut os),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    }
+    let mode = if daemon { Mode::Detached } else { Mode::Foreground };
     let target = match (daemon, log_file) {
         (true, Some(path)) => Target::File(path),
         (true, None) => Target::Nowhere,
@@ -132,67 +79,12 @@ fn run(mut builder: Builder, daemon: bool, verbose: bool, log_file: Option<std::
         eprintln!("error: {e}");
         return 1;
     }
-    let readiness = if daemon {
-        match daemonize::daemonize() {
-            Ok(Side::Launcher(code)) => return code,
-            Ok(Side::Daemon(r)) => Some(r),
-            Err(e) => {
-                eprintln!("error: daemonize: {e}");
-                return 1;
-            }
-        }
-    } else {
-        None
-    };
     builder.daemon.reopen_log = Some(logger::reopen);
-    let mut hooks = FacadeHooks { readiness, watchdog: None };
-    let mut os = match RealOs::new() {
-        Ok(os) => os,
-        Err(e) => return fail(&mut hooks, &format!("{e}")),
-    };
-    builder.daemon.config.listen_fd = systemd::activated_listener(&mut os);
-    hooks.watchdog = systemd::watchdog_interval(&os);
-    // The Os closes only descriptors it knows: systemd's listener (taken
-    // above) is closed at stop, and the launcher's pipe in every worker
-    // forked before ready.
-    for fd in hooks.private_fds() {
-        os.adopt(fd);
+    let (code, message) = serve::exit_code(&serve::serve_real(builder.daemon, mode));
+    if let Some(message) = message {
+        eprint!("{message}");
     }
-    log::debug!("starting {} on {}", builder.daemon.config.description, builder.daemon.config.address);
-    let pid = os.pid();
-    match forkd_core::daemon::run(&mut os, builder.daemon, &mut hooks) {
-        Ok(stopped) => match stopped.failure {
-            // A service manager restarting on failure must see one.
-            Some(why) => {
-                log::error!("stopped: {why}");
-                1
-            }
-            None => 0,
-        },
-        Err(e) => {
-            // A worker process never gets here: it exits inside `spawn`.
-            debug_assert_eq!(os.pid(), pid);
-            fail(&mut hooks, &start_error(&e))
-        }
-    }
-}
-
-fn start_error(e: &StartError) -> String {
-    e.to_string()
-}
-
-/// Reports a failed start: to the launcher under `-d` (and to the log
-/// file), on stderr in the foreground (where the log is stderr too, so it
-/// is said once).
-fn fail(hooks: &mut FacadeHooks, message: &str) -> u8 {
-    match &mut hooks.readiness {
-        Some(r) => {
-            log::error!("{message}");
-            r.failed(message)
-        }
-        None => eprintln!("error: {message}"),
-    }
-    1
+    code
 }
 
 /// How the control subcommands connect: with `--token`, else
@@ -228,7 +120,7 @@ pub(crate) fn connect(address: &Address, options: &ConnectOptions) -> Result<Cli
 /// Says what a failed call means. A daemon that closes a unix connection
 /// before answering anything may have refused this user (its log says
 /// so), which is worth saying.
-fn call_failed(address: &Address, e: &ClientError) {
+pub(crate) fn call_failed(address: &Address, e: &ClientError) {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
     let unanswered = match e {
         ClientError::Closed(_) => true,

@@ -15,15 +15,16 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use forkd_core::rpc::codes::{METHOD_NOT_FOUND, UNAUTHORIZED};
+use forkd_core::rpc::RpcError;
+use forkd_os::real::{open_regular, OpenFor, OpenRegularError};
 use forkd_os::Address;
 use serde_json::{json, Value};
 
@@ -209,17 +210,34 @@ pub enum ClientError {
     Closed(Address),
     /// The answer was not a JSON-RPC 2.0 response.
     BadAnswer(String),
+    /// The params could not be serialized into JSON; nothing was sent.
+    BadRequest(String),
     /// The daemon answered with an error.
-    Rpc { code: i64, message: String, data: Option<Value> },
+    Rpc(RpcError),
     /// The token file exists but was refused; nothing was sent. An
     /// explicit token or `FORKD_TOKEN` would have been used instead.
-    TokenFile { path: PathBuf, error: TokenFileError },
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        error: TokenFileError,
+    },
     /// The daemon wants a token and the client found none: no explicit
     /// token, no `FORKD_TOKEN`, and no token file it could read (`token_file`
     /// is where it looked, if anywhere).
-    NoToken { address: Address, token_file: Option<PathBuf> },
+    NoToken {
+        /// The daemon's address.
+        address: Address,
+        /// The token file the client looked for.
+        token_file: Option<PathBuf>,
+    },
     /// The daemon refused the token the client presented.
-    TokenRefused { address: Address, from: TokenSource },
+    TokenRefused {
+        /// The daemon's address.
+        address: Address,
+        /// Where the token came from.
+        from: TokenSource,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -228,7 +246,8 @@ impl fmt::Display for ClientError {
             ClientError::Io(a, e) => write!(f, "{a}: {}", forkd_core::daemon::short_io(e)),
             ClientError::Closed(a) => write!(f, "{a}: the daemon closed the connection"),
             ClientError::BadAnswer(s) => write!(f, "bad answer: {s}"),
-            ClientError::Rpc { code, message, .. } => write!(f, "{message} ({code})"),
+            ClientError::BadRequest(s) => write!(f, "bad request: {s}"),
+            ClientError::Rpc(e) => write!(f, "{} ({})", e.message, e.code),
             ClientError::TokenFile { path, error } => write!(f, "token file {}: {error}", path.display()),
             ClientError::NoToken { address, token_file: Some(p) } => {
                 write!(f, "{address}: no token: pass --token, set {TOKEN_ENV}, or read access to {}", p.display())
@@ -284,20 +303,18 @@ fn find_token(given: Option<&str>, env: Option<OsString>, file: Option<&Path>) -
 /// without blocking on a FIFO, then checked on the open descriptor, so that
 /// it cannot be swapped between the check and the read.
 fn read_token_file(path: &Path) -> Result<Option<String>, TokenFileError> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(TokenFileError::Symlink),
-        Err(e) => return Err(TokenFileError::Io(e)),
+    let (file, meta) = match open_regular(path, OpenFor::Read) {
+        Ok(opened) => opened,
+        Err(OpenRegularError::Io(e))
+            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) =>
+        {
+            return Ok(None)
+        }
+        Err(OpenRegularError::Symlink) => return Err(TokenFileError::Symlink),
+        Err(OpenRegularError::NotRegular) => return Err(TokenFileError::NotRegular),
+        Err(OpenRegularError::Io(e)) => return Err(TokenFileError::Io(e)),
+        Err(e) => return Err(TokenFileError::Io(io::Error::other(e))),
     };
-    let meta = file.metadata().map_err(TokenFileError::Io)?;
-    if !meta.file_type().is_file() {
-        return Err(TokenFileError::NotRegular);
-    }
     if meta.mode() & 0o077 != 0 {
         return Err(TokenFileError::Exposed(meta.mode()));
     }
@@ -370,10 +387,10 @@ impl Client {
         match self.call("rpc.authenticate", json!({ "token": token })) {
             Ok(Value::Bool(true)) => Ok(()),
             Ok(other) => Err(ClientError::BadAnswer(format!("rpc.authenticate answered {other}"))),
-            Err(ClientError::Rpc { code: UNAUTHORIZED, .. }) => {
+            Err(ClientError::Rpc(RpcError { code: UNAUTHORIZED, .. })) => {
                 Err(ClientError::TokenRefused { address: self.address.clone(), from: source })
             }
-            Err(ClientError::Rpc { code: METHOD_NOT_FOUND, .. }) => Ok(()),
+            Err(ClientError::Rpc(RpcError { code: METHOD_NOT_FOUND, .. })) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -382,16 +399,19 @@ impl Client {
     /// looked.
     fn explain(&self, e: ClientError) -> ClientError {
         match (e, &self.no_token) {
-            (ClientError::Rpc { code: UNAUTHORIZED, .. }, Some(file)) => {
+            (ClientError::Rpc(RpcError { code: UNAUTHORIZED, .. }), Some(file)) => {
                 ClientError::NoToken { address: self.address.clone(), token_file: file.clone() }
             }
             (e, _) => e,
         }
     }
 
-    /// Calls `method` with `params` (an array, an object, or null for none)
-    /// and returns its result.
-    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+    /// Calls `method` with `params` and returns its result. `params` is
+    /// anything that serializes to an array (by position) or an object (by
+    /// name); `()` (or `Value::Null`) sends none.
+    pub fn call(&mut self, method: &str, params: impl serde::Serialize) -> Result<Value, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::BadRequest(format!("params of {method}: {e}")))?;
         let id = self.next_id;
         self.next_id += 1;
         let mut request = json!({ "jsonrpc": "2.0", "method": method, "id": id });
@@ -462,11 +482,11 @@ fn decode(answer: Value, id: u64) -> Result<Value, ClientError> {
 /// The error of an answer that has one.
 fn error_of(answer: &Value) -> ClientError {
     let e = &answer["error"];
-    ClientError::Rpc {
+    ClientError::Rpc(RpcError {
         code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
         message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
         data: e.get("data").cloned(),
-    }
+    })
 }
 
 mod events;

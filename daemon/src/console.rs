@@ -1,7 +1,8 @@
 //! The console: the daemon binary's command line, as the seed's default
 //! console has it (`-d` to daemonize, `-f` for the foreground, `-v` for
 //! debug logs, `-s` for a hard start), with a flag for each configuration
-//! parameter, and the control subcommands (`status`, `stop`, `call`).
+//! parameter, and the control subcommands (`status`, `stop`, `call`,
+//! `describe`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,12 @@ pub(crate) enum Action {
         method: String,
         params: Vec<String>,
     },
+    /// Print the daemon's OpenRPC document, or with `--text` its methods.
+    Describe {
+        text: bool,
+    },
+    /// Print this help of a subcommand (`describe -h`).
+    Usage(String),
 }
 
 fn command(config: &Config) -> Command {
@@ -47,20 +54,41 @@ fn command(config: &Config) -> Command {
         .subcommand(
             Command::new("status")
                 .about("Show the daemon's info and a table of its workers")
-                .arg(json_flag("Print the info and the workers as JSON")),
+                .arg(json_flag("Print the info and the workers as JSON"))
+                .arg(help_arg()),
         )
         .subcommand(
             Command::new("events")
                 .about("Follow the daemon's events as they happen, until it stops")
-                .arg(json_flag("Print each event as one line of JSON")),
+                .arg(json_flag("Print each event as one line of JSON"))
+                .arg(help_arg()),
         )
-        .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone"))
+        .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone").arg(help_arg()))
         .subcommand(
             Command::new("call")
-                .about("Call a method: call METHOD [JSON params | key=value ...]")
-                .arg(Arg::new("method").required(true).value_name("METHOD"))
-                .arg(Arg::new("params").num_args(0..).value_name("PARAMS").allow_hyphen_values(true)),
+                .about("Call a method: call METHOD [JSON params | key=value ... | values ...]; no params sends none")
+                .after_help("Options may come anywhere; put `--` before params that begin with a dash.")
+                .arg(help_arg())
+                .arg(Arg::new("method").required_unless_present("help").value_name("METHOD"))
+                .arg(Arg::new("params").num_args(0..).value_name("PARAMS")),
         )
+        .subcommand(
+            Command::new("describe")
+                .about("Print the daemon's OpenRPC document (rpc.discover), or its methods with --text")
+                .arg(help_arg())
+                .arg(
+                    Arg::new("text")
+                        .long("text")
+                        .action(ArgAction::SetTrue)
+                        .help("Print a readable list of the methods instead of the JSON document"),
+                ),
+        )
+}
+
+/// `-h` of a subcommand (the root's own help flag is disabled, so each
+/// subcommand has its own).
+fn help_arg() -> Arg {
+    Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Show this help")
 }
 
 /// How the daemon runs: help, -d, -f, -v, -s.
@@ -108,7 +136,7 @@ fn socket_args(d: &Config) -> Vec<Arg> {
             .long("socket-buffer")
             .value_name("BYTES")
             .value_parser(clap::value_parser!(u32).range(1..=16 << 20))
-            .help(format!("Bytes read from a connection at a time [default: {}]", d.read_buffer)),
+            .help(format!("Bytes read from a connection at a time [default: {}]", d.socket_buffer)),
         Arg::new("socket-timeout")
             .long("socket-timeout")
             .value_name("SECONDS")
@@ -255,9 +283,20 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
         t => t.cloned(),
     };
     let action = match matches.subcommand() {
+        Some((sub, m)) if m.get_flag("help") => {
+            let mut root = command(&config);
+            let name = args.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str());
+            if let Some(name) = name {
+                root = root.bin_name(name);
+            }
+            root.build();
+            let help = root.find_subcommand_mut(sub).map(|c| c.render_help().to_string());
+            Action::Usage(help.unwrap_or_default())
+        }
         Some(("status", m)) => Action::Status { json: m.get_flag("json") },
         Some(("events", m)) => Action::Events { json: m.get_flag("json") },
         Some(("stop", _)) => Action::Stop,
+        Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),
             params: m.get_many::<String>("params").map(|v| v.cloned().collect()).unwrap_or_default(),
@@ -292,7 +331,7 @@ fn apply(m: &ArgMatches, c: &mut Config) -> Result<(), String> {
             .ok_or_else(|| format!("invalid socket mode {mode:?}: expected octal permission bits, at most 777"))?;
     }
     if let Some(n) = m.get_one::<u32>("socket-buffer") {
-        c.read_buffer = *n as usize;
+        c.socket_buffer = *n as usize;
     }
     if let Some(n) = m.get_one::<u32>("socket-timeout") {
         c.idle_timeout = Duration::from_secs(u64::from(*n));
@@ -367,6 +406,24 @@ mod tests {
     }
 
     #[test]
+    fn options_are_taken_anywhere_and_each_subcommand_has_its_help() {
+        let p = parsed(&["call", "my.echo", "message=hi", "--socket", "unix:///run/x.sock"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] });
+        assert_eq!(p.config.address, Address::Unix("/run/x.sock".into()));
+        let p = parsed(&["call", "--socket", "unix:///run/y.sock", "daemon.info"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "daemon.info".into(), params: vec![] });
+        assert_eq!(p.config.address, Address::Unix("/run/y.sock".into()));
+        let p = parsed(&["call", "math.neg", "--", "-5"]).unwrap();
+        assert_eq!(p.action, Action::Call { method: "math.neg".into(), params: vec!["-5".into()] });
+        for sub in ["status", "stop", "call", "describe"] {
+            match parsed(&[sub, "--help"]).unwrap().action {
+                Action::Usage(text) => assert!(text.contains(&format!(" {sub} [OPTIONS]")), "{text}"),
+                other => panic!("{sub} --help gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn flags_override_the_configuration_and_paths_resolve() {
         let (action, c, log) = run(&[
             "-f",
@@ -412,6 +469,12 @@ mod tests {
             run(&["--socket", "tcp://127.0.0.1:1", "call", "my.echo", "message=hi"]).unwrap().0,
             Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] }
         );
+        assert_eq!(run(&["describe"]).unwrap().0, Action::Describe { text: false });
+        assert_eq!(run(&["describe", "--text"]).unwrap().0, Action::Describe { text: true });
+        match run(&["describe", "--help"]).unwrap().0 {
+            Action::Usage(help) => assert!(help.contains("--text") && help.contains("OpenRPC"), "{help}"),
+            other => panic!("describe --help is {other:?}"),
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!         .socket("tcp://127.0.0.1:10042")
 //!         .method(
 //!             Method::new("my.echo", |_ctl, args| Reply::Value(args.get("message").cloned().unwrap_or_default()))
-//!                 .description("I'm here to reply your data")
+//!                 .help("I'm here to reply your data")
 //!                 .param(ParamType::String, "message")
 //!                 .returns(ParamType::String),
 //!         )
@@ -28,26 +28,40 @@
 //! daemon's logic lives in `forkd-core`, generic over the operating system,
 //! and runs here on the real one.
 
+#![deny(missing_docs)]
+
 mod builder;
 mod cli;
 mod client;
 mod console;
+mod daemon;
 mod daemonize;
+mod describe;
 mod logger;
 mod ops;
+mod serve;
 mod systemd;
-#[cfg(test)]
-mod testdir;
 mod validate;
+mod worker_options;
 
-pub use builder::Builder;
+/// What the simulation runs of the binary: the serving path after the
+/// command line is read (`-d` with its launcher, systemd's notifications).
+/// Test scaffolding, left out of production builds.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::serve::{exit_code, serve, Failed, Mode};
+}
+
+pub use builder::{BuildError, Builder};
 pub use client::{Client, ClientError, ConnectOptions, Events, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
+pub use daemon::Daemon;
+pub use worker_options::WorkerOptions;
 
-pub use forkd_core::daemon::{codes, Config, Ctl, Info, StartError};
-pub use forkd_core::event::{defaults, Event, ListenerId, Topic, WorkerEventKind};
-pub use forkd_core::rpc::{Args, DeferId, Method, ParamType, Reply, RpcError};
-pub use forkd_core::supervisor::{OnFailure, RestartPolicy};
-pub use forkd_core::worker::{Context, Worker, WorkerEvent};
-pub use forkd_os::{Address, Signal};
+pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, Stopped, WORKER_ERRORS};
+pub use forkd_core::event::{defaults, Event, Topic, WorkerEventKind};
+pub use forkd_core::rpc::{value, Args, DateTime, DeferId, IntoReply, Method, ParamType, Reply, RpcError};
+pub use forkd_core::supervisor::{OnFailure, Restart, RestartPolicy};
+pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};
+pub use forkd_os::{Address, Instant, Pid, Signal};
 pub use serde_json::{json, Value};

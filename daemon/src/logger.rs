@@ -13,12 +13,13 @@
 //! refused at start stops the start; one refused on reopen is reported in
 //! the old file, which stays in use.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use forkd_os::real::{effective_uid, open_regular, OpenFor, OpenRegularError};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 enum Sink {
@@ -67,30 +68,31 @@ pub(crate) fn init(target: Target, verbose: bool) -> Result<(), String> {
 /// changes nothing.
 fn open(path: &Path) -> Result<File, String> {
     let refused = |why: String| format!("log file {}: {why}", path.display());
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| refused(open_error(&e)))?;
-    let meta = file.metadata().map_err(|e| refused(forkd_core::daemon::short_io(&e)))?;
-    if !meta.file_type().is_file() {
-        return Err(refused("is not a regular file".into()));
-    }
-    // Safety: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let (file, meta) = match open_regular(path, OpenFor::Append { mode: 0o640 }) {
+        Ok(opened) => opened,
+        Err(OpenRegularError::Io(e)) => return Err(refused(forkd_core::daemon::short_io(&e))),
+        Err(e) => return Err(refused(e.to_string())),
+    };
+    let euid = effective_uid();
     if meta.uid() != euid {
         return Err(refused(format!("is owned by uid {}, not by the daemon's user ({euid})", meta.uid())));
+    }
+    // Another name for the file may be one the daemon must not write.
+    if meta.nlink() != 1 {
+        return Err(refused(format!("has {} hard links", meta.nlink())));
     }
     Ok(file)
 }
 
-fn open_error(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) => "is a symbolic link".into(),
-        Some(libc::ENXIO) => "is not a regular file".into(),
-        _ => forkd_core::daemon::short_io(e),
+/// The descriptor of the log file, if logging to one: a detached daemon
+/// keeps it when it closes what it inherited.
+pub(crate) fn file_fd() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let logger = LOGGER.get()?;
+    let sink = logger.sink.lock().ok()?;
+    match &*sink {
+        Sink::File { file, .. } => Some(file.as_raw_fd()),
+        _ => None,
     }
 }
 
@@ -153,11 +155,11 @@ impl Log for Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdir::TestDir;
+    use forkd_os::testing::TempDir;
 
     #[test]
     fn the_log_file_is_created_private_and_appended_to() {
-        let dir = TestDir::new("log-create");
+        let dir = TempDir::new("log-create");
         let path = dir.join("d.log");
         std::fs::write(&path, "old\n").unwrap();
         let mut f = open(&path).unwrap();
@@ -171,7 +173,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_log_file_is_refused_and_its_target_untouched() {
-        let dir = TestDir::new("log-symlink");
+        let dir = TempDir::new("log-symlink");
         let target = dir.join("target");
         std::fs::write(&target, "precious\n").unwrap();
         let link = dir.join("d.log");
@@ -186,15 +188,26 @@ mod tests {
     }
 
     #[test]
+    fn a_log_file_with_another_name_is_refused() {
+        let dir = TempDir::new("log-hardlink");
+        let other = dir.join("other");
+        std::fs::write(&other, "precious\n").unwrap();
+        let link = dir.join("d.log");
+        std::fs::hard_link(&other, &link).unwrap();
+        assert_eq!(open(&link).unwrap_err(), format!("log file {}: has 2 hard links", link.display()));
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "precious\n");
+    }
+
+    #[test]
     fn a_log_file_that_is_no_regular_file_is_refused() {
-        let dir = TestDir::new("log-dir");
+        let dir = TempDir::new("log-dir");
         let e = open(dir.path()).unwrap_err();
         assert!(e.starts_with("log file "), "{e}");
     }
 
     #[test]
     fn a_refused_reopen_keeps_the_old_file() {
-        let dir = TestDir::new("log-reopen");
+        let dir = TempDir::new("log-reopen");
         let path = dir.join("d.log");
         let mut file = open(&path).unwrap();
         std::fs::rename(&path, dir.join("d.log.1")).unwrap();

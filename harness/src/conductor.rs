@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use forkd_core::daemon::{Config, Daemon, Hooks, StartError};
 use forkd_core::rpc::{Method, ParamType, Reply};
-use forkd_core::supervisor::WorkerSpec;
+use forkd_core::supervisor::{Restart, WorkerSpec};
 use forkd_os::sim::SimOs;
 use forkd_os::{Entry, ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Signal, SpawnOptions};
 
@@ -51,7 +51,7 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
     config.max_batch = sc.daemon.max_batch;
     config.request_timeout = sc.daemon.request_timeout;
     config.pid_file = PID_FILE.into();
-    config.read_buffer = sc.daemon.read_buffer;
+    config.socket_buffer = sc.daemon.socket_buffer;
     config.idle_timeout = sc.daemon.idle_timeout;
     config.max_connections = sc.daemon.max_connections;
     config.max_request = sc.daemon.max_request;
@@ -64,14 +64,18 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
         .registry
         .add(
             Method::new("my.echo", |_ctl, args| Reply::Value(args.get("message").cloned().unwrap_or_default()))
-                .description("Answer the message.")
+                .help("Answer the message.")
                 .param(ParamType::String, "message")
                 .returns(ParamType::String),
         )
         .expect("my.echo is not taken");
     for w in &sc.workers {
-        let spec =
-            WorkerSpec { name: w.name.clone(), looptime: w.looptime, forever: w.forever, instances: w.instances };
+        let spec = WorkerSpec {
+            name: w.name.clone(),
+            looptime: w.looptime,
+            restart: if w.forever { Restart::Always } else { Restart::Never },
+            instances: w.instances,
+        };
         daemon.workers.push((spec, workers::factory(w, probe.clone())));
     }
     daemon

@@ -26,6 +26,12 @@
 //! and a new daemon must start over its stale socket and pid file), or a
 //! second daemon is started beside it (and must refuse).
 //!
+//! Each seed also runs one [`launch`] in a world of its own: the binary's
+//! serving path with `-d` (its launcher, readiness pipe and double fork,
+//! all through the `Os`) or in the foreground, with systemd's notify
+//! socket and watchdog or without, ending served, refused or killed
+//! before or after it was ready.
+//!
 //! Swarm testing: each seed turns each fault on or off, with a rate of its
 //! own ([`scenario`]). The rates stay below the point where they would
 //! starve progress; then, as VOPR does, the [`conductor`] turns every fault
@@ -46,6 +52,7 @@ pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod conductor;
+pub mod launch;
 pub mod rng;
 pub mod scenario;
 pub mod wire;
@@ -106,8 +113,19 @@ pub fn run_scenario(sc: Scenario, keep_trace: bool) -> RunResult {
 }
 
 /// Runs the scenario of `seed`.
+/// Runs a seed: its scenario, then its launch (`-d` and systemd, in a
+/// world of its own, see [`launch`]).
 pub fn run_seed(seed: u64, keep_trace: bool) -> RunResult {
-    run_scenario(Scenario::from_seed(seed), keep_trace)
+    let mut result = run_scenario(Scenario::from_seed(seed), keep_trace);
+    let launched = launch::run(seed);
+    result.failures.extend(launched.failures);
+    result.trace_hash = result.trace_hash.rotate_left(1) ^ launched.report.trace_hash();
+    result.steps += launched.report.steps;
+    result.virtual_nanos += launched.report.now.as_nanos();
+    if let Some(trace) = &mut result.trace {
+        trace.extend(launched.report.trace);
+    }
+    result
 }
 
 /// Runs `seeds` on `threads` threads; results in seed order. Each world is

@@ -71,11 +71,8 @@ impl Rng {
 /// The seed of the part of a run called `label` (FNV-1a of the label, mixed
 /// with the master seed).
 pub fn derive(seed: u64, label: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut r = Rng::new(seed ^ h);
+    let mut h = forkd_os::rng::Fnv1a::default();
+    h.write(label.as_bytes());
+    let mut r = Rng::new(seed ^ h.finish());
     r.next_u64()
 }

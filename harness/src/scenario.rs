@@ -71,7 +71,7 @@ pub struct Scenario {
 /// The daemon's configuration.
 #[derive(Clone, Debug)]
 pub struct DaemonPlan {
-    pub read_buffer: usize,
+    pub socket_buffer: usize,
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_request: usize,

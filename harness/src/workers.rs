@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forkd_core::daemon::WorkerFactory;
-use forkd_core::worker::{Context, Worker, WorkerEvent};
+use forkd_core::worker::{BoxError, Context, Worker, WorkerEvent};
 use serde_json::{json, Value};
 
 use crate::rng::Rng;
@@ -159,14 +159,14 @@ impl TestWorker {
             match e {
                 WorkerEvent::Pause => self.paused = true,
                 WorkerEvent::Resume => self.paused = false,
-                WorkerEvent::LoopStart | WorkerEvent::LoopStop | WorkerEvent::Stop | WorkerEvent::Message => {}
+                _ => {}
             }
         }
     }
 }
 
 impl Worker for TestWorker {
-    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         self.observe(ctx);
         match self.fate {
             Fate::SpinupErr => Err("spinup refused (planned)".into()),
@@ -185,7 +185,7 @@ impl Worker for TestWorker {
         }
     }
 
-    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         self.observe(ctx);
         if self.paused {
             self.probe.violation(format!(
@@ -204,7 +204,7 @@ impl Worker for TestWorker {
                 ctx.stall(FOREVER);
                 Ok(())
             }
-            Fate::LoopErr => Err(format!("iteration {at} failed (planned)")),
+            Fate::LoopErr => Err(format!("iteration {at} failed (planned)").into()),
             Fate::SlowLoop(d) => {
                 ctx.stall(d);
                 Ok(())
@@ -223,7 +223,7 @@ impl Worker for TestWorker {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, String> {
+    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, BoxError> {
         self.observe(ctx);
         if self.fate == Fate::MessagePanic {
             panic!("on_message panicked (planned)");

@@ -13,6 +13,7 @@ pub enum Address {
     /// A unix socket file. A relative path is relative to the directory the
     /// daemon was launched from; `resolve` makes it absolute.
     Unix(PathBuf),
+    /// A tcp socket address, IPv4 or IPv6, with a numeric host.
     Tcp(SocketAddr),
 }
 
@@ -68,6 +69,18 @@ impl Address {
         }
     }
 
+    /// The path of a unix address; `None` for tcp.
+    ///
+    /// ```
+    /// use forkd_os::Address;
+    /// use std::path::Path;
+    ///
+    /// let a: Address = "unix:///run/x.sock".parse().unwrap();
+    /// assert_eq!(a.unix_path(), Some(Path::new("/run/x.sock")));
+    /// let t: Address = "tcp://127.0.0.1:10042".parse().unwrap();
+    /// assert_eq!(t.unix_path(), None);
+    /// assert_eq!(t.to_string(), "tcp://127.0.0.1:10042");
+    /// ```
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
             Address::Unix(p) => Some(p),

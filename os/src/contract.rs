@@ -4,7 +4,7 @@
 //! `os/tests/contract_real.rs` against the kernel and by
 //! `os/tests/contract_sim.rs` inside simulated worlds. A check that passes on
 //! one and fails on the other is a bug in the fake (turmoil's rule). The list
-//! of checks is [`for_each_check!`], so that neither arm can forget one.
+//! of checks is [`for_each_check!`](crate::for_each_check), so that neither arm can forget one.
 //!
 //! Checks wait for conditions with deadlines (`poll`), never with sleeps,
 //! and panic with a message saying what differed.
@@ -67,6 +67,8 @@ macro_rules! for_each_check {
         $m!(unix_socket_mode_ignores_the_umask);
         $m!(file_kind_tells_kinds_apart);
         $m!(process_stats_of_self_and_a_child);
+        $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
+        $m!(close_inherited_closes_all_but_what_it_keeps);
     };
 }
 
@@ -134,6 +136,8 @@ pub fn write_all<O: Os>(os: &mut O, fd: Fd, mut data: &[u8]) {
     }
 }
 
+/// A stream whose peer wrote and closed is readable, yields the buffered
+/// bytes, then end of file, and stays at end of file.
 pub fn eof_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     write_all(os, b, b"last words");
@@ -146,6 +150,8 @@ pub fn eof_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     os.close(a);
 }
 
+/// A write to a stream whose peer closed fails with `BrokenPipe` and
+/// raises no `SIGPIPE`.
 pub fn epipe_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     os.close(b);
@@ -154,6 +160,8 @@ pub fn epipe_after_peer_close<O: Os>(os: &mut O, _dir: &Path) {
     os.close(a);
 }
 
+/// A write larger than the stream's buffer is partial, the next one
+/// fails with `WouldBlock`, and every byte written arrives in order.
 pub fn partial_writes<O: Os>(os: &mut O, _dir: &Path) {
     let (a, b) = os.socket_pair().unwrap();
     let big = vec![7u8; 8 << 20];
@@ -181,6 +189,8 @@ pub fn partial_writes<O: Os>(os: &mut O, _dir: &Path) {
     os.close(b);
 }
 
+/// A child that exits with a code is reaped once, with that code, after
+/// the `SIGCHLD` it raises.
 pub fn exited_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let child = os.spawn(SpawnOptions::default(), Box::new(|_os: &mut O| 7)).unwrap();
@@ -189,6 +199,8 @@ pub fn exited_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.try_reap().unwrap().is_none(), "nothing is left to reap");
 }
 
+/// A child killed by `SIGTERM` (the parent's handler reset in the child)
+/// is reaped as `Signaled(15)`.
 pub fn killed_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld, Signal::Term]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -215,6 +227,8 @@ pub fn killed_child_is_reaped<O: Os>(os: &mut O, _dir: &Path) {
     os.close(here);
 }
 
+/// Six children that exit together are each reaped once with their own
+/// status, however many `SIGCHLD`s they raised.
 pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let mut expected = Vec::new();
@@ -228,6 +242,8 @@ pub fn several_exits_are_all_reaped<O: Os>(os: &mut O, _dir: &Path) {
     assert_eq!(reaped, expected, "every child is reaped once, with its own status");
 }
 
+/// `wait_gone` says `false` at its deadline while the process runs, and
+/// `true` once it has exited, reaped or not.
 pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -254,6 +270,7 @@ pub fn wait_gone_waits_for_the_exit<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.wait_gone(child, later).unwrap(), "a reaped child is gone at once");
 }
 
+/// A line a child writes to a pipe reaches the parent.
 pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (r, w) = os.pipe().unwrap();
@@ -272,6 +289,8 @@ pub fn pipe_carries_a_line_from_a_child<O: Os>(os: &mut O, _dir: &Path) {
     os.close(r);
 }
 
+/// A pipe reads end of file once its last writer has exited without
+/// writing.
 pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (r, w) = os.pipe().unwrap();
@@ -283,6 +302,8 @@ pub fn pipe_ends_when_its_writer_dies_unwritten<O: Os>(os: &mut O, _dir: &Path) 
     os.close(r);
 }
 
+/// A signal a process sends itself wakes its signal descriptor, and
+/// `take_signals` returns it once.
 pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Usr1, Signal::Hup]).unwrap();
     let me = os.pid();
@@ -293,6 +314,8 @@ pub fn signal_to_self_arrives<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.take_signals().unwrap().is_empty(), "taking clears the pending set");
 }
 
+/// Two deliveries of one signal before a take merge into one, and a take
+/// drains the wake-up descriptor.
 pub fn signals_coalesce<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Usr2]).unwrap();
     let me = os.pid();
@@ -306,6 +329,8 @@ pub fn signals_coalesce<O: Os>(os: &mut O, _dir: &Path) {
     assert!(fds[0].ready.is_empty(), "after a take the wake-up descriptor is drained");
 }
 
+/// What a child stores in a shared region, words and bytes, the parent
+/// sees after the child has exited.
 pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
     use std::sync::atomic::Ordering::*;
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
@@ -332,6 +357,8 @@ pub fn shared_region_child_to_parent<O: Os>(os: &mut O, _dir: &Path) {
     unsafe { os.shm_unmap(region) };
 }
 
+/// A new region is zeroed, and what the parent stores after spawning is
+/// seen by the child.
 pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     use std::sync::atomic::Ordering::*;
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
@@ -366,6 +393,8 @@ pub fn shared_region_parent_to_child<O: Os>(os: &mut O, _dir: &Path) {
     unsafe { os.shm_unmap(region) };
 }
 
+/// A locked pid file holds the locker's pid, and a second process is
+/// refused with `Locked(Some(pid))` without rewriting it.
 pub fn pid_file_lock_is_exclusive<O: Os>(os: &mut O, dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let path = dir.join("daemon.pid");
@@ -405,6 +434,8 @@ pub fn pid_file_lock_is_exclusive<O: Os>(os: &mut O, dir: &Path) {
     assert!(!os.file_exists(&path));
 }
 
+/// Processes sleeping until different deadlines wake in deadline order,
+/// at or after their deadlines.
 pub fn deadlines_fire_in_order<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (here, there) = os.socket_pair().unwrap();
@@ -460,6 +491,8 @@ pub fn deadlines_fire_in_order<O: Os>(os: &mut O, _dir: &Path) {
     os.close(here);
 }
 
+/// A client connects to a unix listener, the listener accepts it, and
+/// bytes go both ways; a second accept is `WouldBlock`.
 pub fn unix_socket_round_trip<O: Os>(os: &mut O, dir: &Path) {
     let addr = Address::Unix(dir.join("rt.sock"));
     let listener = os.listen(&addr, ListenOptions::default()).unwrap();
@@ -480,6 +513,8 @@ pub fn unix_socket_round_trip<O: Os>(os: &mut O, dir: &Path) {
     os.remove_file(addr.unix_path().unwrap()).unwrap();
 }
 
+/// A unix socket file outlives its listener: a connect to it is
+/// `ConnectionRefused` and a new bind to it `AddrInUse`.
 pub fn stale_unix_socket_refuses<O: Os>(os: &mut O, dir: &Path) {
     let path = dir.join("stale.sock");
     let addr = Address::Unix(path.clone());
@@ -500,49 +535,41 @@ pub fn stale_unix_socket_refuses<O: Os>(os: &mut O, dir: &Path) {
     assert_eq!(os.connect(&addr).unwrap_err().kind(), ErrorKind::NotFound);
 }
 
-pub fn group_kill_reaches_grandchildren<O: Os>(os: &mut O, _dir: &Path) {
+mod files_and_peers;
+mod groups;
+pub use files_and_peers::*;
+pub use groups::*;
+
+/// `close_inherited`: a child that closes what it inherited lets its
+/// parent's pipe end while it still runs, and keeps what it was told to.
+pub fn close_inherited_closes_all_but_what_it_keeps<O: Os>(os: &mut O, _dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
+    let (r, w) = os.pipe().unwrap();
     let (here, there) = os.socket_pair().unwrap();
-    let child = os
-        .spawn(
-            SpawnOptions { new_group: true },
-            Box::new(move |os: &mut O| {
-                // The grandchild keeps `there` open too: the parent sees end of
-                // file only once both are dead.
-                os.spawn(
-                    SpawnOptions::default(),
-                    Box::new(move |os: &mut O| {
-                        write_all(os, there, b"g");
-                        let mut fds = [PollFd::new(there, Ready::READ)];
-                        loop {
-                            let _ = os.poll(&mut fds, None);
-                        }
-                    }),
-                )
-                .unwrap();
-                write_all(os, there, b"c");
-                let mut fds = [PollFd::new(there, Ready::READ)];
-                loop {
-                    let _ = os.poll(&mut fds, None);
-                }
-            }),
-        )
-        .unwrap();
+    os.spawn(
+        SpawnOptions::default(),
+        Box::new(move |os: &mut O| {
+            os.close_inherited(&[there]);
+            write_all(os, there, b"kept");
+            // Runs until the parent closes its end.
+            let _ = read_to_end(os, there);
+            0
+        }),
+    )
+    .unwrap();
+    os.close(w);
     os.close(there);
-    let mut seen = Vec::new();
     let mut buf = [0u8; 4];
-    while seen.len() < 2 {
+    let mut got = Vec::new();
+    while got.len() < 4 {
         wait_ready(os, here, Ready::READ);
         let n = os.read(here, &mut buf).unwrap();
-        assert!(n > 0, "both are up before the kill");
-        seen.extend_from_slice(&buf[..n]);
+        assert!(n > 0, "the kept socket carries the child's word");
+        got.extend_from_slice(&buf[..n]);
     }
-    os.kill(KillTarget::Group(child), Signal::Term).unwrap();
-    assert_eq!(read_to_end(os, here), b"", "killing the group ends the grandchild too");
-    let reaped = reap_n(os, sig, 1);
-    assert_eq!(reaped, vec![(child, ExitStatus::Signaled(Signal::Term.number()))]);
+    assert_eq!(got, b"kept");
+    assert_eq!(read_to_end(os, r), b"", "the pipe ends while the child runs: it closed its copy");
     os.close(here);
+    assert_eq!(reap_n(os, sig, 1).len(), 1);
+    os.close(r);
 }
-
-mod files_and_peers;
-pub use files_and_peers::*;

@@ -11,7 +11,8 @@
 //!
 //! The daemon logic in `forkd-core` is generic over `Os` and never calls the
 //! kernel itself, so the same code runs for real and in simulation. The
-//! [`contract`] module pins down the behaviour both implementations share.
+//! `contract` module (with the `testing` feature) pins down the behaviour
+//! both implementations share.
 //!
 //! Conventions of every call:
 //! - errors are `std::io::Error`, with the kernel's error kinds: `WouldBlock`
@@ -21,12 +22,17 @@
 //!   early with no descriptor ready so that the caller looks at its signals;
 //! - descriptors are non-blocking and close-on-exec.
 
+#![deny(missing_docs)]
+
 pub mod addr;
+#[cfg(feature = "testing")]
 pub mod contract;
 pub mod real;
 pub mod rng;
 pub mod shm;
 pub mod sim;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 use std::io;
@@ -85,6 +91,26 @@ pub trait Os: Sized + 'static {
     /// the process exits; a kernel without pidfds is asked with `kill(pid,
     /// 0)` every few milliseconds instead. A signal does not end the wait.
     fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
+
+    /// Detaches the calling process as a daemon, by the classic double
+    /// fork: the caller's work goes on in a new process, a grandchild in a
+    /// session of its own that it does not lead (so it can never reacquire
+    /// a controlling terminal) and that init adopts; `detach` returns `Ok`
+    /// there. The process that called it runs `launcher` instead, once the
+    /// first child is reaped, and exits with what `launcher` returns (101
+    /// if it panics): the launcher typically waits on a pipe made before
+    /// for the daemon to say whether it started. Both sides keep the
+    /// caller's descriptors.
+    ///
+    /// Call it early, with one thread and no children, regions or signal
+    /// handlers yet. Fails, changing nothing, if the first fork fails.
+    fn detach(&mut self, launcher: Entry<Self>) -> io::Result<()>;
+
+    /// Closes every descriptor above 2 but `keep`: what a detached daemon
+    /// does, so that it holds nothing of its launcher's (a pipe that its
+    /// caller reads to end of file, say). Nothing fails: a descriptor that
+    /// will not close is left.
+    fn close_inherited(&mut self, keep: &[Fd]);
 
     /// Makes the calling process a session leader (`setsid`).
     fn setsid(&mut self) -> io::Result<()>;

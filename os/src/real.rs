@@ -31,6 +31,7 @@
 mod sys;
 mod files;
 mod io;
+#[cfg(feature = "testing")]
 mod isolated;
 mod memory;
 mod net;
@@ -42,6 +43,8 @@ mod time;
 
 use std::path::Path;
 
+pub use files::{effective_uid, open_regular, OpenFor, OpenRegularError};
+#[cfg(feature = "testing")]
 pub use isolated::isolated;
 pub use process::thread_count;
 
@@ -97,6 +100,18 @@ impl FdSet {
 }
 
 impl RealOs {
+    /// The real kernel, for the calling process. No signal handler is
+    /// installed until [`Os::install_signals`] asks for one.
+    ///
+    /// The `Result` is for symmetry with the other constructors of the
+    /// world; today it never fails.
+    ///
+    /// ```
+    /// use forkd_os::{real::RealOs, Os};
+    ///
+    /// let os = RealOs::new().unwrap();
+    /// assert_eq!(os.pid().0, std::process::id() as i32);
+    /// ```
     pub fn new() -> std::io::Result<RealOs> {
         Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: FdSet::default() })
     }
@@ -166,6 +181,19 @@ impl Os for RealOs {
 
     fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> std::io::Result<bool> {
         process::wait_gone(pid, deadline)
+    }
+
+    fn detach(&mut self, launcher: Entry<Self>) -> std::io::Result<()> {
+        process::detach(self, launcher)
+    }
+
+    fn close_inherited(&mut self, keep: &[Fd]) {
+        for fd in process::open_descriptors() {
+            if fd > 2 && !keep.contains(&Fd(fd)) {
+                self.owned.remove(fd);
+                io::close(Fd(fd));
+            }
+        }
     }
 
     fn setsid(&mut self) -> std::io::Result<()> {

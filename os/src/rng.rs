@@ -13,6 +13,15 @@ impl SplitMix64 {
         SplitMix64(state)
     }
 
+    /// The next number of the sequence, uniform over `u64`.
+    ///
+    /// ```
+    /// use forkd_os::rng::SplitMix64;
+    ///
+    /// let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
+    /// assert_eq!(a.next_u64(), b.next_u64());
+    /// assert_ne!(a.next_u64(), SplitMix64::new(43).next_u64());
+    /// ```
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -28,5 +37,32 @@ impl SplitMix64 {
         } else {
             self.next_u64() % n
         }
+    }
+}
+
+/// FNV-1a, 64 bits: the one hash of the project, for a run's trace and for
+/// deriving a part's seed from its label. Not for anything an adversary
+/// chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    /// Hashes `bytes` into the state.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// The hash so far.
+    pub fn finish(self) -> u64 {
+        self.0
     }
 }

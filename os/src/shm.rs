@@ -67,10 +67,14 @@ impl Region {
         self.words * 8
     }
 
+    /// Whether the region has no word at all.
     pub fn is_empty(&self) -> bool {
         self.words == 0
     }
 
+    /// The first byte of the region, for callers that hand it to the kernel.
+    /// Reads and writes through it must be atomic, as the other processes
+    /// sharing the region may be using it at the same time.
     pub fn as_ptr(&self) -> *const u8 {
         self.base as *const u8
     }
@@ -87,18 +91,52 @@ impl Region {
         unsafe { &*(self.base as *const AtomicU8).add(offset) }
     }
 
+    /// Loads word `index` (counted in 8-byte words, not bytes).
+    ///
+    /// # Panics
+    /// If `index` is outside the region: a programmer error.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use forkd_os::Region;
+    ///
+    /// let buf: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
+    /// let region = Region::from_buffer(buf, 1);
+    /// region.store(2, 42, Ordering::Release);
+    /// assert_eq!(region.fetch_add(2, 1, Ordering::AcqRel), 42);
+    /// assert_eq!(region.load(2, Ordering::Acquire), 43);
+    /// assert_eq!(region.compare_exchange(2, 43, 7), Ok(43));
+    /// assert_eq!(region.compare_exchange(2, 43, 8), Err(7));
+    /// assert_eq!(region.len(), 32);
+    /// ```
     pub fn load(&self, index: usize, order: Ordering) -> u64 {
         self.word(index).load(order)
     }
 
+    /// Stores `value` in word `index`.
+    ///
+    /// # Panics
+    /// If `index` is outside the region.
     pub fn store(&self, index: usize, value: u64, order: Ordering) {
         self.word(index).store(value, order)
     }
 
+    /// Adds `value` to word `index`, wrapping on overflow, and returns the
+    /// previous value.
+    ///
+    /// # Panics
+    /// If `index` is outside the region.
     pub fn fetch_add(&self, index: usize, value: u64, order: Ordering) -> u64 {
         self.word(index).fetch_add(value, order)
     }
 
+    /// Sets word `index` to `new` if it holds `current` (acquire-release on
+    /// success, acquire on failure): `Ok` with the previous value if it did,
+    /// `Err` with the value found if it did not.
+    ///
+    /// # Panics
+    /// If `index` is outside the region.
     pub fn compare_exchange(&self, index: usize, current: u64, new: u64) -> Result<u64, u64> {
         self.word(index).compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }

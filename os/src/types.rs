@@ -31,16 +31,35 @@ impl fmt::Display for Fd {
 ///
 /// The real clock is `CLOCK_MONOTONIC`; the simulated one starts at zero and
 /// only moves when every simulated process waits.
+///
+/// Arithmetic saturates instead of overflowing or panicking: a deadline
+/// far in the future is the end of time, and the time since a later instant
+/// is zero.
+///
+/// ```
+/// use forkd_os::Instant;
+/// use std::time::Duration;
+///
+/// let start = Instant::from_nanos(1_500_000_000);
+/// let later = start + Duration::from_millis(250);
+/// assert_eq!(later.saturating_duration_since(start), Duration::from_millis(250));
+/// assert_eq!(start.saturating_duration_since(later), Duration::ZERO);
+/// assert_eq!(Instant::from_nanos(u64::MAX) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
+/// assert_eq!(later.to_string(), "1.750000"); // seconds, to the microsecond
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(pub u64);
 
 impl Instant {
+    /// The origin of the clock: the simulation's first instant.
     pub const ZERO: Instant = Instant(0);
 
+    /// The instant `n` nanoseconds after the origin.
     pub fn from_nanos(n: u64) -> Instant {
         Instant(n)
     }
 
+    /// Nanoseconds since the origin.
     pub fn as_nanos(self) -> u64 {
         self.0
     }
@@ -50,6 +69,8 @@ impl Instant {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// `self + d`, or `None` if the sum does not fit in `u64` nanoseconds
+    /// (about 584 years after the origin).
     pub fn checked_add(self, d: Duration) -> Option<Instant> {
         let nanos = u64::try_from(d.as_nanos()).ok()?;
         self.0.checked_add(nanos).map(Instant)
@@ -78,21 +99,37 @@ impl fmt::Display for Instant {
 /// cannot (`Kill`, `Stop`), which it may only send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Signal {
+    /// `SIGHUP` (1): the controlling terminal hung up; daemons reload on it.
     Hup,
+    /// `SIGINT` (2): interrupt from the keyboard.
     Int,
+    /// `SIGQUIT` (3): quit from the keyboard.
     Quit,
+    /// `SIGUSR1` (10): user-defined.
     Usr1,
+    /// `SIGUSR2` (12): user-defined.
     Usr2,
+    /// `SIGPIPE` (13): write to a pipe or socket with no reader.
     Pipe,
+    /// `SIGALRM` (14): a timer expired.
     Alrm,
+    /// `SIGTERM` (15): polite request to terminate.
     Term,
+    /// `SIGCHLD` (17): a child stopped or ended.
     Chld,
+    /// `SIGCONT` (18): continue a stopped process.
     Cont,
+    /// `SIGTSTP` (20): stop request from the terminal.
     Tstp,
+    /// `SIGTTIN` (21): background read from the terminal.
     Ttin,
+    /// `SIGTTOU` (22): background write to the terminal.
     Ttou,
+    /// `SIGWINCH` (28): the terminal changed size.
     Winch,
+    /// `SIGKILL` (9): ends the process; it cannot be caught, only sent.
     Kill,
+    /// `SIGSTOP` (19): stops the process; it cannot be caught, only sent.
     Stop,
 }
 
@@ -137,6 +174,16 @@ impl Signal {
         }
     }
 
+    /// The signal with Linux number `n`, or `None` for a number this type
+    /// does not name.
+    ///
+    /// ```
+    /// use forkd_os::Signal;
+    ///
+    /// assert_eq!(Signal::from_number(15), Some(Signal::Term));
+    /// assert_eq!(Signal::from_number(Signal::Kill.number()), Some(Signal::Kill));
+    /// assert_eq!(Signal::from_number(64), None);
+    /// ```
     pub fn from_number(n: i32) -> Option<Signal> {
         Signal::CATCHABLE.iter().chain(&[Signal::Kill, Signal::Stop]).copied().find(|s| s.number() == n)
     }
@@ -184,24 +231,39 @@ impl fmt::Display for Signal {
 pub struct SignalSet(u64);
 
 impl SignalSet {
+    /// The set with no signal.
     pub const EMPTY: SignalSet = SignalSet(0);
 
+    /// Adds `s`; adding a signal already in the set changes nothing.
     pub fn insert(&mut self, s: Signal) {
         self.0 |= 1 << s.number();
     }
 
+    /// Removes `s`, if it is in the set.
     pub fn remove(&mut self, s: Signal) {
         self.0 &= !(1 << s.number());
     }
 
+    /// Whether `s` is in the set.
     pub fn contains(&self, s: Signal) -> bool {
         self.0 & (1 << s.number()) != 0
     }
 
+    /// Whether the set holds no signal.
     pub fn is_empty(&self) -> bool {
         self.0 == 0
     }
 
+    /// The signals in either set.
+    ///
+    /// ```
+    /// use forkd_os::{Signal, SignalSet};
+    ///
+    /// let a: SignalSet = [Signal::Term, Signal::Hup].into_iter().collect();
+    /// let b: SignalSet = [Signal::Hup, Signal::Chld].into_iter().collect();
+    /// let all: Vec<Signal> = a.union(b).iter().collect();
+    /// assert_eq!(all, [Signal::Hup, Signal::Term, Signal::Chld]);
+    /// ```
     pub fn union(self, other: SignalSet) -> SignalSet {
         SignalSet(self.0 | other.0)
     }
@@ -232,6 +294,7 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// Whether the child exited with code 0 (a signal is never success).
     pub fn success(self) -> bool {
         self == ExitStatus::Exited(0)
     }
@@ -252,6 +315,7 @@ impl fmt::Display for ExitStatus {
 /// Whom `kill` signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillTarget {
+    /// The one process with this pid.
     Process(Pid),
     /// Every process of the group whose id is this pid.
     Group(Pid),
@@ -262,26 +326,42 @@ pub enum KillTarget {
 pub struct Ready(u8);
 
 impl Ready {
+    /// No readiness: what `poll` reports for a descriptor that is not ready.
     pub const NONE: Ready = Ready(0);
+    /// The descriptor can be read without blocking (or is at end of file).
     pub const READ: Ready = Ready(1);
+    /// The descriptor can be written without blocking.
     pub const WRITE: Ready = Ready(2);
     /// The peer is gone (only ever reported, never asked for).
     pub const HUP: Ready = Ready(4);
     /// The descriptor is in error (only ever reported).
     pub const ERROR: Ready = Ready(8);
 
+    /// Whether every flag of `other` is in `self`; `false` if `other` is empty.
+    ///
+    /// ```
+    /// use forkd_os::Ready;
+    ///
+    /// let both = Ready::READ | Ready::WRITE;
+    /// assert!(both.contains(Ready::READ));
+    /// assert!(!Ready::READ.contains(both));
+    /// assert!(!both.contains(Ready::NONE));
+    /// ```
     pub fn contains(self, other: Ready) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
 
+    /// Whether `self` and `other` share at least one flag.
     pub fn intersects(self, other: Ready) -> bool {
         self.0 & other.0 != 0
     }
 
+    /// Whether no flag is set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// The raw flags: 1 read, 2 write, 4 hang-up, 8 error.
     pub fn bits(self) -> u8 {
         self.0
     }
@@ -304,12 +384,16 @@ impl std::ops::BitOrAssign for Ready {
 /// the call what was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PollFd {
+    /// The descriptor to watch.
     pub fd: Fd,
+    /// What to wait for: [`Ready::READ`], [`Ready::WRITE`] or both.
     pub interest: Ready,
+    /// What `poll` found; [`Ready::NONE`] until the call fills it in.
     pub ready: Ready,
 }
 
 impl PollFd {
+    /// An entry for `fd` waiting for `interest`, with nothing found yet.
     pub fn new(fd: Fd, interest: Ready) -> PollFd {
         PollFd { fd, interest, ready: Ready::NONE }
     }
@@ -326,6 +410,8 @@ pub struct SpawnOptions {
 /// How a listening socket is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenOptions {
+    /// The length of the queue of connections not yet accepted (`listen(2)`'s
+    /// backlog); 128 by default.
     pub backlog: i32,
     /// Permission bits of a unix socket file.
     pub unix_mode: u32,
@@ -340,10 +426,15 @@ impl Default for ListenOptions {
 /// What a path names, as `lstat` tells it (a symbolic link is not followed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
+    /// A regular file.
     Regular,
+    /// A directory.
     Directory,
+    /// A unix socket file.
     Socket,
+    /// A symbolic link (not followed).
     Symlink,
+    /// Anything else: a device, a fifo.
     Other,
 }
 
@@ -351,7 +442,14 @@ pub enum FileKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     /// A unix socket's peer, as the kernel recorded it when it connected.
-    Unix { pid: Pid, uid: u32, gid: u32 },
+    Unix {
+        /// The peer's process id, in the daemon's pid namespace.
+        pid: Pid,
+        /// The peer's effective user id.
+        uid: u32,
+        /// The peer's effective group id.
+        gid: u32,
+    },
     /// A tcp peer's address.
     Tcp(std::net::SocketAddr),
 }

@@ -37,7 +37,7 @@ fn unsafe_reason(result: Result<forkd_os::Fd, PidFileError>) -> String {
 
 #[test]
 fn another_users_pid_file_is_refused_and_left_as_it_was() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("nobody.pid");
     fs::write(&path, "4242\n").expect("write");
     std::os::unix::fs::chown(&path, Some(NOBODY), None).expect("chown (the tests run as root)");
@@ -51,7 +51,7 @@ fn another_users_pid_file_is_refused_and_left_as_it_was() {
 
 #[test]
 fn another_users_private_file_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("nobody.token");
     let mut os = RealOs::new().expect("RealOs::new");
     os.write_private_file(&path, b"s3cr3t").expect("write_private_file");
@@ -64,7 +64,7 @@ fn another_users_private_file_is_refused() {
 #[test]
 fn a_private_file_is_0600_whatever_the_umask() {
     isolated(Duration::from_secs(20), || {
-        let dir = TempDir::new();
+        let dir = TempDir::new("os");
         let path = dir.join("umask.token");
         // Safety: umask cannot fail; this process is the test's own.
         unsafe { libc::umask(0) };
@@ -76,7 +76,7 @@ fn a_private_file_is_0600_whatever_the_umask() {
 
 #[test]
 fn a_stale_pid_file_of_ours_readable_by_others_is_made_0600() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("open.pid");
     fs::write(&path, "999999999\n").expect("write");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -90,7 +90,7 @@ fn a_stale_pid_file_of_ours_readable_by_others_is_made_0600() {
 
 #[test]
 fn a_new_pid_file_is_0600() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("new.pid");
     let mut os = RealOs::new().expect("RealOs::new");
     let lock = os.lock_pid_file(&path).expect("lock_pid_file");
@@ -100,7 +100,7 @@ fn a_new_pid_file_is_0600() {
 
 #[test]
 fn a_hard_linked_private_file_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("linked.token");
     let mut os = RealOs::new().expect("RealOs::new");
     os.write_private_file(&path, b"s3cr3t").expect("write_private_file");
@@ -112,7 +112,7 @@ fn a_hard_linked_private_file_is_refused() {
 
 #[test]
 fn a_hard_linked_pid_file_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("linked.pid");
     fs::write(&path, "999999999\n").expect("write");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -125,7 +125,7 @@ fn a_hard_linked_pid_file_is_refused() {
 
 #[test]
 fn a_directory_at_the_pid_file_path_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("dir.pid");
     fs::create_dir(&path).expect("mkdir");
     let mut os = RealOs::new().expect("RealOs::new");
@@ -150,7 +150,7 @@ fn a_pid_file_naming_a_live_process_but_locked_by_another_is_locked_by_other() {
 /// the file is left as it was.
 fn locked_by_a_reader(named: i32) {
     isolated(Duration::from_secs(20), move || {
-        let dir = TempDir::new();
+        let dir = TempDir::new("os");
         let path = dir.join("held.pid");
         fs::write(&path, format!("{named}\n")).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");

@@ -206,12 +206,14 @@ fn a_new_group_can_be_signalled_as_soon_as_spawn_returns() {
         let mut os = RealOs::new().expect("RealOs::new");
         let signal_fd = os.install_signals(&[Signal::Chld]).expect("install");
         let opts = SpawnOptions { new_group: true };
+        // The child waits on a pipe that nobody writes to (it holds the
+        // write end itself): only the kill ends it.
+        let (never, _writer) = os.pipe().expect("pipe");
         let child = os
             .spawn(
                 opts,
-                Box::new(|os| {
-                    let until = os.now() + TIMEOUT;
-                    os.sleep_until(until);
+                Box::new(move |os| {
+                    let _ = os.poll(&mut [PollFd::new(never, Ready::READ)], None);
                     3
                 }),
             )
@@ -346,7 +348,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn a_unix_listener_has_its_mode_and_accepts() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("d.sock");
     let addr = Address::Unix(path.clone());
     let mut os = RealOs::new().expect("RealOs::new");
@@ -375,7 +377,7 @@ fn a_unix_listener_has_its_mode_and_accepts() {
 
 #[test]
 fn a_unix_listener_takes_the_mode_it_is_given() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("group.sock");
     let mut os = RealOs::new().expect("RealOs::new");
     let opts = ListenOptions { backlog: 1_000_000, unix_mode: 0o660 };
@@ -494,7 +496,7 @@ fn run_child_with(os: &mut RealOs, entry: impl FnOnce(&mut RealOs) -> i32 + Send
 #[test]
 fn a_locked_pid_file_cannot_be_locked_by_a_child_and_stays_intact() {
     isolated(|| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("os");
         let path = dir.join("d.pid");
         let mut os = RealOs::new().expect("RealOs::new");
         let lock = os.lock_pid_file(&path).expect("lock_pid_file");
@@ -515,7 +517,7 @@ fn a_locked_pid_file_cannot_be_locked_by_a_child_and_stays_intact() {
 
 #[test]
 fn a_stale_pid_file_is_taken_over_and_rewritten() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("os");
     let path = dir.join("stale.pid");
     fs::write(&path, "999999999\nand a long tail of junk\n").expect("write");
     let mut os = RealOs::new().expect("RealOs::new");

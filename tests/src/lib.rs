@@ -2,25 +2,29 @@
 //! started as real processes, and waits on conditions with deadlines.
 //!
 //! Every test gets its own directory, socket and pid file, so tests run in
-//! parallel. Nothing sleeps to synchronise: `wait_until` polls a condition
-//! (with short pauses between polls) and fails at a deadline.
+//! parallel. Nothing sleeps to synchronise: a wait looks at its condition
+//! again on each event that could change it (a file in a test's directory
+//! written, a process gone: see [`wait`]) and fails at a deadline.
 
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use forkd::{Client, ClientError, ConnectOptions};
 use forkd_os::Address;
 use serde_json::Value;
 
+pub mod wait;
+pub use wait::{wait_exit, wait_gone, wait_until, Progress, Wake};
+
 /// The default bound of a wait.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A directory of the test's own, removed when dropped.
-pub struct TempDir(PathBuf);
+/// A directory of the test's own, removed when dropped; every wait wakes
+/// on what happens in it while it lives.
+pub struct TempDir(forkd_os::testing::TempDir);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
@@ -30,26 +34,23 @@ impl TempDir {
     /// `TMP/PREFIX-PID-N-NAME`: the pid first, so that a sweep can tell the
     /// directories of processes that died before they cleaned up.
     pub fn with_prefix(prefix: &str, name: &str) -> std::io::Result<TempDir> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = forkd_os::testing::TempDir::with_prefix(prefix, name)?;
+        wait::watch_dir(dir.path().to_path_buf());
         Ok(TempDir(dir))
     }
+}
 
-    pub fn path(&self) -> &Path {
+impl std::ops::Deref for TempDir {
+    type Target = forkd_os::testing::TempDir;
+
+    fn deref(&self) -> &Self::Target {
         &self.0
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        wait::unwatch_dir(self.0.path());
     }
 }
 
@@ -66,47 +67,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Polls `cond` until it holds, failing with `what` after `deadline`.
-pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(200);
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Waits until `child` exits, at most `deadline`: on a pidfd, which turns
-/// readable when the process ends, so nothing polls or sleeps. `None` when
-/// it is still running then.
-pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
-    // Safety: pidfd_open takes a pid and flags, and returns a new descriptor.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as libc::c_int;
-    if pidfd < 0 {
-        // Already reaped, or the kernel has no pidfd: ask directly.
-        return child.try_wait().expect("wait for the child");
-    }
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            // Safety: the descriptor is ours and closed once.
-            unsafe { libc::close(pidfd) };
-            return Some(status);
-        }
-        let left = deadline.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            // Safety: as above.
-            unsafe { libc::close(pidfd) };
-            return None;
-        }
-        let mut pollfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-        let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // Safety: one valid pollfd. EINTR only means: look again.
-        unsafe { libc::poll(&mut pollfd, 1, ms.max(1)) };
-    }
 }
 
 /// Whether a process is alive (a zombie counts as gone).
@@ -168,8 +128,10 @@ impl Daemon {
         let socket = self.socket.clone();
         let options = self.connect_options();
         let log = self.dir.join("stderr.log");
+        let pid = self.pid();
         let child = &mut self.child;
-        wait_until("the daemon to answer", DEADLINE, || {
+        // It creates its socket, then logs that it is ready; or it exits.
+        Wake::new().process(pid).until("the daemon to answer", DEADLINE, || {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!("the daemon exited before answering: {status}\n{log}");

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use forkd_os::Address;
-use forkd_tests::{alive, bin, wait_exit, wait_until, Client, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, bin, wait_exit, wait_gone, wait_until, Client, Daemon, TempDir, Wake, DEADLINE};
 use serde_json::Value;
 
 /// A command that ran to its end.
@@ -100,6 +100,20 @@ fn processes_of(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// Waits until the live processes of a test are `keep` and no others: on
+/// the pidfds of the others found, looking again each time the set changes.
+fn wait_only_left(what: &str, dir: &Path, keep: &[i32]) {
+    let others = || processes_of(dir).into_iter().filter(|p| !keep.contains(p)).collect::<Vec<i32>>();
+    loop {
+        let found = others();
+        if found.is_empty() {
+            break;
+        }
+        Wake::new().processes(found.iter().copied()).until(what, DEADLINE, || others() != found);
+    }
+    assert_eq!(processes_of(dir), keep, "{what}");
+}
+
 fn client(socket: &Address) -> Client {
     Client::connect(socket, DEADLINE).unwrap_or_else(|e| panic!("connect to {socket}: {e}"))
 }
@@ -127,7 +141,7 @@ impl Drop for Detached {
 /// Asserts that nothing of a stopped daemon is left: no pid file, no
 /// socket file, no daemon or worker process.
 fn assert_nothing_left(dir: &TempDir, daemon: i32, worker: Option<i32>) {
-    wait_until("the daemon process to be gone", DEADLINE, || !alive(daemon));
+    wait_gone("the daemon process to be gone", DEADLINE, &[daemon]);
     assert!(!dir.join("d.pid").exists(), "the pid file is left");
     assert!(!dir.join("d.sock").exists(), "the socket file is left");
     if let Some(w) = worker {
@@ -190,6 +204,53 @@ fn daemonize_returns_once_ready_and_detaches() {
 }
 
 #[test]
+fn a_detached_daemon_keeps_nothing_its_launcher_inherited() {
+    let dir = TempDir::new("inherited");
+    let _guard = Detached(dir.path().to_path_buf());
+    let socket_arg = format!("unix://{}", dir.join("d.sock").display());
+    let held = dir.join("held-by-the-caller");
+    // fd 7, open without close-on-exec: what a caller's pipe or a make
+    // jobserver looks like to the launcher.
+    let script = format!(
+        "exec 7>'{}'; exec '{}' -d --socket '{socket_arg}' --pidfile '{}'",
+        held.display(),
+        bin("pool-daemon").display(),
+        dir.join("d.pid").display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("POOL_SIZE", "2")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run the launcher");
+    let status = wait_exit(&mut child, DEADLINE).expect("the launcher exits");
+    assert!(status.success(), "{status:?}");
+    let pid = pid_in(&dir.join("d.pid"));
+    let socket = Address::Unix(dir.join("d.sock"));
+    let mut pids = vec![pid];
+    pids.extend(
+        client(&socket)
+            .call("worker.list", Value::Null)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pid"].as_i64().unwrap() as i32),
+    );
+    assert_eq!(pids.len(), 3, "the daemon and its two workers");
+    for p in pids {
+        for entry in std::fs::read_dir(format!("/proc/{p}/fd")).unwrap() {
+            let fd = entry.unwrap().file_name();
+            let target = link_of(p, &format!("fd/{}", fd.to_string_lossy()));
+            assert_ne!(target, held, "process {p} still holds the launcher's fd {fd:?}");
+        }
+    }
+    let stop = run_in(&dir, "pool-daemon", &["--socket", &socket_arg, "stop"], &[]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+}
+
+#[test]
 fn daemonize_resolves_relative_paths_against_the_launch_directory() {
     let dir = TempDir::new("relative");
     let _guard = Detached(dir.path().to_path_buf());
@@ -225,7 +286,7 @@ fn a_second_start_fails_and_leaves_the_first_untouched() {
         assert!(dir.join("d.sock").exists(), "{mode}: the first daemon's socket was removed");
         first.call("daemon.info", Value::Null).expect("the first daemon still answers");
     }
-    wait_until("no second daemon to be left", DEADLINE, || processes_of(dir.path()) == vec![pid]);
+    wait_only_left("no second daemon to be left", dir.path(), &[pid]);
 }
 
 #[test]
@@ -272,7 +333,7 @@ fn check_clean_stop(name: &str, prepare: impl FnOnce(&TempDir), args: &[&str], h
     assert_eq!(code, 0, "the daemon exited with {code}:\n{}", d.log());
     assert_nothing_left(&dir, pid, Some(worker));
     let log = d.log();
-    assert!(log.contains("info forkd::cli: stopped"), "{log}");
+    assert!(log.contains("info forkd::serve: stopped"), "{log}");
     log
 }
 
@@ -330,16 +391,16 @@ fn ctrl_c_in_a_terminal_stops_the_foreground_daemon() {
         .arg(dir.join("d.pid"))
         .current_dir(dir.path());
     let mut p = rexpect::session::spawn_command(cmd, Some(DEADLINE.as_millis() as u64)).expect("spawn under a pty");
-    p.exp_string("info forkd::cli: ready").expect("the ready log line");
+    p.exp_string("info forkd::serve: ready").expect("the ready log line");
     let pid = p.process().child_pid.as_raw();
     assert_eq!(pid_in(&dir.join("d.pid")), pid);
     assert!(dir.join("d.sock").exists());
 
     p.send_control('c').expect("send ctrl-c");
     p.exp_string("stopping (SIGINT)").expect("the stop log line");
-    p.exp_string("info forkd::cli: stopped").expect("the stopped log line");
+    p.exp_string("info forkd::serve: stopped").expect("the stopped log line");
     let mut exit = None;
-    wait_until("the daemon to exit", DEADLINE, || {
+    Wake::new().process(pid).until("the daemon to exit", DEADLINE, || {
         match p.process().status() {
             Some(WaitStatus::StillAlive) => {}
             other => exit = other,
@@ -363,7 +424,7 @@ fn a_bind_failure_under_daemonize_is_reported_and_leaves_nothing() {
     assert_eq!(ran.code, 1, "{ran:?}");
     assert!(ran.stderr.contains(&format!("error: bind {socket_arg}: ")) && ran.stderr.contains("in use"), "{ran:?}");
     assert!(!pid_file.exists(), "the pid file is left");
-    wait_until("the failed daemon to be gone", DEADLINE, || processes_of(dir.path()).is_empty());
+    wait_only_left("the failed daemon to be gone", dir.path(), &[]);
 }
 
 #[test]
@@ -377,7 +438,7 @@ fn a_pid_file_that_cannot_be_created_fails_a_daemonized_start_clearly() {
     assert_eq!(ran.stderr, format!("error: pid file {}: no such file or directory\n", pid_file.display()));
     // The pid file is taken first: the socket was never bound.
     assert!(!dir.join("d.sock").exists(), "a socket file is left");
-    wait_until("the failed daemon to be gone", DEADLINE, || processes_of(dir.path()).is_empty());
+    wait_only_left("the failed daemon to be gone", dir.path(), &[]);
 }
 
 #[test]
@@ -413,7 +474,7 @@ fn sigusr1_reopens_the_log_file() {
     assert_eq!(ran.code, 0, "{ran:?}");
     let pid = pid_in(&dir.join("d.pid"));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    assert!(read(&log).contains("info forkd::cli: ready"), "{}", read(&log));
+    assert!(read(&log).contains("info forkd::serve: ready"), "{}", read(&log));
 
     std::fs::rename(&log, &rotated).unwrap();
     // Safety: kill on the daemon this test started.
@@ -425,7 +486,7 @@ fn sigusr1_reopens_the_log_file() {
     let stop = run_in(&dir, "echo-daemon", &["--socket", "unix://d.sock", "stop"], &[]);
     assert_eq!(stop.code, 0, "{stop:?}");
     let new = read(&log);
-    assert!(new.contains("stopping (daemon.shutdown)") && new.contains("info forkd::cli: stopped"), "{new}");
+    assert!(new.contains("stopping (daemon.shutdown)") && new.contains("info forkd::serve: stopped"), "{new}");
     assert!(!read(&rotated).contains("stopping"), "the daemon still writes to the moved file");
     assert_nothing_left(&dir, pid, None);
 }

@@ -21,11 +21,10 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use forkd_os::Address;
-use forkd_tests::{alive, bin, run, wait_until, Client, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, bin, run, wait_until, Client, Daemon, Progress, TempDir, DEADLINE};
 use serde_json::{json, Value};
 
 const ECHO: &str = "echo-daemon";
@@ -581,7 +580,7 @@ fn a_client_that_never_reads_does_not_stall_other_clients() {
     let total = flood.len();
     let flooder = connect(&d);
     flooder.set_write_timeout(None).unwrap();
-    let written = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(Progress::default());
     let thread = {
         let written = Arc::clone(&written);
         let mut s = flooder.try_clone().unwrap();
@@ -592,18 +591,18 @@ fn a_client_that_never_reads_does_not_stall_other_clients() {
                     Ok(n) => at += n,
                     Err(_) => break, // the daemon is gone: the test is over
                 }
-                written.store(at, Ordering::SeqCst);
+                written.set(at);
             }
         })
     };
     // Once a megabyte went in, the daemon has been answering the flood for a
     // while; the answers to it (about 600 KiB) still fit its buffers, so it
     // got that far for sure.
-    wait_until("the daemon to take 1 MiB of the flood", DEADLINE, || written.load(Ordering::SeqCst) >= 1 << 20);
+    written.wait_until("the daemon to take 1 MiB of the flood", DEADLINE, |n, _| n >= 1 << 20);
     for i in 0..3 {
         assert_echoes(&d, &format!("fresh {i}"));
     }
-    assert!(written.load(Ordering::SeqCst) < total, "the daemon took the whole flood: its buffer is unbounded");
+    assert!(written.get() < total, "the daemon took the whole flood: its buffer is unbounded");
     assert!(alive(d.pid()));
     // Ending the daemon ends the flooder's write.
     d.signal(libc::SIGKILL);

@@ -1,13 +1,13 @@
 //! Under systemd (`Type=notify`, `-f`): readiness and stop notifications on
 //! `NOTIFY_SOCKET`, watchdog keep-alives, and socket activation.
 
+use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use forkd_tests::{bin, wait_until, TempDir, DEADLINE};
+use forkd_tests::{bin, TempDir, DEADLINE};
 use serde_json::Value;
 
 fn recv(sock: &UnixDatagram) -> String {
@@ -75,24 +75,15 @@ fn socket_activation_serves_the_passed_socket() {
     }
     let mut child = cmd.spawn().unwrap();
     drop(listener);
-    let mut answered = None;
-    wait_until("the activated socket to answer", DEADLINE, || {
-        let Ok(stream) = UnixStream::connect(&path) else { return false };
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut c = std::io::BufReader::new(stream);
-        use std::io::{BufRead, Write};
-        c.get_mut()
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"my.echo\",\"params\":[\"on fd 3\"]}\n")
-            .unwrap();
-        let mut line = String::new();
-        if c.read_line(&mut line).is_ok() && !line.is_empty() {
-            answered = Some(line);
-            true
-        } else {
-            false
-        }
-    });
-    assert_eq!(answered.unwrap().trim_end(), r#"{"jsonrpc":"2.0","result":"on fd 3","id":1}"#);
+    // The socket listens from before the daemon starts: the call waits in
+    // its backlog until the daemon, once up, takes and answers it.
+    let stream = UnixStream::connect(&path).expect("connect to the activated socket");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut c = std::io::BufReader::new(stream);
+    c.get_mut().write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"my.echo\",\"params\":[\"on fd 3\"]}\n").unwrap();
+    let mut answered = String::new();
+    c.read_line(&mut answered).expect("an answer on the activated socket within the deadline");
+    assert_eq!(answered.trim_end(), r#"{"jsonrpc":"2.0","result":"on fd 3","id":1}"#);
     assert!(!dir.join("other.sock").exists(), "the configured address was not bound");
     // Safety: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -3,8 +3,10 @@
 //! and what is left behind once the daemon is gone.
 //!
 //! Every test runs its own daemon in its own directory. Nothing sleeps to
-//! synchronise and nothing reads a clock: each test polls `worker.list` (or
-//! the process table) with a deadline until the state it expects shows up.
+//! synchronise and nothing reads a clock: each test looks at `worker.list`
+//! (or the process table) again on each event that could change it (a line
+//! in the daemon's log, a process gone), with a deadline, until the state it
+//! expects shows up.
 //! The few checks that something does *not* happen (loops while paused, a
 //! retired instance restarted) wait for an event of the daemon's own that
 //! comes long after it would have: an idle connection closed at the
@@ -15,14 +17,25 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 
-use forkd_tests::{alive, wait_until, Client, ClientError, Daemon, TempDir, DEADLINE};
+use forkd_tests::{alive, wait_gone, wait_until, Client, ClientError, Daemon, TempDir, Wake, DEADLINE};
 use serde_json::{json, Value};
 
 /// The fields of one `worker.list` entry: the seed's (name, pid, state,
 /// looptime, forever), the loop and restart counters, the last exit status,
 /// the instance in its pool and the last error the worker recorded.
-const LIST_FIELDS: [&str; 10] =
-    ["forever", "instance", "last_error", "last_exit", "looptime", "loops", "name", "pid", "restarts", "state"];
+const LIST_FIELDS: [&str; 11] = [
+    "instance",
+    "last_error",
+    "last_exit",
+    "looptime",
+    "loops",
+    "name",
+    "pid",
+    "restart",
+    "restarts",
+    "state",
+    "uptime",
+];
 
 /// A copy daemon in `dir` with `env` (`COPY_LOOPTIME_MS`, `COPY_FOREVER`).
 fn copy_daemon(dir: &TempDir, env: &[(&str, &str)]) -> Daemon {
@@ -136,7 +149,7 @@ fn one_socket_timeout(d: &Daemon) {
 
 fn rpc_error(result: Result<Value, ClientError>) -> (i64, String) {
     match result {
-        Err(ClientError::Rpc { code, message, .. }) => (code, message),
+        Err(ClientError::Rpc(e)) => (e.code, e.message),
         other => panic!("expected an RPC error, got {other:?}"),
     }
 }
@@ -160,17 +173,21 @@ fn worker_list_tells_every_field_with_states_by_name() {
     assert!(pid_of(&entry) > 0 && pid_of(&entry) != d.pid() && alive(pid_of(&entry)));
     assert_eq!(entry["state"], "looping");
     assert_eq!(entry["looptime"].as_f64(), Some(10.0));
-    assert_eq!(entry["forever"], true);
+    assert_eq!(entry["restart"], "always");
+    assert!(entry["uptime"].as_f64().is_some_and(|u| u >= 0.0), "uptime in seconds: {entry}");
     // The first iteration runs as soon as spinup is over.
     assert!(entry["loops"].as_u64().is_some(), "loops is a count: {entry}");
     assert_eq!(entry["restarts"], 0);
     assert_eq!(entry["last_exit"], Value::Null);
     assert_eq!(entry["last_error"], Value::Null);
-    // Without a name, worker.status tells each worker's state by its name.
-    assert_eq!(call(&d, "worker.status", Value::Null), json!({ "handyman": "looping" }));
-    let status = call(&d, "worker.status", json!({ "name": "handyman" }));
-    assert_eq!(status["state"], "looping");
-    assert_eq!(status["pid"], entry["pid"]);
+    // worker.status answers an array of entries, with or without a name.
+    let every = call(&d, "worker.status", Value::Null);
+    let named = call(&d, "worker.status", json!({ "name": "handyman" }));
+    for status in [&every, &named] {
+        assert_eq!(status.as_array().map(Vec::len), Some(1), "{status}");
+        assert_eq!(status[0]["state"], "looping");
+        assert_eq!(status[0]["pid"], entry["pid"]);
+    }
     drop(d);
     assert_no_new_shm(&shm);
 }
@@ -199,7 +216,7 @@ fn a_worker_that_is_not_forever_exiting_stops_the_daemon_cleanly() {
     let dir = TempDir::new("not-forever");
     let mut d = copy_daemon(&dir, &[("COPY_FOREVER", "0")]);
     let entry = wait_looping(&d, None);
-    assert_eq!(entry["forever"], false);
+    assert_eq!(entry["restart"], "never");
     kill(pid_of(&entry), libc::SIGKILL);
     let code = wait_clean_exit(&mut d);
     assert_eq!(code, 0, "exit code:\n{}", d.log());
@@ -215,24 +232,37 @@ fn pause_answers_once_acknowledged_and_well_within_the_looptime() {
     let d = copy_daemon(&dir, &[]);
     wait_looping(&d, None);
     let mut client = d.client();
-    wait_until("the first iteration", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(1));
-    let loops = handyman(&d)["loops"].as_u64();
+    // The worker logs each iteration as it runs it. It counts the first one
+    // before it takes the next command: the pause sees it counted.
+    wait_until("the first iteration", DEADLINE, || d.log().contains("handyman loop 0 ("));
 
-    assert_eq!(client.call("worker.pause", json!({ "name": "handyman" })).unwrap(), true);
+    assert_eq!(
+        client.call("worker.pause", json!({ "name": "handyman" })).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     // Acknowledged before the answer: the state is already paused.
-    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "paused");
-    assert_eq!(client.call("worker.resume", json!({ "name": "handyman" })).unwrap(), true);
-    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()["state"], "looping");
+    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()[0]["state"], "paused");
+    assert_eq!(
+        client.call("worker.resume", json!({ "name": "handyman" })).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", json!({ "name": "handyman" })).unwrap()[0]["state"], "looping");
     // Both were acknowledged between two iterations, ten seconds apart: by
     // the wake-up byte, not at the next iteration. How fast is measured by
     // `cargo xtask bench`'s pause latency.
-    assert_eq!(handyman(&d)["loops"].as_u64(), loops, "pause and resume waited for an iteration");
+    assert_eq!(handyman(&d)["loops"].as_u64(), Some(1), "pause and resume waited for an iteration");
 
-    // Without a name: every worker, answered by name.
-    assert_eq!(client.call("worker.pause", Value::Null).unwrap(), json!({ "handyman": true }));
-    assert_eq!(client.call("worker.status", Value::Null).unwrap(), json!({ "handyman": "paused" }));
-    assert_eq!(client.call("worker.resume", Value::Null).unwrap(), json!({ "handyman": true }));
-    assert_eq!(client.call("worker.status", Value::Null).unwrap(), json!({ "handyman": "looping" }));
+    // Without a name: every worker, in the same shape.
+    assert_eq!(
+        client.call("worker.pause", Value::Null).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", Value::Null).unwrap()[0]["state"], "paused");
+    assert_eq!(
+        client.call("worker.resume", Value::Null).unwrap(),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
+    assert_eq!(client.call("worker.status", Value::Null).unwrap()[0]["state"], "looping");
     drop(client);
     drop(d);
     assert_no_new_shm(&shm);
@@ -245,7 +275,10 @@ fn a_paused_worker_does_not_loop_and_loops_again_once_resumed() {
     let d = copy_daemon_timing_out(&dir, &[("COPY_LOOPTIME_MS", "20")]);
     wait_until("a few loops", DEADLINE, || handyman(&d)["loops"].as_u64() >= Some(3));
 
-    assert_eq!(call(&d, "worker.pause", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.pause", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     let entry = handyman(&d);
     assert_eq!(entry["state"], "paused");
     let loops = entry["loops"].as_u64().unwrap();
@@ -256,7 +289,10 @@ fn a_paused_worker_does_not_loop_and_loops_again_once_resumed() {
     assert_eq!(entry["state"], "paused");
     assert_eq!(entry["loops"].as_u64(), Some(loops), "looped while paused: {entry}");
 
-    assert_eq!(call(&d, "worker.resume", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.resume", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     wait_until("loops to go on after resume", DEADLINE, || handyman(&d)["loops"].as_u64() > Some(loops + 2));
     assert_eq!(handyman(&d)["state"], "looping");
     drop(d);
@@ -304,7 +340,7 @@ fn a_killed_daemon_leaves_no_worker_behind() {
     let worker = pid_of(&wait_looping(&d, None));
     d.signal(libc::SIGKILL);
     assert_eq!(d.wait_exit(DEADLINE), 128 + libc::SIGKILL);
-    wait_until("the worker to die with the daemon", DEADLINE, || !alive(worker));
+    wait_gone("the worker to die with the daemon", DEADLINE, &[worker]);
     assert_no_new_shm(&shm);
 }
 
@@ -332,14 +368,17 @@ fn nothing_is_left_in_dev_shm_after_a_daemon_s_whole_life() {
     call(&d, "worker.resume", Value::Null);
     kill(worker, libc::SIGKILL);
     let worker = pid_of(&wait_looping(&d, Some(worker)));
-    assert_eq!(call(&d, "worker.restart", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.restart", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     wait_looping(&d, Some(worker));
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 3 })), 3);
     wait_until("three instances looping", DEADLINE, || {
         list(&d).iter().filter(|e| e["state"] == "looping").count() == 3
     });
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 1 })), 1);
-    wait_until("one worker process", DEADLINE, || children(d.pid()).len() == 1);
+    Wake::new().processes(children(d.pid())).until("one worker process", DEADLINE, || children(d.pid()).len() == 1);
     assert_no_new_shm(&before);
 
     assert_eq!(call(&d, "daemon.shutdown", Value::Null), true);
@@ -352,7 +391,7 @@ fn nothing_is_left_in_dev_shm_after_a_daemon_s_whole_life() {
     let worker = pid_of(&wait_looping(&d, None));
     d.signal(libc::SIGKILL);
     d.wait_exit(DEADLINE);
-    wait_until("the worker to die with the daemon", DEADLINE, || !alive(worker));
+    wait_gone("the worker to die with the daemon", DEADLINE, &[worker]);
     assert_no_new_shm(&before);
 }
 
@@ -368,10 +407,13 @@ fn a_worker_has_its_own_process_group_and_restart_replaces_it() {
     // Safety: as above.
     assert_ne!(pgid, unsafe { libc::getpgid(d.pid()) }, "not the daemon's group");
 
-    assert_eq!(call(&d, "worker.restart", json!({ "name": "handyman" })), true);
+    assert_eq!(
+        call(&d, "worker.restart", json!({ "name": "handyman" })),
+        json!([{ "name": "handyman", "instance": 0, "ok": true }])
+    );
     let entry = wait_looping(&d, Some(old));
     let new = pid_of(&entry);
-    wait_until("the old worker to exit", DEADLINE, || !alive(old));
+    wait_gone("the old worker to exit", DEADLINE, &[old]);
     // Safety: as above.
     assert_eq!(unsafe { libc::getpgid(new) }, new, "the new worker leads its own process group");
     assert_eq!(children(d.pid()), BTreeSet::from([new]), "one worker process");
@@ -404,7 +446,7 @@ fn scale_adds_looping_instances_and_retires_them_for_good() {
 
     assert_eq!(call(&d, "worker.scale", json!({ "name": "handyman", "instances": 1 })), 1);
     let retired: Vec<i32> = pids.iter().copied().filter(|&p| p != first).collect();
-    wait_until("the two retired instances to exit", DEADLINE, || retired.iter().all(|&p| !alive(p)));
+    wait_gone("the two retired instances to exit", DEADLINE, &retired);
     // A retired instance that came back would be back at once: the first
     // restart of a worker is immediate. Look again once the daemon's loop
     // has run for a whole socket timeout since.
@@ -430,7 +472,7 @@ fn a_crash_looping_worker_fails_and_stops_the_daemon() {
         kill(pid, libc::SIGKILL);
         kills += 1;
         let mut next = None;
-        wait_until("a new worker, or the daemon gone", DEADLINE, || {
+        Wake::new().process(d.pid()).until("a new worker, or the daemon gone", DEADLINE, || {
             if d.child.try_wait().unwrap().is_some() {
                 return true;
             }
@@ -477,11 +519,11 @@ fn a_command_too_large_to_send_does_not_strand_the_commands_behind_it() {
     ];
     let answers = d.client().batch(&calls).unwrap_or_else(|e| panic!("batch: {e}\n{}", d.log()));
     let mut answers = answers.into_iter();
-    assert_eq!(answers.next().unwrap().unwrap(), true);
+    assert_eq!(answers.next().unwrap().unwrap(), json!([{ "name": "handyman", "instance": 0, "ok": true }]));
     let (code, message) = rpc_error(answers.next().unwrap());
     assert_eq!(code, -32003);
     assert!(message.contains("cannot reach worker"), "{message}");
-    assert_eq!(answers.next().unwrap().unwrap(), true, "the resume behind it was sent");
+    assert_eq!(answers.next().unwrap().unwrap()[0]["ok"], true, "the resume behind it was sent");
     assert_eq!(handyman(&d)["state"], "looping");
     drop(d);
     assert_no_new_shm(&shm);

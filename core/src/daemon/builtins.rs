@@ -1,9 +1,9 @@
 //! The built-in `daemon.*` and `worker.*` methods, one function each. They
 //! act through [`Ctl`] alone, as a user's methods do.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::control::{codes, Ctl, InstanceView};
+use super::control::{codes, Ctl, InstanceView, JoinKind};
 use crate::rpc::{Method, ParamType, Registry, Reply, RpcError};
 use crate::worker::Command;
 
@@ -17,12 +17,14 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         pause_resume(
             "worker.pause",
             Command::Pause,
-            "Pause a worker (every worker without a name); answer once it has acknowledged.",
+            "Pause a worker's instances (every worker's, without a name); answer once they have acknowledged: an \
+             array of {name, instance, ok} (and error, if one could not act) by name then instance.",
         ),
         pause_resume(
             "worker.resume",
             Command::Resume,
-            "Resume a paused worker (every worker without a name); answer once it has acknowledged.",
+            "Resume a worker's instances (every worker's, without a name); answer once they have acknowledged: an \
+             array of {name, instance, ok} (and error, if one could not act) by name then instance.",
         ),
         worker_restart(),
         worker_scale(),
@@ -34,6 +36,29 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         registry.add(m).expect("built-in method names are unique");
     }
 }
+
+/// What each of forkd's own error codes means, for the OpenRPC document.
+const ERRORS: &[(i64, &str)] = &[
+    (codes::UNKNOWN_WORKER, "No worker of that name"),
+    (codes::WORKER_NOT_RUNNING, "The worker has no running process to act on"),
+    (codes::WORKER_ERROR, "The worker answered with an error, or exited before answering"),
+    (codes::STOPPING, "The daemon is stopping and takes no new work"),
+    (codes::TOO_MANY_WORKERS, "The cap on worker processes would be passed"),
+];
+
+/// `m`, declaring that it may answer the errors of `codes` (forkd's own).
+pub fn with_errors(mut m: Method<Ctl>, codes: &[i64]) -> Method<Ctl> {
+    for code in codes {
+        let message = ERRORS.iter().find(|(c, _)| c == code).map_or("", |(_, message)| message);
+        m = m.error(*code, message);
+    }
+    m
+}
+
+/// The errors a method answers that reaches a worker through
+/// the worker commands (`worker.pause`, `worker.resume`) or [`Ctl::message_worker`].
+pub const WORKER_ERRORS: &[i64] =
+    &[codes::UNKNOWN_WORKER, codes::WORKER_NOT_RUNNING, codes::WORKER_ERROR, codes::STOPPING];
 
 fn value(v: Value) -> Reply {
     Reply::Value(v)
@@ -50,7 +75,7 @@ fn daemon_info() -> Method<Ctl> {
             "workers": ctl.sup.instances().iter().filter(|i| i.state.pid().is_some()).count(),
         }))
     })
-    .description("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
+    .help("Tell the daemon's pid, version, uptime in seconds, address and number of worker processes.")
     .returns(ParamType::Struct)
 }
 
@@ -59,73 +84,79 @@ fn daemon_shutdown() -> Method<Ctl> {
         ctl.stop("daemon.shutdown");
         value(Value::Bool(true))
     })
-    .description("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
+    .help("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
     .returns(ParamType::Boolean)
 }
 
 fn worker_list() -> Method<Ctl> {
     Method::new("worker.list", |ctl: &mut Ctl, _| {
-        let all: Vec<Value> = (0..ctl.sup.instances().len())
+        let mut ids: Vec<usize> = (0..ctl.sup.instances().len())
             .filter(|&id| ctl.sup.instances_of(ctl.sup.instance(id).worker).any(|i| i == id))
-            .map(|id| ctl.instance_json(id))
             .collect();
-        value(Value::Array(all))
+        ids.sort_by_key(|&id| ctl.instance_order(id));
+        value(Value::Array(ids.into_iter().map(|id| ctl.instance_json(id)).collect()))
     })
-    .description(
-        "List every worker process: name, instance, pid, state, looptime, forever, loops, restarts, last_exit, \
-         last_error.",
+    .help(
+        "List every worker process: name, instance, pid, state, looptime, uptime, restart, loops, restarts, \
+         last_exit, last_error.",
     )
     .returns(ParamType::Array)
 }
 
 fn worker_status() -> Method<Ctl> {
-    Method::new("worker.status", |ctl: &mut Ctl, args| {
-        let name = args.get_str("name");
-        match ctl.targets(name) {
-            Ok((ids, true)) => {
-                let mut map = Map::new();
-                for id in ids {
-                    let n = ctl.instance_key(id);
-                    map.insert(n, Value::String(ctl.state_name(id).to_string()));
-                }
-                value(Value::Object(map))
-            }
-            Ok((ids, false)) => match ids.first() {
-                Some(&id) if ids.len() == 1 => value(ctl.instance_json(id)),
-                _ => value(Value::Array(ids.iter().map(|&id| ctl.instance_json(id)).collect())),
-            },
-            Err(e) => Reply::Error(e),
+    Method::new("worker.status", |ctl: &mut Ctl, args| match ctl.targets(args.get_str("name")) {
+        Ok((mut ids, _)) => {
+            ids.sort_by_key(|&id| ctl.instance_order(id));
+            value(Value::Array(ids.into_iter().map(|id| ctl.instance_json(id)).collect()))
         }
+        Err(e) => Reply::Error(e),
     })
-    .description("Tell a worker's status; without a name, the state of every worker by name.")
-    .returns(ParamType::Struct)
+    .help(
+        "Tell the status of a worker's instances (of every worker's, without a name): an array of entries with \
+         name, instance, pid, state, looptime, uptime, restart, loops, restarts, last_exit and last_error, by name \
+         then instance.",
+    )
+    .returns(ParamType::Array)
     .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Struct)
+    .returns(ParamType::Array)
+    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
 }
 
 fn worker_restart() -> Method<Ctl> {
     Method::new("worker.restart", |ctl: &mut Ctl, args| {
-        let name = args.get_str("name").unwrap_or_default().to_string();
-        match ctl.worker(&name) {
-            Ok(w) => {
+        if ctl.is_stopping() {
+            return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
+        }
+        match ctl.targets(args.get_str("name")) {
+            Ok((mut ids, _)) => {
                 let now = ctl.now;
-                let ids: Vec<usize> = ctl.sup.instances_of(w).collect();
+                ids.sort_by_key(|&id| ctl.instance_order(id));
+                let mut entries = Vec::new();
                 for id in ids {
                     ctl.sup.restart(id, now);
+                    let (name, instance) = ctl.instance_order(id);
+                    entries.push(json!({ "name": name, "instance": instance, "ok": true }));
                 }
-                value(Value::Bool(true))
+                value(Value::Array(entries))
             }
             Err(e) => Reply::Error(e),
         }
     })
-    .description("Restart a worker: stop its processes and start new ones.")
+    .help(
+        "Restart a worker's instances (every worker's, without a name): stop their processes and start new ones. \
+         Answers an array of {name, instance, ok} by name then instance.",
+    )
+    .returns(ParamType::Array)
+    .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Boolean)
+    .returns(ParamType::Array)
+    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
+    .error(codes::STOPPING, ERRORS[3].1)
 }
 
 fn worker_scale() -> Method<Ctl> {
-    Method::new("worker.scale", |ctl: &mut Ctl, args| {
+    let m = Method::new("worker.scale", |ctl: &mut Ctl, args| {
         let name = args.get_str("name").unwrap_or_default().to_string();
         let n = args.get_i64("instances").unwrap_or(-1);
         if !(0..=i64::try_from(ctl.max_workers).unwrap_or(i64::MAX)).contains(&n) {
@@ -156,38 +187,42 @@ fn worker_scale() -> Method<Ctl> {
             Err(e) => Reply::Error(e),
         }
     })
-    .description("Resize a worker's pool to the given number of instances.")
+    .help("Resize a worker's pool to the given number of instances.")
     .param(ParamType::String, "name")
     .param(ParamType::Int, "instances")
-    .returns(ParamType::Int)
+    .returns(ParamType::Int);
+    with_errors(m, &[codes::UNKNOWN_WORKER, codes::STOPPING, codes::TOO_MANY_WORKERS])
 }
 
 fn worker_send() -> Method<Ctl> {
-    Method::new("worker.send", |ctl: &mut Ctl, args| {
+    let m = Method::new("worker.send", |ctl: &mut Ctl, args| {
         let name = args.get_str("name").unwrap_or_default().to_string();
         let message = args.get("message").cloned().unwrap_or(Value::Null);
         ctl.message_worker(&name, message)
     })
     .defers()
-    .description("Send a custom message to a worker and answer with its reply.")
+    .help("Send a custom message to a worker and answer with its reply.")
     .param(ParamType::String, "name")
     .param(ParamType::Any, "message")
-    .returns(ParamType::Any)
+    .returns(ParamType::Any);
+    with_errors(m, WORKER_ERRORS)
 }
 
 fn pause_resume(name: &'static str, command: Command, help: &'static str) -> Method<Ctl> {
-    let cmd2 = command.clone();
-    Method::new(name, move |ctl: &mut Ctl, args| {
+    let m = Method::new(name, move |ctl: &mut Ctl, args| {
         let target = args.get_str("name").map(str::to_string);
         match ctl.targets(target.as_deref()) {
-            Ok((ids, by_name)) => ctl.command(ids, cmd2.clone(), by_name),
+            Ok((ids, every)) => {
+                ctl.command(ids, command.clone(), if every { JoinKind::Every } else { JoinKind::Named })
+            }
             Err(e) => Reply::Error(e),
         }
     })
     .defers()
-    .description(help)
-    .returns(ParamType::Struct)
+    .help(help)
+    .returns(ParamType::Array)
     .signature()
     .param(ParamType::String, "name")
-    .returns(ParamType::Boolean)
+    .returns(ParamType::Array);
+    with_errors(m, WORKER_ERRORS)
 }

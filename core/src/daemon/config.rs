@@ -10,6 +10,8 @@ use forkd_os::{Address, Fd};
 use crate::supervisor::RestartPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything a daemon is configured with: its console's flags and the
+/// builder's setters fill it in; the defaults are the seed's.
 pub struct Config {
     /// The banner of the console and `daemon.info` (seed: `description`).
     pub description: String,
@@ -21,7 +23,7 @@ pub struct Config {
     /// The pid file (seed: `pidfile`).
     pub pid_file: PathBuf,
     /// Bytes read from a connection per read call (seed: `socketbuffer`).
-    pub read_buffer: usize,
+    pub socket_buffer: usize,
     /// A connection idle this long is closed (seed: `sockettimeout`).
     pub idle_timeout: Duration,
     /// Connections served at once (seed: `socketmaxconnections`); past it,
@@ -34,6 +36,7 @@ pub struct Config {
     pub max_request: usize,
     /// Niceness to apply at start (seed: `niceness`); `None` leaves it.
     pub niceness: Option<i32>,
+    /// How workers are restarted, and when one has failed.
     pub restart: RestartPolicy,
     /// tcp only: the file holding the token clients must present; `None`
     /// means the pid file's path with the extension `token`. See
@@ -76,7 +79,7 @@ impl Config {
             address: Address::Unix(PathBuf::from("daemon.sock")),
             socket_mode: 0o600,
             pid_file: PathBuf::from("daemon.pid"),
-            read_buffer: 1024,
+            socket_buffer: 1024,
             idle_timeout: Duration::from_secs(15),
             max_connections: 10,
             event_buffer: 256 * 1024,

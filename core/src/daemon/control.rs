@@ -19,33 +19,27 @@ use crate::rpc::{DeferId, Reply, RpcError};
 use crate::supervisor::{Instance, InstanceState, Supervisor};
 use crate::worker::{Command, WorkerState};
 
-/// Server error codes of forkd's own methods (JSON-RPC reserves
-/// -32000..-32099 for them).
+/// forkd's error codes: the standard ones, forkd's own server errors
+/// (JSON-RPC reserves -32000..-32099 for them), their table, and how an
+/// error message quotes a client's input.
 pub mod codes {
-    /// No worker of that name.
-    pub const UNKNOWN_WORKER: i64 = -32001;
-    /// The worker has no running process to act on.
-    pub const WORKER_NOT_RUNNING: i64 = -32002;
-    /// The worker answered with an error, or exited before answering.
-    pub const WORKER_ERROR: i64 = -32003;
-    /// The daemon is stopping and takes no new work.
-    pub const STOPPING: i64 = -32004;
-    /// A request or its answer is over one of the daemon's bounds (a batch
-    /// or multicall with too many entries, an answer too large to send).
-    pub const LIMIT: i64 = crate::rpc::codes::LIMIT;
-    /// The connection has not authenticated (tcp), or presented a wrong
-    /// token.
-    pub const UNAUTHORIZED: i64 = crate::rpc::codes::UNAUTHORIZED;
-    /// The global cap on worker processes would be passed.
-    pub const TOO_MANY_WORKERS: i64 = -32007;
+    pub use crate::rpc::codes::{
+        quote, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT, MAX_QUOTE, METHOD_NOT_FOUND, PARSE_ERROR,
+        STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, WORKER_ERROR, WORKER_NOT_RUNNING,
+    };
 }
 
 /// What the daemon tells about itself.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Info {
+    /// The daemon's process id (after `-d`, the detached process's).
     pub pid: Pid,
+    /// The daemon's one-line description, as configured.
     pub description: String,
+    /// The address it listens on, as `unix://…` or `tcp://…`.
     pub address: String,
+    /// When its loop started, on the `Os` monotonic clock.
     pub started: Instant,
 }
 
@@ -61,13 +55,32 @@ pub(crate) struct Outgoing {
 #[derive(Debug)]
 pub(crate) struct Join {
     pub defer: DeferId,
-    /// Answer with a map of worker name to result, or with the one result.
-    pub by_name: bool,
+    /// How the answer is made of the instances' acknowledgements.
+    pub kind: JoinKind,
     pub waiting: BTreeSet<usize>,
-    pub results: BTreeMap<String, Value>,
-    pub error: Option<RpcError>,
-    /// A pause or resume: the worker's empty acknowledgement means `true`.
-    pub ack_is_true: bool,
+    /// Each instance's outcome, by (worker name, instance number): the
+    /// order of the answer.
+    pub results: BTreeMap<(String, u32), Result<Value, InstanceError>>,
+}
+
+/// How a join answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JoinKind {
+    /// Pause or resume of every worker: one entry per instance, each
+    /// saying whether it acted (an instance's failure is in its entry).
+    Every,
+    /// Pause or resume of one worker: one entry per instance; any failure
+    /// is the call's error.
+    Named,
+    /// A custom message: the worker's own answer.
+    Answer,
+}
+
+/// Why an instance did not act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum InstanceError {
+    NotRunning(String),
+    Worker(String),
 }
 
 /// The handle on the daemon that methods and listeners act through.
@@ -98,6 +111,17 @@ pub struct Ctl {
     pub(crate) procs: BTreeMap<Pid, forkd_os::ProcessStats>,
     /// The user's own metrics.
     pub(crate) user_metrics: crate::daemon::UserMetrics,
+}
+
+impl std::fmt::Debug for Ctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctl")
+            .field("info", &self.info)
+            .field("now", &self.now)
+            .field("stopping", &self.stop)
+            .field("instances", &self.sup.instances().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the daemon knows of an instance's process from its channel.
@@ -140,6 +164,8 @@ impl Ctl {
         self.now
     }
 
+    /// What the daemon tells about itself: pid, description, address,
+    /// start time.
     pub fn info(&self) -> &Info {
         &self.info
     }
@@ -149,6 +175,8 @@ impl Ctl {
         self.stop.get_or_insert_with(|| reason.into());
     }
 
+    /// Whether a stop was asked for, by [`Ctl::stop`] or by the
+    /// supervisor; the daemon then finishes the calls in flight and exits.
     pub fn is_stopping(&self) -> bool {
         self.stop.is_some() || self.sup.is_stopping()
     }
@@ -202,35 +230,28 @@ impl Ctl {
         let Some(id) = self.sup.instances_of(w).find(|&i| self.sup.instance(i).state.pid().is_some()) else {
             return Reply::Error(RpcError::new(codes::WORKER_NOT_RUNNING, format!("worker {name} is not running")));
         };
-        self.command(vec![id], Command::Message(message), false)
+        self.command(vec![id], Command::Message(message), JoinKind::Answer)
     }
 
     pub(crate) fn worker(&self, name: &str) -> Result<usize, RpcError> {
-        self.sup
-            .worker_index(name)
-            .ok_or_else(|| RpcError::new(codes::UNKNOWN_WORKER, format!("unknown worker {name:?}")))
+        self.sup.worker_index(name).ok_or_else(|| {
+            RpcError::new(codes::UNKNOWN_WORKER, format!("unknown worker {:?}", crate::rpc::codes::quote(name)))
+        })
     }
 
     /// Sends `command` to `instances` and answers once all acknowledged.
-    pub(crate) fn command(&mut self, instances: Vec<usize>, command: Command, by_name: bool) -> Reply {
+    pub(crate) fn command(&mut self, instances: Vec<usize>, command: Command, kind: JoinKind) -> Reply {
         if self.is_stopping() {
             return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
         }
         let defer = self.defer();
         let join_id = self.next_join;
         self.next_join += 1;
-        let ack_is_true = matches!(command, Command::Pause | Command::Resume);
-        let mut join =
-            Join { defer, by_name, waiting: BTreeSet::new(), results: BTreeMap::new(), error: None, ack_is_true };
+        let mut join = Join { defer, kind, waiting: BTreeSet::new(), results: BTreeMap::new() };
         for id in instances {
-            let name = self.instance_key(id);
             if self.sup.instance(id).state.pid().is_none() {
-                let msg = format!("worker {name} is not running");
-                if by_name {
-                    join.results.insert(name, json!({ "error": msg }));
-                } else {
-                    join.error = Some(RpcError::new(codes::WORKER_NOT_RUNNING, msg));
-                }
+                let msg = format!("worker {} is not running", self.instance_key(id));
+                join.results.insert(self.instance_order(id), Err(InstanceError::NotRunning(msg)));
                 continue;
             }
             join.waiting.insert(id);
@@ -243,22 +264,10 @@ impl Ctl {
 
     /// An instance answered (or can no longer answer) a command of `join`.
     pub(crate) fn acknowledge(&mut self, join: u64, instance: usize, result: Result<Value, String>) {
-        let name = self.instance_key(instance);
+        let key = self.instance_order(instance);
         if let Some(j) = self.joins.get_mut(&join) {
             if j.waiting.remove(&instance) {
-                match result {
-                    Ok(Value::Null) if j.ack_is_true => {
-                        j.results.insert(name, Value::Bool(true));
-                    }
-                    Ok(v) => {
-                        // A pool answers with the last instance's value.
-                        j.results.insert(name, v);
-                    }
-                    Err(e) if j.by_name => {
-                        j.results.insert(name, json!({ "error": e }));
-                    }
-                    Err(e) => j.error = Some(RpcError::new(codes::WORKER_ERROR, e)),
-                }
+                j.results.insert(key, result.map_err(InstanceError::Worker));
             }
         }
         self.settle(join);
@@ -270,12 +279,44 @@ impl Ctl {
             return;
         }
         let j = self.joins.remove(&join).unwrap();
-        let result = match j.error {
-            Some(e) => Err(e),
-            None if j.by_name => Ok(Value::Object(j.results.into_iter().collect())),
-            None => Ok(j.results.into_values().next().unwrap_or(Value::Bool(true))),
+        let error = |e: InstanceError| match e {
+            InstanceError::NotRunning(m) => RpcError::new(codes::WORKER_NOT_RUNNING, m),
+            InstanceError::Worker(m) => RpcError::new(codes::WORKER_ERROR, m),
+        };
+        let entry = |(name, instance): (String, u32), outcome: Result<(), String>| match outcome {
+            Ok(()) => json!({ "name": name, "instance": instance, "ok": true }),
+            Err(e) => json!({ "name": name, "instance": instance, "ok": false, "error": e }),
+        };
+        let result = match j.kind {
+            JoinKind::Answer => match j.results.into_values().next() {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => Err(error(e)),
+                None => Ok(Value::Null),
+            },
+            JoinKind::Named => match j.results.values().find_map(|r| r.clone().err()) {
+                Some(e) => Err(error(e)),
+                None => Ok(Value::Array(j.results.into_keys().map(|k| entry(k, Ok(()))).collect())),
+            },
+            JoinKind::Every => Ok(Value::Array(
+                j.results
+                    .into_iter()
+                    .map(|(k, r)| {
+                        let outcome = r.map(drop).map_err(|e| match e {
+                            InstanceError::NotRunning(m) | InstanceError::Worker(m) => m,
+                        });
+                        entry(k, outcome)
+                    })
+                    .collect(),
+            )),
         };
         self.completions.push((j.defer, result));
+    }
+
+    /// Where instance `id` goes in an answer: by worker name, then by
+    /// instance number (`w/2` before `w/10`).
+    pub(crate) fn instance_order(&self, id: usize) -> (String, u32) {
+        let inst = self.sup.instance(id);
+        (self.sup.specs()[inst.worker].name.clone(), inst.index)
     }
 
     /// How an instance is named in answers keyed by worker: its worker's
@@ -300,7 +341,8 @@ impl Ctl {
             "pid": inst.state.pid().map(|p| p.0),
             "state": self.state_name(id),
             "looptime": spec.looptime.as_secs_f64(),
-            "forever": spec.forever,
+            "uptime": inst.state.pid().and(inst.started_at).map(|t| self.now.saturating_duration_since(t).as_secs_f64()),
+            "restart": spec.restart.name(),
             "loops": view.loops,
             "restarts": inst.restarts,
             "last_exit": inst.last_exit.map(exit_json),

@@ -19,7 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use builtins::register_builtins;
+pub use builtins::{register_builtins, with_errors, WORKER_ERRORS};
 pub use config::Config;
 pub use control::{codes, Ctl, Info};
 pub use observe::OVERVIEW;
@@ -40,9 +40,14 @@ pub type WorkerFactory = Box<dyn Fn() -> Box<dyn Worker>>;
 
 /// Everything a daemon runs with.
 pub struct Daemon {
+    /// Its configuration.
     pub config: Config,
+    /// Its methods, the built-in ones included.
     pub registry: Registry<Ctl>,
+    /// Its event listeners, the default ones included.
     pub bus: Bus<Ctl>,
+    /// Its workers, each with the factory that makes its object in each
+    /// process.
     pub workers: Vec<(WorkerSpec, WorkerFactory)>,
     /// Reopens the log file in a worker process on SIGUSR1 (the daemon's own
     /// reopening goes through `Hooks::reopen_log`).
@@ -57,6 +62,7 @@ impl Daemon {
         let mut bus = Bus::default();
         run::install_default_listeners(&mut bus);
         let mut registry = Registry::new();
+        registry.set_info(config.description.clone(), env!("CARGO_PKG_VERSION"));
         register_builtins(&mut registry);
         Daemon { config, registry, bus, workers: Vec::new(), reopen_log: None }
     }
@@ -78,6 +84,7 @@ pub trait Hooks<O: Os> {
     fn keepalive_interval(&self) -> Option<Duration> {
         None
     }
+    /// Called every `keepalive_interval` (systemd's `WATCHDOG=1`).
     fn keepalive(&mut self, _os: &mut O) {}
     /// Descriptors of the facade's that worker processes must close.
     fn private_fds(&self) -> Vec<forkd_os::Fd> {
@@ -87,6 +94,7 @@ pub trait Hooks<O: Os> {
 
 /// How a daemon that started stopped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stopped {
     /// What asked it to stop: a signal, `daemon.shutdown`, a worker's exit.
     pub reason: String,
@@ -103,7 +111,11 @@ impl<O: Os> Hooks<O> for NoHooks {}
 /// Why a daemon could not start. Nothing is left behind when one is
 /// returned: no pid file, socket file, shared memory or child process.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
+    /// The process cannot become this daemon: it runs threads (forking
+    /// one is undefined behaviour), or it could not detach.
+    Process(String),
     /// Another instance holds the pid file.
     AlreadyRunning(Option<i32>),
     /// The pid file could not be opened, locked or written.
@@ -119,7 +131,12 @@ pub enum StartError {
     /// tcp on a non-loopback address without a token.
     Insecure(String),
     /// More worker processes are configured than `Config::max_workers`.
-    TooManyWorkers { configured: usize, max: usize },
+    TooManyWorkers {
+        /// The processes the workers would run.
+        configured: usize,
+        /// The cap.
+        max: usize,
+    },
     /// Something that is not a stale socket is at the unix socket's path;
     /// it was left untouched.
     SocketPathTaken(PathBuf),
@@ -134,6 +151,7 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Process(why) => f.write_str(why),
             StartError::AlreadyRunning(Some(pid)) => write!(f, "already running (pid {pid})"),
             StartError::AlreadyRunning(None) => write!(f, "already running"),
             StartError::PidFile(path, e) => write!(f, "pid file {}: {}", path.display(), short_io(e)),

@@ -22,7 +22,7 @@ pub(super) fn daemon_metrics() -> Method<Ctl> {
         };
         Reply::Value(Value::String(super::metrics::render(ctl, openmetrics)))
     })
-    .description("Tell the daemon's metrics in Prometheus's text format (format: text, or openmetrics).")
+    .help("Tell the daemon's metrics in Prometheus's text format (format: text, or openmetrics).")
     .returns(ParamType::String)
     .signature()
     .param(ParamType::String, "format")
@@ -64,7 +64,7 @@ pub(super) fn daemon_overview() -> Method<Ctl> {
             "history": { "slot": slot, "slots": history },
         }))
     })
-    .description(
+    .help(
         "Tell the daemon (pid, version, description, uptime, address, memory), every worker instance with its \
          memory and start time (seconds since the epoch), and the last minutes' RPC calls and restarts.",
     )

@@ -200,7 +200,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         links: BTreeMap::new(),
         phase: Phase::Running,
         accept_paused: None,
-        read_buf: vec![0; config.read_buffer.max(1)],
+        read_buf: vec![0; config.socket_buffer.max(1)],
         private_fds: hooks.private_fds(),
         reopen_log,
         failure: None,

@@ -42,16 +42,16 @@
 //! token: an HTTP request must present it in `Authorization` (Bearer, or
 //! Basic with the token as the password), and a newline-delimited JSON
 //! connection must first call `rpc.authenticate` with it. Until then every
-//! call is answered [`codes::UNAUTHORIZED`](super::codes::UNAUTHORIZED) (HTTP
+//! call is answered [`codes::UNAUTHORIZED`] (HTTP
 //! 401) without running, each refusal is logged with the peer's address,
 //! and after [`MAX_AUTH_FAILURES`] refusals the connection is closed.
 //! Tokens are compared in constant time. Every HTTP request, on any
-//! transport, passes the browser checks of [`http`](super::http) first.
+//! transport, passes the browser checks of the `http` module first.
 //!
 //! # Driving it
 //!
 //! The loop, for each connection:
-//! 1. when [`Conn::wants_read`], read up to [`Limits::read_buffer`] bytes and
+//! 1. when [`Conn::wants_read`], read up to [`Limits::socket_buffer`] bytes and
 //!    pass them to [`Conn::handle_bytes`]; on end of stream call
 //!    [`Conn::handle_eof`];
 //! 2. write what [`Conn::output`] holds and report it with
@@ -92,7 +92,7 @@ pub struct Limits {
     /// How many bytes the loop should read per read call (comodojo's
     /// `socketbuffer`); the connection itself does not depend on it.
     /// Default 1024.
-    pub read_buffer: usize,
+    pub socket_buffer: usize,
     /// Past this many answers owed plus deferred calls waiting (each call
     /// of a batch counts) the connection takes no more requests. Default
     /// 1024.
@@ -111,7 +111,7 @@ impl Default for Limits {
         Limits {
             max_request: 1 << 20,
             max_output: 1 << 20,
-            read_buffer: 1024,
+            socket_buffer: 1024,
             max_pending: 1024,
             max_batch: 1000,
             max_values: 1 << 16,

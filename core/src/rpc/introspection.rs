@@ -1,4 +1,6 @@
-//! The built-in `system.*` methods: XML-RPC introspection and multicall.
+//! The built-in `system.*` methods, XML-RPC introspection and multicall,
+//! and `rpc.discover`, which answers the OpenRPC document (see
+//! [`openrpc`](super::openrpc)).
 //!
 //! They follow the conventions XML-RPC clients already speak (the
 //! introspection spec's `listMethods`/`methodSignature`/`methodHelp`,
@@ -15,7 +17,7 @@
 //! finds no connection waiting and is ignored. A multicall has at most as
 //! many entries as the registry allows (`set_max_multicall`).
 
-use super::error::RpcError;
+use super::error::{self, RpcError};
 use super::registry::{Args, Method, ParamType, Params, Registry, Reply};
 use super::value::{Map, Value};
 
@@ -27,10 +29,14 @@ pub(super) enum Builtin {
     MethodHelp,
     GetCapabilities,
     Multicall,
+    Discover,
 }
 
 /// The name of the multicall method, which may not call itself.
 const MULTICALL: &str = "system.multicall";
+
+/// The name of the OpenRPC discovery method.
+pub(super) const DISCOVER: &str = "rpc.discover";
 
 /// The capabilities `system.getCapabilities` reports: (name, spec url,
 /// spec version), the same set comodojo/rpcserver announces.
@@ -47,33 +53,42 @@ const CAPABILITIES: &[(&str, &str, i64)] = &[
 pub(super) fn methods<C>() -> Vec<Method<C>> {
     vec![
         Method::builtin("system.listMethods", Builtin::ListMethods)
-            .description("List the names of the methods this server answers, sorted.")
+            .help("List the names of the methods this server answers, sorted.")
             .returns(ParamType::Array),
         Method::builtin("system.methodSignature", Builtin::MethodSignature)
-            .description(
+            .help(
                 "Return the signatures of a method: an array of arrays, \
                  each holding the return type then the param types.",
             )
             .param(ParamType::String, "method")
-            .returns(ParamType::Array),
+            .returns(ParamType::Array)
+            .error(error::METHOD_NOT_FOUND, "No method of that name"),
         Method::builtin("system.methodHelp", Builtin::MethodHelp)
-            .description("Return the description of a method.")
+            .help("Return the description of a method.")
             .param(ParamType::String, "method")
-            .returns(ParamType::String),
+            .returns(ParamType::String)
+            .error(error::METHOD_NOT_FOUND, "No method of that name"),
         Method::builtin("system.getCapabilities", Builtin::GetCapabilities)
-            .description(
+            .help(
                 "List the extensions to the RPC specs this server implements, \
                  with the url and version of each spec.",
             )
             .returns(ParamType::Struct),
         Method::builtin(MULTICALL, Builtin::Multicall)
-            .description(
+            .help(
                 "Run many calls in one request. Each entry is a struct \
                  {methodName, params}; each answer is [result] or a struct \
                  {faultCode, faultString}, in order.",
             )
             .param(ParamType::Array, "requests")
-            .returns(ParamType::Array),
+            .returns(ParamType::Array)
+            .error(error::LIMIT, "More entries than the server runs in one multicall"),
+        Method::builtin(DISCOVER, Builtin::Discover)
+            .help(
+                "Return the OpenRPC document of this server: every method it answers, \
+                 with its params, result, description and errors.",
+            )
+            .returns(ParamType::Struct),
     ]
 }
 
@@ -102,7 +117,7 @@ impl<C> Registry<C> {
                 let name = args.get_str("method").unwrap_or_default();
                 match self.get(name) {
                     None => Reply::Error(RpcError::method_not_found(name)),
-                    Some(method) => Reply::Value(Value::from(method.help())),
+                    Some(method) => Reply::Value(Value::from(method.help_text())),
                 }
             }
             Builtin::GetCapabilities => {
@@ -123,13 +138,14 @@ impl<C> Registry<C> {
                 };
                 if calls.len() > self.max_multicall {
                     return Reply::Error(RpcError::new(
-                        super::error::LIMIT,
+                        error::LIMIT,
                         format!("system.multicall of {} entries: at most {}", calls.len(), self.max_multicall),
                     ));
                 }
                 let answers = calls.into_iter().map(|call| self.multicall_one(ctx, call)).collect();
                 Reply::Value(Value::Array(answers))
             }
+            Builtin::Discover => Reply::Value(super::openrpc::document(self)),
         }
     }
 

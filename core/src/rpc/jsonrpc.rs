@@ -186,14 +186,16 @@ fn decode_entry(value: Value) -> Entry {
 }
 
 /// The response carrying `result` for the request `id`.
+/// Tagged date-times and byte strings are written as their text.
 pub fn encode_result(id: &Value, result: &Value) -> String {
+    let result = super::value::to_json(result);
     format!(r#"{{"jsonrpc":"2.0","result":{result},"id":{id}}}"#)
 }
 
 /// The response carrying `error` for the request `id`.
 pub fn encode_error(id: &Value, error: &RpcError) -> String {
     let message = Value::from(error.message.as_str());
-    match &error.data {
+    match error.data.as_ref().map(super::value::to_json) {
         None => format!(r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":{message}}},"id":{id}}}"#, error.code),
         Some(data) => format!(
             r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":{message},"data":{data}}},"id":{id}}}"#,

@@ -10,9 +10,11 @@
 //! daemon's context. Keeping the I/O out is what lets every protocol rule
 //! below be pinned by snapshot tests and fuzzed with arbitrary input.
 //!
-//! - [`value`]: the one value model, `serde_json::Value`, for both protocols;
+//! - [`value`]: the one value model, `serde_json::Value`, for both protocols,
+//!   with XML-RPC's `dateTime.iso8601` and `base64` as tagged values;
 //! - [`registry`]: methods with signatures, checked before handlers run,
-//!   and the built-in `system.*` introspection methods;
+//!   and the built-in `system.*` introspection methods and `rpc.discover`,
+//!   which answers an OpenRPC document made from the registry;
 //! - [`jsonrpc`], [`xmlrpc`]: decoding requests, encoding answers;
 //! - [`conn`]: framing, pipelining, deferred answers, limits and closing.
 //!
@@ -42,13 +44,17 @@
 //! ```
 
 pub mod conn;
+mod datetime;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz_access;
 mod http;
 mod introspection;
 pub mod jsonrpc;
+mod openrpc;
+mod param_type;
 pub mod registry;
+mod reply;
 pub mod value;
 pub mod xmlrpc;
 
@@ -62,6 +68,8 @@ mod stream_tests;
 mod test_rig;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
 
 pub use conn::{
     Access, Conn, EventFrame, Framing, Limits, Policy, Pushed, StreamKind, AUTHENTICATE, MAX_AUTH_FAILURES, METRICS,
@@ -71,5 +79,7 @@ pub use conn::{
 pub use error as codes;
 pub use error::RpcError;
 pub use http::MAX_HEAD;
-pub use registry::{AddError, Args, DeferId, Handler, Method, ParamType, Params, Registry, Reply, Signature};
-pub use value::{Map, Value};
+pub use registry::{
+    AddError, Args, DeferId, Handler, IntoReply, Method, ParamType, Params, Registry, Reply, Signature,
+};
+pub use value::{DateTime, DateTimeError, Map, Value};

@@ -22,91 +22,24 @@ use std::fmt;
 
 use super::error::RpcError;
 use super::introspection::{self, Builtin};
+pub use super::param_type::ParamType;
 use super::value::{type_name, Map, Value};
-
-/// The type of a param or a return value, as XML-RPC introspection spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum ParamType {
-    /// "string"
-    String,
-    /// "int": a JSON integer (no fraction, no exponent), of any size.
-    Int,
-    /// "double": any JSON number, integers included.
-    Double,
-    /// "boolean"
-    Boolean,
-    /// "array"
-    Array,
-    /// "struct": a JSON object.
-    Struct,
-    /// "nil": only `null`.
-    Null,
-    /// "mixed": anything, `null` included.
-    #[default]
-    Any,
-}
-
-impl ParamType {
-    /// The XML-RPC name of the type.
-    pub fn name(self) -> &'static str {
-        match self {
-            ParamType::String => "string",
-            ParamType::Int => "int",
-            ParamType::Double => "double",
-            ParamType::Boolean => "boolean",
-            ParamType::Array => "array",
-            ParamType::Struct => "struct",
-            ParamType::Null => "nil",
-            ParamType::Any => "mixed",
-        }
-    }
-
-    /// Whether `value` is of this type.
-    pub fn accepts(self, value: &Value) -> bool {
-        match self {
-            ParamType::String => value.is_string(),
-            ParamType::Int => value.is_i64() || value.is_u64(),
-            ParamType::Double => value.is_number(),
-            ParamType::Boolean => value.is_boolean(),
-            ParamType::Array => value.is_array(),
-            ParamType::Struct => value.is_object(),
-            ParamType::Null => value.is_null(),
-            ParamType::Any => true,
-        }
-    }
-}
-
-impl fmt::Display for ParamType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Names a call whose answer comes later. The daemon's context allocates it
 /// (uniquely among the calls still open); the connection remembers where the
 /// answer goes and fills it in on [`Conn::complete`](super::Conn::complete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeferId(pub u64);
+pub struct DeferId(pub(crate) u64);
 
-/// What a handler answers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// The result.
-    Value(Value),
-    /// An error answer.
-    Error(RpcError),
-    /// The answer comes later, through `Conn::complete(id, ..)`.
-    Deferred(DeferId),
-}
-
-impl From<Result<Value, RpcError>> for Reply {
-    fn from(result: Result<Value, RpcError>) -> Self {
-        match result {
-            Ok(value) => Reply::Value(value),
-            Err(error) => Reply::Error(error),
-        }
+impl DeferId {
+    /// An id from its number: for tests that play the daemon's part.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn from_raw(n: u64) -> DeferId {
+        DeferId(n)
     }
 }
+
+pub use super::reply::{IntoReply, Reply};
 
 /// The params of a call, as the client sent them.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -172,15 +105,16 @@ impl Signature {
     }
 
     /// Turns params that passed [`Signature::check`] into the values in
-    /// signature order.
+    /// signature order, each bound by its type (see [`ParamType::bind`]).
     fn bind(&self, params: Params) -> Vec<Value> {
-        match params {
+        let values = match params {
             Params::None => Vec::new(),
             Params::Positional(values) => values,
             Params::Named(mut map) => {
                 self.params.iter().map(|(name, _)| map.remove(name).unwrap_or(Value::Null)).collect()
             }
-        }
+        };
+        values.into_iter().zip(&self.params).map(|(value, (_, ty))| ty.bind(value)).collect()
     }
 }
 
@@ -236,6 +170,19 @@ pub struct Args {
 }
 
 impl Args {
+    /// The arguments deserialized into `P`: by name into a struct (or a
+    /// map), else by position into a tuple or a sequence; tagged dates and
+    /// bytes as their text. An invalid-params error if `P` does not fit.
+    pub fn deserialize<P: serde::de::DeserializeOwned>(&self) -> Result<P, RpcError> {
+        let plain = |v: &Value| super::value::to_json(v).into_owned();
+        let named: Map<String, Value> = self.names.iter().cloned().zip(self.values.iter().map(plain)).collect();
+        match serde_json::from_value(Value::Object(named)) {
+            Ok(p) => Ok(p),
+            Err(by_name) => serde_json::from_value(Value::Array(self.values.iter().map(plain).collect()))
+                .map_err(|_| RpcError::invalid_params(format!("params: {by_name}"))),
+        }
+    }
+
     /// Arguments from (name, value) pairs, in order; for testing handlers.
     pub fn new(pairs: impl IntoIterator<Item = (String, Value)>) -> Self {
         let (names, values) = pairs.into_iter().unzip();
@@ -266,6 +213,19 @@ impl Args {
     /// The argument called `name`, if it is a boolean.
     pub fn get_bool(&self, name: &str) -> Option<bool> {
         self.get(name)?.as_bool()
+    }
+
+    /// The argument called `name`, if it is a date-time (XML-RPC's
+    /// `dateTime.iso8601`, or its text for a param declared
+    /// [`ParamType::DateTime`]).
+    pub fn get_datetime(&self, name: &str) -> Option<super::value::DateTime> {
+        super::value::as_datetime(self.get(name)?)
+    }
+
+    /// The argument called `name`, if it is a byte string (XML-RPC's
+    /// `base64`, or its text for a param declared [`ParamType::Base64`]).
+    pub fn get_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        super::value::as_bytes(self.get(name)?)
     }
 
     /// The argument at position `i`.
@@ -317,7 +277,7 @@ enum Body<C> {
 /// let echo: Method<()> = Method::new("my.echo", |_ctx: &mut (), args| {
 ///     Reply::Value(args.get("message").cloned().unwrap_or(Value::Null))
 /// })
-/// .description("I'm here to reply your data")
+/// .help("I'm here to reply your data")
 /// .param(ParamType::String, "message")
 /// .returns(ParamType::String);
 /// assert_eq!(echo.signatures().len(), 1);
@@ -328,18 +288,61 @@ pub struct Method<C> {
     signatures: Vec<Signature>,
     body: Body<C>,
     defers: bool,
+    errors: Vec<(i64, String)>,
 }
 
 impl<C> Method<C> {
-    /// A method called `name`, with one empty signature returning "mixed".
-    pub fn new(name: impl Into<String>, handler: impl FnMut(&mut C, &Args) -> Reply + 'static) -> Self {
+    /// A method called `name`, with one empty signature returning "mixed",
+    /// whose handler takes the bound arguments as they came and returns
+    /// anything that converts into a reply (a [`Reply`], a [`Value`], a
+    /// `Result<T: Serialize, RpcError>`). See [`Method::typed`] for params
+    /// deserialized into a type of the caller's.
+    pub fn new<R: IntoReply>(name: impl Into<String>, mut handler: impl FnMut(&mut C, &Args) -> R + 'static) -> Self {
         Method {
             name: name.into(),
             help: String::new(),
             signatures: vec![Signature::default()],
-            body: Body::User(Box::new(handler)),
+            body: Body::User(Box::new(move |ctx, args| handler(ctx, args).into_reply())),
             defers: false,
+            errors: Vec::new(),
         }
+    }
+
+    /// A method whose handler takes its params deserialized (with serde)
+    /// into `P`: a struct whose fields are the declared params' names, or
+    /// a tuple of them in order. Declare the params with
+    /// [`Method::param`] as for any method: introspection and the OpenRPC
+    /// document read the declared types, and a call that does not fit them
+    /// is refused before `P` is made. Dates arrive as ISO 8601 text, bytes
+    /// as base64 text.
+    ///
+    /// ```
+    /// use forkd_core::rpc::{Method, ParamType, RpcError};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Add {
+    ///     a: i64,
+    ///     b: i64,
+    /// }
+    ///
+    /// let add: Method<()> = Method::typed("math.add", |_ctx: &mut (), p: Add| -> Result<i64, RpcError> {
+    ///     p.a.checked_add(p.b).ok_or_else(|| RpcError::invalid_params("the sum overflows"))
+    /// })
+    /// .help("Adds two integers.")
+    /// .param(ParamType::Int, "a")
+    /// .param(ParamType::Int, "b")
+    /// .returns(ParamType::Int);
+    /// assert_eq!(add.signatures()[0].params.len(), 2);
+    /// ```
+    pub fn typed<P, R>(name: impl Into<String>, mut handler: impl FnMut(&mut C, P) -> R + 'static) -> Self
+    where
+        P: serde::de::DeserializeOwned,
+        R: IntoReply,
+    {
+        Method::new(name, move |ctx: &mut C, args: &Args| match args.deserialize::<P>() {
+            Ok(params) => handler(ctx, params).into_reply(),
+            Err(error) => Reply::Error(error),
+        })
     }
 
     pub(super) fn builtin(name: &str, builtin: Builtin) -> Self {
@@ -349,6 +352,7 @@ impl<C> Method<C> {
             signatures: vec![Signature::default()],
             body: Body::Builtin(builtin),
             defers: false,
+            errors: Vec::new(),
         }
     }
 
@@ -365,10 +369,24 @@ impl<C> Method<C> {
         self.defers
     }
 
-    /// Sets the help text (`system.methodHelp`).
-    pub fn description(mut self, text: impl Into<String>) -> Self {
+    /// Sets the help text: what `system.methodHelp` answers and the
+    /// OpenRPC document's description of the method.
+    pub fn help(mut self, text: impl Into<String>) -> Self {
         self.help = text.into();
         self
+    }
+
+    /// Declares an error the method may answer besides those forkd answers
+    /// for every method (invalid params, a panicking handler), for the
+    /// OpenRPC document: its code and what it means.
+    pub fn error(mut self, code: i64, message: impl Into<String>) -> Self {
+        self.errors.push((code, message.into()));
+        self
+    }
+
+    /// The errors declared with [`Method::error`], in order.
+    pub fn errors(&self) -> &[(i64, String)] {
+        &self.errors
     }
 
     /// Appends a param to the current signature.
@@ -399,8 +417,8 @@ impl<C> Method<C> {
         &self.name
     }
 
-    /// The help text.
-    pub fn help(&self) -> &str {
+    /// The help text set with [`Method::help`].
+    pub fn help_text(&self) -> &str {
         &self.help
     }
 
@@ -479,11 +497,14 @@ impl std::error::Error for AddError {}
 
 /// The methods a daemon answers, by name, with the introspection methods
 /// (`system.listMethods`, `system.methodSignature`, `system.methodHelp`,
-/// `system.getCapabilities`, `system.multicall`) always present.
+/// `system.getCapabilities`, `system.multicall`) and `rpc.discover` (the
+/// OpenRPC document) always present.
 pub struct Registry<C> {
     pub(super) methods: BTreeMap<String, Method<C>>,
     /// The most entries one `system.multicall` may run.
     pub(super) max_multicall: usize,
+    /// The title and version `rpc.discover` describes the server with.
+    pub(super) info: (String, String),
 }
 
 impl<C> Default for Registry<C> {
@@ -501,11 +522,20 @@ impl<C> fmt::Debug for Registry<C> {
 impl<C> Registry<C> {
     /// A registry holding only the introspection methods.
     pub fn new() -> Self {
-        let mut registry = Registry { methods: BTreeMap::new(), max_multicall: 1000 };
+        let info = ("forkd".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        let mut registry = Registry { methods: BTreeMap::new(), max_multicall: 1000, info };
+        // Not through `add`, which keeps the reserved "rpc." names for these.
         for method in introspection::methods() {
-            registry.add(method).expect("built-in method names are unique");
+            let previous = registry.methods.insert(method.name.clone(), method);
+            assert!(previous.is_none(), "built-in method names are unique");
         }
         registry
+    }
+
+    /// Sets the title and version that `rpc.discover` gives in its `info`
+    /// (by default "forkd" and forkd's version).
+    pub fn set_info(&mut self, title: impl Into<String>, version: impl Into<String>) {
+        self.info = (title.into(), version.into());
     }
 
     /// Adds `method`.

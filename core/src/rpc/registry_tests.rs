@@ -58,6 +58,53 @@ fn args_by_name_and_position() {
 }
 
 #[test]
+fn typed_handlers_take_their_params_by_name_or_position_and_return_anything_into_reply() {
+    #[derive(serde::Deserialize)]
+    struct Greet {
+        name: String,
+        times: Option<i64>,
+    }
+    let mut r: Registry<()> = Registry::new();
+    r.add(
+        Method::typed("greet", |_: &mut (), p: Greet| -> Result<String, RpcError> {
+            match p.times {
+                Some(n) if n < 0 => Err(RpcError::invalid_params("times must not be negative")),
+                n => Ok(format!("hello {}", p.name).repeat(n.unwrap_or(1) as usize)),
+            }
+        })
+        .param(ParamType::String, "name")
+        .signature()
+        .param(ParamType::String, "name")
+        .param(ParamType::Int, "times"),
+    )
+    .unwrap();
+    r.add(
+        Method::typed("pair", |_: &mut (), (a, b): (i64, String)| serde_json::json!([b, a]))
+            .param(ParamType::Int, "a")
+            .param(ParamType::String, "b"),
+    )
+    .unwrap();
+    r.add(Method::new("text", |_: &mut (), _: &Args| "plain text")).unwrap();
+    let named = |j: &str| Params::Named(serde_json::from_str(j).unwrap());
+    let answer = |r: &mut Registry<()>, m: &str, p: Params| match r.dispatch(&mut (), m, p) {
+        Reply::Value(v) => Ok(v),
+        Reply::Error(e) => Err((e.code, e.message)),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answer(&mut r, "greet", named(r#"{"name":"x"}"#)), Ok(Value::from("hello x")));
+    assert_eq!(
+        answer(&mut r, "greet", Params::Positional(vec![Value::from("y"), Value::from(2)])),
+        Ok(Value::from("hello yhello y"))
+    );
+    assert_eq!(answer(&mut r, "greet", named(r#"{"name":"x","times":-1}"#)).unwrap_err().0, codes::INVALID_PARAMS);
+    // A call that fits no declared signature is refused before the type is made.
+    assert_eq!(answer(&mut r, "greet", named(r#"{"name":1}"#)).unwrap_err().0, codes::INVALID_PARAMS);
+    // A tuple takes the params in their declared order, named or not.
+    assert_eq!(answer(&mut r, "pair", named(r#"{"b":"s","a":7}"#)), Ok(serde_json::json!(["s", 7])));
+    assert_eq!(answer(&mut r, "text", Params::None), Ok(Value::from("plain text")));
+}
+
+#[test]
 fn param_types() {
     use serde_json::json;
     let values = [json!("s"), json!(1), json!(-1), json!(1.5), json!(true), json!([]), json!({}), json!(null)];

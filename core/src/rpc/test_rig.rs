@@ -35,7 +35,7 @@ fn own_methods() -> Vec<Method<Ctx>> {
         Method::new("my.echo", |_: &mut Ctx, args: &Args| {
             Reply::Value(args.get("message").cloned().unwrap_or(Value::Null))
         })
-        .description("I'm here to reply your data")
+        .help("I'm here to reply your data")
         .param(ParamType::String, "message")
         .returns(ParamType::String),
         Method::new("test.add", |_: &mut Ctx, args: &Args| {
@@ -45,7 +45,7 @@ fn own_methods() -> Vec<Method<Ctx>> {
                 None => Reply::Error(RpcError::server_error(-32000, "integer overflow")),
             }
         })
-        .description("Add two integers.")
+        .help("Add two integers.")
         .param(ParamType::Int, "a")
         .param(ParamType::Int, "b")
         .returns(ParamType::Int),
@@ -53,23 +53,23 @@ fn own_methods() -> Vec<Method<Ctx>> {
             ctx.next_defer += 1;
             Reply::Deferred(DeferId(ctx.next_defer - 1))
         })
-        .description("Answer later.")
+        .help("Answer later.")
         .returns(ParamType::Any),
         Method::new("test.notify", |ctx: &mut Ctx, args: &Args| {
             ctx.notes.push(args.get_str("message").unwrap_or_default().to_string());
             Reply::Value(Value::Null)
         })
-        .description("Record a message.")
+        .help("Record a message.")
         .param(ParamType::String, "message")
         .returns(ParamType::Null),
         Method::new("test.identity", |_: &mut Ctx, args: &Args| {
             Reply::Value(args.index(0).cloned().unwrap_or(Value::Null))
         })
-        .description("Return the value given.")
+        .help("Return the value given.")
         .param(ParamType::Any, "value")
         .returns(ParamType::Any),
         Method::new("test.multi", |_: &mut Ctx, args: &Args| Reply::Value(Value::from(args.signature())))
-            .description("Two signatures.")
+            .help("Two signatures.")
             .param(ParamType::Int, "x")
             .returns(ParamType::Int)
             .signature()
@@ -77,7 +77,7 @@ fn own_methods() -> Vec<Method<Ctx>> {
             .param(ParamType::String, "y")
             .returns(ParamType::Int),
         Method::new("test.types", |_: &mut Ctx, _: &Args| Reply::Value(Value::Bool(true)))
-            .description("Every param type.")
+            .help("Every param type.")
             .param(ParamType::String, "s")
             .param(ParamType::Int, "i")
             .param(ParamType::Double, "d")
@@ -86,6 +86,19 @@ fn own_methods() -> Vec<Method<Ctx>> {
             .param(ParamType::Struct, "t")
             .param(ParamType::Null, "n")
             .returns(ParamType::Boolean),
+        Method::new("test.typed", |_: &mut Ctx, args: &Args| {
+            let (when, data) = (args.get_datetime("when"), args.get_bytes("data"));
+            Reply::Value(serde_json::json!({
+                "when": args.get("when"),
+                "year": when.map(|t| t.year()),
+                "data": args.get("data"),
+                "length": data.map(|d| d.len()),
+            }))
+        })
+        .help("A date-time and bytes, typed whichever protocol carried them.")
+        .param(ParamType::DateTime, "when")
+        .param(ParamType::Base64, "data")
+        .returns(ParamType::Struct),
         Method::new("test.fail", |_: &mut Ctx, _: &Args| Reply::Error(RpcError::internal_error("the handler failed"))),
         Method::new("test.busy", |_: &mut Ctx, _: &Args| {
             Reply::Error(RpcError::server_error(-32001, "busy, try later").with_data(serde_json::json!({"retry": 5})))

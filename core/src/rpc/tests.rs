@@ -118,7 +118,7 @@ fn jsonrpc_errors() {
             b"{\"jsonrpc\":\"2.0\",\"method\":1,\"id\":1}\n{\"jsonrpc\":\"2.0\",\"method\":\"get_data\",\"id\":2}\n",
         ),
         ("-32601 method not found", b"{\"jsonrpc\":\"2.0\",\"method\":\"no.such\",\"id\":1}\n"),
-        ("-32601 rpc. names", b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.discover\",\"id\":1}\n"),
+        ("-32601 rpc. names", b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.other\",\"id\":1}\n"),
         (
             "-32602 missing param (named)",
             b"{\"jsonrpc\":\"2.0\",\"method\":\"my.echo\",\"params\":{\"messag\":\"x\"},\"id\":1}\n",

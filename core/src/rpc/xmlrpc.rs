@@ -1,22 +1,28 @@
 //! XML-RPC: `<methodCall>` in, `<methodResponse>` out.
 //!
 //! A call becomes a method name and positional params in the shared value
-//! model (see [`value`](super::value)), so XML-RPC clients reach the same
-//! registry as JSON-RPC ones. Parsing goes through quick-xml for
+//! model (see [`value`]), so XML-RPC clients reach the same
+//! registry as JSON-RPC ones. Every type of the spec round-trips:
+//! `dateTime.iso8601` and `base64` become tagged values and are written
+//! back as themselves, `<i8>` and `<nil/>` (the common extensions) are
+//! read and written, a `<value>` without a type is a string. Parsing goes through quick-xml for
 //! well-formedness and entities, then a small recursive descent over the
 //! element stream checks the XML-RPC grammar; nesting is bounded so that a
-//! megabyte of `<array>` cannot exhaust the stack.
+//! megabyte of `<array>` cannot exhaust the stack. A document is UTF-8, or
+//! ISO-8859-1 when its declaration says so. A `<struct>` whose only member
+//! has the name of a tag is refused: it would read as a typed value.
 //!
 //! Errors follow the de-facto "faults_interop" codes: XML that is not
 //! well-formed is -32700, well-formed XML that is not an XML-RPC call is
 //! -32600. Either way the answer is a fault, never a dropped connection:
-//! XML-RPC has no other way to report a failure.
+//! XML-RPC has no other way to report a failure. A fault quotes at most a
+//! few dozen characters of the input (see [`quote`]).
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::error::RpcError;
-use super::value::{Map, Value};
+use super::error::{clip, quote, RpcError};
+use super::value::{self, Map, Typed, Value};
 
 /// How deeply arrays and structs may nest in a call, like serde_json's
 /// own recursion limit.
@@ -31,11 +37,52 @@ pub struct Call {
     pub params: Vec<Value>,
 }
 
-/// Decodes a `<methodCall>` document.
+/// How many characters of a message from the XML parser an error keeps:
+/// such a message may quote names of the input, which have no bound.
+const MAX_XML_ERROR: usize = 256;
+
+/// Decodes a `<methodCall>` document, in UTF-8 or, when its declaration
+/// says so, ISO-8859-1 (see `document_text`).
 pub fn decode_call(bytes: &[u8]) -> Result<Call, RpcError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| RpcError::parse_error("invalid xml: not utf-8"))?;
-    let mut parser = Parser { tokens: tokenize(text)?, pos: 0 };
+    let text = document_text(bytes)?;
+    let mut parser = Parser { tokens: tokenize(&text)?, pos: 0 };
     parser.call()
+}
+
+/// The text of a document: UTF-8 unless its XML declaration names
+/// ISO-8859-1 (Latin-1), which Python's `ServerProxy(..., encoding=...)`
+/// sends and which maps byte for byte to the first 256 code points.
+/// US-ASCII is UTF-8's subset; any other encoding is refused (-32700).
+fn document_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, RpcError> {
+    let utf8 = || {
+        std::str::from_utf8(bytes)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|_| RpcError::parse_error("invalid xml: not utf-8"))
+    };
+    let Some(encoding) = declared_encoding(bytes) else {
+        return utf8();
+    };
+    match encoding.to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" | "us-ascii" | "ascii" => utf8(),
+        "iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin-1" | "latin1" | "l1" => {
+            Ok(std::borrow::Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()))
+        }
+        other => Err(RpcError::parse_error(format!(
+            "invalid xml: encoding '{}' is not supported, only UTF-8 and ISO-8859-1",
+            quote(other)
+        ))),
+    }
+}
+
+/// The `encoding` of the XML declaration that opens `bytes`, if any.
+fn declared_encoding(bytes: &[u8]) -> Option<String> {
+    let head = bytes.strip_prefix(b"<?xml")?;
+    let end = head.windows(2).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&head[..end]).ok()?;
+    let rest = decl[decl.find("encoding")? + "encoding".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let quote_char = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = &rest[1..];
+    Some(value[..value.find(quote_char)?].to_string())
 }
 
 /// The response carrying `value`.
@@ -98,6 +145,11 @@ fn write_value(out: &mut String, value: &Value) {
             out.push_str("</data></array>");
         }
         Value::Object(members) => {
+            if let Some((kind, text)) = value::typed(value) {
+                write_typed(out, kind, &text);
+                out.push_str("</value>");
+                return;
+            }
             out.push_str("<struct>");
             for (name, member) in members {
                 out.push_str("<member><name>");
@@ -110,6 +162,22 @@ fn write_value(out: &mut String, value: &Value) {
         }
     }
     out.push_str("</value>");
+}
+
+/// A tagged date-time or byte string, given its canonical text, as its
+/// own XML-RPC type: a date-time in the spec's basic form.
+fn write_typed(out: &mut String, kind: Typed, text: &str) {
+    match kind {
+        Typed::DateTime => {
+            let basic = text.parse::<value::DateTime>().map(|t| t.to_xmlrpc()).unwrap_or_default();
+            out.push_str(&format!("<dateTime.iso8601>{basic}</dateTime.iso8601>"));
+        }
+        Typed::Base64 => {
+            out.push_str("<base64>");
+            out.push_str(text);
+            out.push_str("</base64>");
+        }
+    }
 }
 
 /// A double in the XML-RPC grammar: digits, a point, digits; no exponent.
@@ -152,7 +220,9 @@ enum Token {
 }
 
 fn tokenize(text: &str) -> Result<Vec<Token>, RpcError> {
-    let bad_xml = |e: &dyn std::fmt::Display| RpcError::parse_error(format!("invalid xml: {e}"));
+    let bad_xml = |e: &dyn std::fmt::Display| {
+        RpcError::parse_error(format!("invalid xml: {}", clip(&e.to_string(), MAX_XML_ERROR)))
+    };
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.expand_empty_elements = true;
@@ -196,10 +266,24 @@ fn local_name(bytes: &[u8]) -> String {
 
 fn describe(token: &Token) -> String {
     match token {
-        Token::Start(name) => format!("<{name}>"),
-        Token::End(name) => format!("</{name}>"),
+        Token::Start(name) => format!("<{}>", quote(name)),
+        Token::End(name) => format!("</{}>", quote(name)),
         Token::Text(_) => "text".to_string(),
         Token::Eof => "end of document".to_string(),
+    }
+}
+
+/// Refuses a struct whose only member bears the name of a tagged value
+/// (see [`value`](super::value)): inside the daemon it would be that
+/// date-time or byte string, not the struct the client sent.
+fn reserved_member(members: &Map<String, Value>) -> Result<(), RpcError> {
+    match members.keys().next() {
+        Some(name) if members.len() == 1 && (name == value::DATETIME_TAG || name == value::BASE64_TAG) => {
+            Err(RpcError::invalid_request(format!(
+                "a struct whose only member is '{name}' is refused: the name is reserved for forkd's typed values"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -335,7 +419,7 @@ impl Parser {
     }
 
     fn typed(&mut self, ty: &str, depth: usize) -> Result<Value, RpcError> {
-        let invalid = |text: &str| not_xmlrpc(format!("invalid <{ty}> '{}'", text.trim()));
+        let invalid = |text: &str| not_xmlrpc(format!("invalid <{ty}> '{}'", quote(text.trim())));
         match ty {
             "string" => Ok(Value::String(self.scalar(ty)?)),
             "int" | "i4" | "i8" => {
@@ -356,7 +440,17 @@ impl Parser {
                 let f: f64 = text.trim().parse().map_err(|_| invalid(&text))?;
                 serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| invalid(&text))
             }
-            "dateTime.iso8601" | "base64" => Ok(Value::String(self.scalar(ty)?.trim().to_string())),
+            "dateTime.iso8601" => {
+                let text = self.scalar(ty)?;
+                text.trim().parse().map(|t| value::datetime(&t)).map_err(|_| invalid(&text))
+            }
+            "base64" => {
+                // Peers break long base64 into lines (Python every 76
+                // characters): the breaks are not part of the data.
+                let text = self.scalar(ty)?;
+                let packed: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                value::base64_decode(&packed).map(|data| value::bytes(&data)).ok_or_else(|| invalid(&text))
+            }
             "nil" => {
                 let text = self.scalar(ty)?;
                 if text.trim().is_empty() {
@@ -386,9 +480,10 @@ impl Parser {
                     members.insert(name, value);
                 }
                 self.end("struct")?;
+                reserved_member(&members)?;
                 Ok(Value::Object(members))
             }
-            other => Err(not_xmlrpc(format!("unknown type <{other}>"))),
+            other => Err(not_xmlrpc(format!("unknown type <{}>", quote(other)))),
         }
     }
 }

@@ -6,26 +6,61 @@ use std::time::Duration;
 /// How a worker is installed (the seed's `install($worker, $looptime, $forever)`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerSpec {
+    /// Its name, unique in the daemon; a pool's instances share it.
     pub name: String,
+    /// How long one turn of its loop lasts at least.
     pub looptime: Duration,
-    /// Restarted when it dies; otherwise its exit stops the daemon.
-    pub forever: bool,
+    /// What its exit does.
+    pub restart: Restart,
     /// How many instances run (a pool); changed at runtime by `worker.scale`.
     pub instances: u32,
 }
 
+/// What a worker's exit does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Restart {
+    /// It is restarted whenever it exits, within the restart policy's
+    /// bounds (the seed's `forever`).
+    #[default]
+    Always,
+    /// It is restarted when it fails (a non-zero exit, a signal, a hang);
+    /// a clean exit leaves it stopped, and the daemon goes on.
+    OnFailure,
+    /// It is never restarted: its exit, clean or not, stops the daemon
+    /// (the seed's `forever = false`).
+    Never,
+}
+
+impl Restart {
+    /// Its name in `worker.status`: `always`, `on-failure`, `never`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+}
+
 /// What happens when an instance has used up its restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnFailure {
+    /// Stop the daemon: a failed worker is a failed service.
     StopDaemon,
+    /// Leave the instance failed, and keep the daemon and the other
+    /// workers running.
     KeepRunning,
 }
 
 /// Bounds on restarts and waits.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestartPolicy {
     /// The second restart in a row waits this long; each one after doubles it.
     pub backoff_initial: Duration,
+    /// The longest backoff.
     pub backoff_max: Duration,
     /// An instance up this long has its backoff reset.
     pub stable_after: Duration,
@@ -36,6 +71,7 @@ pub struct RestartPolicy {
     /// each crash now and then is not failed because together they restart
     /// often; one member that crash-loops is.
     pub period: Duration,
+    /// What a failed instance does to the daemon.
     pub on_failure: OnFailure,
     /// An instance whose heartbeat is older than this is killed (and
     /// restarted if `forever`); `None` disables hang detection.

@@ -4,7 +4,8 @@
 use super::*;
 
 fn spec(forever: bool) -> WorkerSpec {
-    WorkerSpec { name: "w".into(), looptime: Duration::from_secs(1), forever, instances: 1 }
+    let restart = if forever { policy::Restart::Always } else { policy::Restart::Never };
+    WorkerSpec { name: "w".into(), looptime: Duration::from_secs(1), restart, instances: 1 }
 }
 
 fn t(ms: u64) -> Instant {

@@ -17,8 +17,8 @@ use forkd_os::{ExitStatus, Fd, Instant, KillTarget, Os, Pid, PollFd, Ready, Sign
 use serde_json::{json, Value};
 
 use super::{
-    run_worker, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess, WorkerState,
-    EXIT_OK, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL, REGION_SIZE,
+    run_worker, BoxError, Channel, ChannelError, Command, Context, Reply, Worker, WorkerEvent, WorkerProcess,
+    WorkerState, EXIT_OK, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL, REGION_SIZE,
 };
 
 /// The longest any single wait of a scenario may take, beyond ten looptimes.
@@ -41,14 +41,14 @@ pub struct Probe {
 const SPINS: u32 = 10_000_000;
 
 impl Worker for Probe {
-    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         if self.fail_spinup {
             return Err("spinup says no".into());
         }
-        ctx.send(json!({ "spinup": ctx.instance() })).map_err(|e| e.to_string())
+        Ok(ctx.send(json!({ "spinup": ctx.instance() }))?)
     }
 
-    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         assert_eq!(ctx.events().last(), Some(&WorkerEvent::LoopStart));
         if self.panic_in_work {
             panic!("probe panics");
@@ -70,7 +70,7 @@ impl Worker for Probe {
         let _ = ctx.send(json!({ "spindown": saw_stop && should_stop }));
     }
 
-    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, String> {
+    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, BoxError> {
         if msg == json!("fail") {
             return Err("asked to fail".into());
         }
@@ -80,10 +80,13 @@ impl Worker for Probe {
 
 /// The daemon's end of a spawned probe.
 pub struct Spawned {
+    /// The probe's process.
     pub pid: Pid,
+    /// The daemon's view of the probe's channel.
     pub channel: Channel,
     /// The daemon's end of the socket pair.
     pub wake: Fd,
+    /// The looptime the probe was spawned with.
     pub looptime: Duration,
 }
 
@@ -187,10 +190,13 @@ pub fn command<O: Os>(os: &mut O, s: &Spawned, command: Command) -> (Reply, Dura
 pub struct Observed {
     /// From the pause command's wake-up byte to its reply.
     pub pause_ack: Duration,
+    /// The loop count when the pause was acknowledged; it must not move
+    /// while paused.
     pub loops_at_pause: u64,
     /// The first heartbeat seen five looptimes or more after the pause was
     /// acknowledged, and when it was seen.
     pub heartbeat_paused: Instant,
+    /// When the daemon looked, on its own clock.
     pub paused_until: Instant,
 }
 

@@ -12,6 +12,7 @@ use super::channel::{Channel, ChannelError};
 
 /// Something that happened to the worker, as its user code sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum WorkerEvent {
     /// An iteration of the loop body starts (the last event `work` sees).
     LoopStart,
@@ -53,6 +54,18 @@ pub struct Context<'a> {
     pub(crate) stopping: bool,
     pub(crate) channel: &'a Channel,
     pub(crate) link: &'a mut dyn Link,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("instance", &self.instance)
+            .field("loops", &self.loops)
+            .field("events", &self.events)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context<'_> {

@@ -16,7 +16,7 @@
 //!   writes it with [`Channel`]'s "daemon side" methods.
 //! - [`process`] is the worker process's entry, [`run_worker`], generic over
 //!   the `Os`: it never calls the kernel itself.
-//! - [`checks`] is a scenario written once and run both in the simulation
+//! - `checks` (with the `testing` feature) is a scenario written once and run both in the simulation
 //!   and against the kernel.
 //!
 //! A worker must never be able to take the daemon down: everything the
@@ -37,6 +37,11 @@ pub use process::{
     run_worker, WorkerProcess, EXIT_OK, EXIT_OS_ERROR, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL,
 };
 
+/// The error a worker's calls return: any error, boxed, so that `?` works
+/// on an I/O error, a parse error or a `String` alike. Its message is what
+/// `worker.status` reports as the last error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A worker's behaviour: what its process does in each of its states.
 ///
 /// A worker is moved into its own process when the daemon forks it, so it
@@ -44,18 +49,33 @@ pub use process::{
 /// [`Context`] for the worker's name, loop count, events and a way to talk
 /// back to the daemon. A panic in any call ends the process (exit code 70)
 /// with `panic: MESSAGE` as its last error.
+///
+/// ```
+/// use forkd_core::worker::{BoxError, Context, Worker};
+///
+/// /// Counts the entries of a directory, every loop.
+/// struct Lister;
+///
+/// impl Worker for Lister {
+///     fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
+///         let n = std::fs::read_dir(std::env::temp_dir())?.count();
+///         log::debug!(target: ctx.target(), "{n} entries");
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait Worker: Send + 'static {
     /// Runs once before the loop. An `Err` is recorded as the last error and
     /// the process exits with code 1 without looping and without
     /// `spindown`: clean up before failing.
-    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), String> {
+    fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         let _ = ctx;
         Ok(())
     }
 
     /// The loop body (the seed's `loop()`), run every looptime. An `Err` is
     /// recorded as the last error and logged; the loop goes on.
-    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), String>;
+    fn work(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError>;
 
     /// Runs once when the worker stops gracefully: a stop command, SIGTERM
     /// or SIGINT, or the daemon gone. Not after a failed spinup or a panic.
@@ -63,8 +83,9 @@ pub trait Worker: Send + 'static {
         let _ = ctx;
     }
 
-    /// Answers a custom message from the daemon; the result is the reply.
-    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, String> {
+    /// Answers a custom message from the daemon; the result is the reply
+    /// (an `Err` reaches the caller as its message).
+    fn on_message(&mut self, ctx: &mut Context<'_>, msg: Value) -> Result<Value, BoxError> {
         let _ = (ctx, msg);
         Err("no handler for custom messages".into())
     }

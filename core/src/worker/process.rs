@@ -75,13 +75,17 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything a worker process starts with, moved into its entry.
 pub struct WorkerProcess {
+    /// The worker's name, as installed (the process title and the log use it).
     pub name: String,
     /// Index in the worker's pool.
     pub instance: u32,
     /// How often the body runs, its own duration included. Zero runs it
     /// back to back, still handling commands between iterations.
     pub looptime: Duration,
+    /// The user's worker: its spinup, body and spindown run in this process.
     pub worker: Box<dyn Worker>,
+    /// The shared-memory channel to the daemon: state, heartbeat, commands,
+    /// replies and events.
     pub channel: Channel,
     /// The worker's end of its socket pair; the daemon holds the other.
     pub wake: Fd,
@@ -201,7 +205,7 @@ struct Runner<'o, O: Os> {
 impl<O: Os> Runner<'_, O> {
     fn run(&mut self) -> i32 {
         self.enter(WorkerState::Spinup);
-        match self.call(|w, ctx| w.spinup(ctx)) {
+        match self.call(|w, ctx| w.spinup(ctx).map_err(|e| e.to_string())) {
             Err(p) => return self.panicked(p),
             Ok(Err(e)) => {
                 log::error!(target: &self.target, "spinup failed: {e}");
@@ -336,7 +340,7 @@ impl<O: Os> Runner<'_, O> {
             }
             (WorkerState::Looping | WorkerState::Paused, Command::Message(msg)) => {
                 self.push_event(WorkerEvent::Message);
-                self.call(|w, ctx| w.on_message(ctx, msg))?
+                self.call(|w, ctx| w.on_message(ctx, msg).map_err(|e| e.to_string()))?
             }
             // Commands are only read in the loop, after spinup and before
             // spindown.
@@ -355,7 +359,7 @@ impl<O: Os> Runner<'_, O> {
 
     fn run_body(&mut self) -> Result<(), Panicked> {
         self.push_event(WorkerEvent::LoopStart);
-        let result = self.call(|w, ctx| w.work(ctx))?;
+        let result = self.call(|w, ctx| w.work(ctx).map_err(|e| e.to_string()))?;
         self.loops += 1;
         self.channel.set_loops(self.loops);
         self.push_event(WorkerEvent::LoopStop);

@@ -1,12 +1,12 @@
 //! The client's token lookup and its refusals of unsafe token files.
 
 use super::*;
-use crate::testdir::TestDir;
+use forkd_os::testing::TempDir;
 use std::os::unix::fs::PermissionsExt;
 
 const T: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn token_file(dir: &TestDir, content: &str, mode: u32) -> PathBuf {
+fn token_file(dir: &TempDir, content: &str, mode: u32) -> PathBuf {
     let path = dir.join("daemon.token");
     std::fs::write(&path, content).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -19,7 +19,7 @@ fn found(t: &str, source: TokenSource) -> Lookup {
 
 #[test]
 fn token_lookup_prefers_given_then_env_then_file() {
-    let dir = TestDir::new("token-order");
+    let dir = TempDir::new("token-order");
     let file = token_file(&dir, &format!("{T}\n"), 0o600);
     let env = || Some(OsString::from("from-env"));
     assert_eq!(find_token(Some("given"), env(), Some(&file)).unwrap(), found("given", TokenSource::Given));
@@ -35,7 +35,7 @@ fn token_lookup_prefers_given_then_env_then_file() {
 
 #[test]
 fn a_missing_token_file_is_no_token_and_says_where_it_was_looked_for() {
-    let dir = TestDir::new("token-missing");
+    let dir = TempDir::new("token-missing");
     let file = dir.join("daemon.token");
     assert_eq!(find_token(None, None, Some(&file)).unwrap(), Lookup::Missing(Some(file.clone())));
     let e = ClientError::NoToken { address: "tcp://127.0.0.1:1".parse().unwrap(), token_file: Some(file.clone()) };
@@ -47,7 +47,7 @@ fn a_missing_token_file_is_no_token_and_says_where_it_was_looked_for() {
 
 #[test]
 fn a_token_file_readable_by_others_is_refused_but_a_given_token_still_goes() {
-    let dir = TestDir::new("token-exposed");
+    let dir = TempDir::new("token-exposed");
     let file = token_file(&dir, T, 0o644);
     let e = find_token(None, None, Some(&file)).unwrap_err();
     assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::Exposed(_), .. }), "{e:?}");
@@ -61,7 +61,7 @@ fn a_token_file_readable_by_others_is_refused_but_a_given_token_still_goes() {
 
 #[test]
 fn a_symlinked_token_file_is_refused() {
-    let dir = TestDir::new("token-symlink");
+    let dir = TempDir::new("token-symlink");
     let target = token_file(&dir, T, 0o600);
     let link = dir.join("link.token");
     std::os::unix::fs::symlink(&target, &link).unwrap();
@@ -72,7 +72,7 @@ fn a_symlinked_token_file_is_refused() {
 
 #[test]
 fn a_token_file_that_is_no_file_or_holds_no_token_is_refused() {
-    let dir = TestDir::new("token-bad");
+    let dir = TempDir::new("token-bad");
     let e = find_token(None, None, Some(dir.path())).unwrap_err();
     assert!(matches!(e, ClientError::TokenFile { error: TokenFileError::NotRegular, .. }), "{e:?}");
     let empty = token_file(&dir, " \n", 0o600);
@@ -138,7 +138,7 @@ fn a_refused_token_says_where_it_came_from() {
 
 #[test]
 fn without_a_token_a_refusal_tells_where_the_client_looked() {
-    let dir = TestDir::new("token-none");
+    let dir = TempDir::new("token-none");
     let file = dir.join("daemon.token");
     let (address, server) = fake_daemon(&[REFUSED]);
     let options = ConnectOptions::new(Duration::from_secs(30)).token_file(&file);

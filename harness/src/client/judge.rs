@@ -118,16 +118,30 @@ impl Client {
         // What a command to a worker may meet besides success: no process
         // to take it, a process that died first, a daemon that stops.
         let refused = |c: i64| [codes::WORKER_NOT_RUNNING, codes::WORKER_ERROR, codes::STOPPING].contains(&c);
-        // Answers keyed by worker name the instances of a pool as `name/i`.
-        let names: BTreeSet<String> = self
-            .ctx
-            .workers
-            .iter()
-            .flat_map(|(n, count)| match count {
-                1 => vec![n.clone()],
-                _ => (0..*count).map(|i| format!("{n}/{i}")).collect(),
-            })
-            .collect();
+        // Answers list instances by worker name and instance number.
+        let all: BTreeSet<(String, u64)> =
+            self.ctx.workers.iter().flat_map(|(n, count)| (0..u64::from(*count)).map(|i| (n.clone(), i))).collect();
+        let of = |name: &str| -> BTreeSet<(String, u64)> { all.iter().filter(|(n, _)| n == name).cloned().collect() };
+        // An array of entries for exactly `want`, in order, each passing `ok`.
+        let entries = |v: &Value, want: &BTreeSet<(String, u64)>, ok: &dyn Fn(&Value) -> bool| match v {
+            Value::Array(items) => {
+                let keys: Vec<(String, u64)> = items
+                    .iter()
+                    .filter_map(|e| Some((e.get("name")?.as_str()?.to_string(), e.get("instance")?.as_u64()?)))
+                    .collect();
+                keys.len() == items.len()
+                    && keys.iter().cloned().collect::<BTreeSet<_>>() == *want
+                    && keys.windows(2).all(|w| w[0] < w[1])
+                    && items.iter().all(ok)
+            }
+            _ => false,
+        };
+        let acted = |e: &Value| e.get("ok") == Some(&json!(true));
+        let acted_or_said = |e: &Value| acted(e) || e.get("error").is_some_and(Value::is_string);
+        let state = |e: &Value| {
+            ["spinup", "looping", "paused", "spindown", "exited", "stopped", "failed"]
+                .contains(&e.get("state").and_then(Value::as_str).unwrap_or(""))
+        };
         match call {
             WorkerCall::Pause(Some(n)) | WorkerCall::Resume(Some(n)) | WorkerCall::Restart(n) if !self.known(n) => {
                 outcome == Err(codes::UNKNOWN_WORKER)
@@ -135,33 +149,20 @@ impl Client {
             WorkerCall::Send(n, _) | WorkerCall::Status(Some(n)) if !self.known(n) => {
                 outcome == Err(codes::UNKNOWN_WORKER)
             }
-            WorkerCall::Pause(Some(_)) | WorkerCall::Resume(Some(_)) => match outcome {
-                Ok(r) => *r == json!(true),
+            WorkerCall::Pause(Some(n)) | WorkerCall::Resume(Some(n)) => match outcome {
+                Ok(r) => entries(r, &of(n), &acted),
                 Err(c) => refused(c),
             },
             WorkerCall::Pause(None) | WorkerCall::Resume(None) => match outcome {
-                Ok(Value::Object(map)) => {
-                    map.keys().cloned().collect::<BTreeSet<_>>() == names
-                        && map.values().all(|v| *v == json!(true) || v.get("error").is_some_and(Value::is_string))
-                }
-                Ok(_) => false,
+                Ok(r) => entries(r, &all, &acted_or_said),
                 Err(c) => c == codes::STOPPING,
             },
             WorkerCall::Send(_, msg) => match outcome {
                 Ok(r) => *r == json!({ "echo": msg }),
                 Err(c) => refused(c),
             },
-            WorkerCall::Status(Some(_)) => matches!(outcome, Ok(Value::Object(_) | Value::Array(_))),
-            WorkerCall::Status(None) => match outcome {
-                Ok(Value::Object(map)) => {
-                    map.keys().cloned().collect::<BTreeSet<_>>() == names
-                        && map.values().all(|v| {
-                            ["spinup", "looping", "paused", "spindown", "exited", "stopped", "failed"]
-                                .contains(&v.as_str().unwrap_or(""))
-                        })
-                }
-                _ => false,
-            },
+            WorkerCall::Status(Some(n)) => matches!(outcome, Ok(r) if entries(r, &of(n), &state)),
+            WorkerCall::Status(None) => matches!(outcome, Ok(r) if entries(r, &all, &state)),
             WorkerCall::List => {
                 let total: u32 = self.ctx.workers.iter().map(|(_, n)| n).sum();
                 match outcome {
@@ -174,7 +175,10 @@ impl Client {
                     _ => false,
                 }
             }
-            WorkerCall::Restart(_) => outcome == Ok(&json!(true)),
+            WorkerCall::Restart(n) => match outcome {
+                Ok(r) => entries(r, &of(n), &acted),
+                Err(c) => c == codes::STOPPING,
+            },
         }
     }
 }

@@ -23,7 +23,7 @@ impl Scenario {
         let mut sr = Rng::derive(seed, "security");
         let idle_timeout = ms(*r.pick(&[300, 800, 2000]));
         let daemon = DaemonPlan {
-            read_buffer: *r.pick(&[7usize, 64, 256, 1024, 4096]),
+            socket_buffer: *r.pick(&[7usize, 64, 256, 1024, 4096]),
             idle_timeout,
             max_connections,
             max_request: *r.pick(&[512usize, 2048, 8192]),
@@ -113,18 +113,17 @@ impl Scenario {
     /// single one, with no chaos process and no faults but the scheduling.
     pub fn machine(seed: u64, steps: Vec<Step>) -> Scenario {
         let mut r = Rng::derive(seed, "machine");
-        let restart = RestartPolicy {
-            backoff_initial: ms(5),
-            backoff_max: ms(50),
-            stable_after: ms(200),
-            intensity: 50,
-            period: ms(1000),
-            on_failure: OnFailure::StopDaemon,
-            hang_timeout: Some(ms(2000)),
-            stop_timeout: ms(50),
-        };
+        let mut restart = RestartPolicy::default();
+        restart.backoff_initial = ms(5);
+        restart.backoff_max = ms(50);
+        restart.stable_after = ms(200);
+        restart.intensity = 50;
+        restart.period = ms(1000);
+        restart.on_failure = OnFailure::StopDaemon;
+        restart.hang_timeout = Some(ms(2000));
+        restart.stop_timeout = ms(50);
         let daemon = DaemonPlan {
-            read_buffer: 64,
+            socket_buffer: 64,
             idle_timeout: ms(1000),
             max_connections: 8,
             max_request: 4096,
@@ -177,18 +176,19 @@ impl Scenario {
 /// How the daemon restarts its workers: small, varied bounds, so that
 /// backoffs, intensity and hang detection all come into play.
 fn restart_policy(r: &mut Rng) -> RestartPolicy {
-    RestartPolicy {
-        backoff_initial: ms(r.range(1, 10)),
-        backoff_max: ms(*r.pick(&[20, 50, 100, 200])),
-        stable_after: ms(*r.pick(&[50, 200, 1000])),
-        intensity: r.range(3, 8) as u32,
-        period: ms(*r.pick(&[200, 500, 2000])),
-        on_failure: if r.chance(70) { OnFailure::StopDaemon } else { OnFailure::KeepRunning },
-        // Above the worker's heartbeat interval (1 s), or an idle or
-        // paused worker would be taken for a hung one.
-        hang_timeout: if r.chance(50) { Some(ms(r.range(1500, 3000))) } else { None },
-        stop_timeout: ms(*r.pick(&[20, 50, 200, 500])),
-    }
+    // Drawn in this order, field by field: a seed replays its policy.
+    let mut p = RestartPolicy::default();
+    p.backoff_initial = ms(r.range(1, 10));
+    p.backoff_max = ms(*r.pick(&[20, 50, 100, 200]));
+    p.stable_after = ms(*r.pick(&[50, 200, 1000]));
+    p.intensity = r.range(3, 8) as u32;
+    p.period = ms(*r.pick(&[200, 500, 2000]));
+    p.on_failure = if r.chance(70) { OnFailure::StopDaemon } else { OnFailure::KeepRunning };
+    // Above the worker's heartbeat interval (1 s), or an idle or
+    // paused worker would be taken for a hung one.
+    p.hang_timeout = if r.chance(50) { Some(ms(r.range(1500, 3000))) } else { None };
+    p.stop_timeout = ms(*r.pick(&[20, 50, 200, 500]));
+    p
 }
 
 /// Up to three workers, forever or not, some pools, some prone to faults.

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// A private file reads back what was written, an absent one reads
+/// `None`, the size limit is inclusive, and an existing file is never
+/// overwritten.
 pub fn private_file_round_trip<O: Os>(os: &mut O, dir: &Path) {
     let path = dir.join("secret.token");
     assert_eq!(os.read_private_file(&path, 64).unwrap(), None, "an absent file is none, not an error");
@@ -18,6 +21,8 @@ pub fn private_file_round_trip<O: Os>(os: &mut O, dir: &Path) {
     os.remove_file(&path).unwrap();
 }
 
+/// A private file is made 0600, and one that others may read or write
+/// (or reached through a symbolic link) is refused with `PermissionDenied`.
 pub fn private_file_refused_when_others_may_read<O: Os + Tamper>(os: &mut O, dir: &Path) {
     let path = dir.join("open.token");
     os.write_private_file(&path, b"s3cr3t").unwrap();
@@ -38,6 +43,8 @@ pub fn private_file_refused_when_others_may_read<O: Os + Tamper>(os: &mut O, dir
     os.remove_file(&path).unwrap();
 }
 
+/// A pid file that is a symbolic link is refused as unsafe, and its
+/// target is left untouched.
 pub fn pid_file_through_a_symlink_is_refused<O: Os + Tamper>(os: &mut O, dir: &Path) {
     let target = dir.join("precious");
     let link = dir.join("daemon.pid");
@@ -55,6 +62,8 @@ pub fn pid_file_through_a_symlink_is_refused<O: Os + Tamper>(os: &mut O, dir: &P
     os.remove_file(&link).unwrap();
 }
 
+/// The peer of a unix stream, from a socket pair or a connect, is the
+/// process that made it, with its uid and gid.
 pub fn unix_peer_is_the_connecting_process<O: Os>(os: &mut O, dir: &Path) {
     let sig = os.install_signals(&[Signal::Chld]).unwrap();
     let (me, uid) = (os.pid(), os.uid());
@@ -90,6 +99,8 @@ pub fn unix_peer_is_the_connecting_process<O: Os>(os: &mut O, dir: &Path) {
     os.remove_file(addr.unix_path().unwrap()).unwrap();
 }
 
+/// Random bytes fill the whole buffer, whatever its length, and two
+/// draws differ.
 pub fn random_bytes_fill_and_differ<O: Os>(os: &mut O, _dir: &Path) {
     let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
     os.random_bytes(&mut a).unwrap();
@@ -101,6 +112,8 @@ pub fn random_bytes_fill_and_differ<O: Os>(os: &mut O, _dir: &Path) {
     assert_ne!(odd[8..], [0u8; 5], "a length that is not a multiple of 8 is filled to its end");
 }
 
+/// A unix socket file gets the mode asked for whatever the umask, and
+/// `listen` puts the umask back.
 pub fn unix_socket_mode_ignores_the_umask<O: Os + Tamper>(os: &mut O, dir: &Path) {
     let path = dir.join("mode.sock");
     let addr = Address::Unix(path.clone());
@@ -116,6 +129,8 @@ pub fn unix_socket_mode_ignores_the_umask<O: Os + Tamper>(os: &mut O, dir: &Path
     }
 }
 
+/// `file_kind` tells regular files, sockets and symbolic links apart
+/// (dangling ones too) without following links, and `None` for nothing.
 pub fn file_kind_tells_kinds_apart<O: Os + Tamper>(os: &mut O, dir: &Path) {
     let (file, sock, link, dangling) =
         (dir.join("kind.file"), dir.join("kind.sock"), dir.join("kind.link"), dir.join("kind.dangling"));

@@ -248,3 +248,79 @@ pub(super) fn file_kind(path: &Path) -> Option<FileKind> {
         FileKind::Other
     })
 }
+
+/// How [`open_regular`] opens a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenFor {
+    /// For reading; the file must exist.
+    Read,
+    /// For appending, created with this mode (less the umask) if missing.
+    Append {
+        /// The permission bits of a file that is created.
+        mode: u32,
+    },
+}
+
+/// Why [`open_regular`] refused a path.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenRegularError {
+    /// The path is a symbolic link, which is never followed.
+    Symlink,
+    /// The path names something other than a regular file (a FIFO, a
+    /// device, a directory).
+    NotRegular,
+    /// Opening it, or asking the open descriptor what it is, failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for OpenRegularError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenRegularError::Symlink => f.write_str("is a symbolic link"),
+            OpenRegularError::NotRegular => f.write_str("is not a regular file"),
+            OpenRegularError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenRegularError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenRegularError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a regular file without following a final symbolic link and
+/// without blocking on a FIFO or taking a terminal, then checks what the
+/// descriptor names: the caller judges the returned metadata (owner, mode)
+/// of the very file it will read or write, which cannot be swapped in
+/// between. For files outside a daemon's own `Os` (a log file, a client's
+/// token file).
+pub fn open_regular(path: &Path, how: OpenFor) -> Result<(std::fs::File, std::fs::Metadata), OpenRegularError> {
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let (flags, mode) = match how {
+        OpenFor::Read => (flags | libc::O_RDONLY, 0),
+        OpenFor::Append { mode } => (flags | libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, mode),
+    };
+    let file = match open(path, flags, mode as libc::mode_t) {
+        Ok(file) => std::fs::File::from(file),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(OpenRegularError::Symlink),
+        // O_NONBLOCK on a FIFO with no reader, opened for writing.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(OpenRegularError::NotRegular),
+        Err(e) => return Err(OpenRegularError::Io(e)),
+    };
+    let meta = file.metadata().map_err(OpenRegularError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(OpenRegularError::NotRegular);
+    }
+    Ok((file, meta))
+}
+
+/// The effective user of this process.
+pub fn effective_uid() -> u32 {
+    euid()
+}

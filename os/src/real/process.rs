@@ -69,6 +69,43 @@ pub(super) fn spawn(os: &mut RealOs, opts: SpawnOptions, entry: Entry<RealOs>) -
     }
 }
 
+pub(super) fn detach(os: &mut RealOs, launcher: Entry<RealOs>) -> io::Result<()> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!("cannot detach: the process has {threads} threads")));
+    }
+    // Safety: one thread; each side either returns into the caller's code
+    // (the daemon, which is the caller's continuation) or leaves by `_exit`.
+    match retry(|| unsafe { unistd::fork() })? {
+        ForkResult::Parent { child } => {
+            // The first child exits as soon as it has forked the daemon.
+            let _ = retry(|| nix::sys::wait::waitpid(child, None));
+            let code = panic::catch_unwind(AssertUnwindSafe(move || launcher(os))).unwrap_or(PANIC_EXIT_CODE);
+            use std::io::Write;
+            let _ = io::stdout().flush();
+            // Safety: the launcher's work is done; nothing of the caller's
+            // runs on, in this process.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Child => {
+            if setsid().is_err() {
+                // Safety: as above, in a child that is nobody's yet.
+                unsafe { libc::_exit(1) };
+            }
+            // Safety: one thread still.
+            match retry(|| unsafe { unistd::fork() }) {
+                Ok(ForkResult::Child) => {}
+                // Safety: as above.
+                Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+                // Safety: as above; the launcher reads the pipe's end.
+                Err(_) => unsafe { libc::_exit(1) },
+            }
+            os.pid = Pid(unistd::getpid().as_raw());
+            Ok(())
+        }
+    }
+}
+
 fn restore_mask(old_mask: &SigSet) {
     retry(|| pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None))
         .expect("a saved signal mask can always be restored");
@@ -193,6 +230,15 @@ fn wait_gone_by_kill(pid: Pid, deadline: Instant) -> io::Result<bool> {
         }
         time::sleep_until((now + GONE_POLL_INTERVAL).min(deadline));
     }
+}
+
+/// The descriptors the process has open, from `/proc/self/fd` (read to
+/// the end first, so that the directory's own descriptor is gone by the
+/// time the caller acts on the list).
+pub(super) fn open_descriptors() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    fds.into_iter().filter(|&fd| syscall!(fcntl(fd, libc::F_GETFD)).is_ok()).collect()
 }
 
 pub(super) fn setsid() -> io::Result<()> {

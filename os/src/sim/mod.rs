@@ -84,7 +84,10 @@ pub struct Faults {
 /// How a world is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The master seed: every scheduling choice and fault of the run derives
+    /// from it, so one seed replays one run.
     pub seed: u64,
+    /// How often each kind of fault is injected; none by default.
     pub faults: Faults,
     /// The run is cut short past this many scheduling points.
     pub max_steps: u64,
@@ -97,6 +100,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// The default set-up for `seed`: no faults, cut at 2,000,000 scheduling
+    /// points or one hour of virtual time, trace on, empty environment.
     pub fn new(seed: u64) -> Config {
         Config {
             seed,
@@ -123,6 +128,7 @@ pub enum Outcome {
 /// What a run left behind, for the caller's checks.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// Whether every process finished, the run deadlocked, or it was cut.
     pub outcome: Outcome,
     /// How the first process ended.
     pub root_status: Option<ExitStatus>,
@@ -144,27 +150,29 @@ pub struct Report {
     pub trace: Vec<TraceLine>,
     /// Virtual time at the end.
     pub now: Instant,
+    /// How many scheduling points the run went through.
     pub steps: u64,
 }
 
 impl Report {
     /// A 64-bit FNV-1a hash of the trace, to compare runs cheaply.
     pub fn trace_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf29ce484222325;
+        let mut h = crate::rng::Fnv1a::default();
         for line in &self.trace {
-            for b in line.to_string().bytes().chain(std::iter::once(b'\n')) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x100000001b3);
-            }
+            h.write(line.to_string().as_bytes());
+            h.write(b"\n");
         }
-        h
+        h.finish()
     }
 }
 
 /// What a process had not released when it exited.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
+    /// Descriptors still open, each with what it was (`stream 3.0`,
+    /// `listener unix:///…`, `signal pipe`, `pid file …`).
     pub fds: Vec<(Fd, String)>,
+    /// The world's numbers of the shared regions still mapped.
     pub regions: Vec<u64>,
 }
 
@@ -174,10 +182,30 @@ pub struct World {
 }
 
 impl World {
+    /// A world with the default set-up for `seed` ([`Config::new`]).
+    ///
+    /// ```
+    /// use forkd_os::sim::{Outcome, World};
+    /// use forkd_os::{ExitStatus, Os, SpawnOptions};
+    ///
+    /// let report = World::new(7).run(|os| {
+    ///     let child = os.spawn(SpawnOptions::default(), Box::new(|_| 3)).unwrap();
+    ///     loop {
+    ///         if let Some((pid, status)) = os.try_reap().unwrap() {
+    ///             assert_eq!(pid, child);
+    ///             return if status == ExitStatus::Exited(3) { 0 } else { 1 };
+    ///         }
+    ///         os.sleep_until(os.now() + std::time::Duration::from_millis(1));
+    ///     }
+    /// });
+    /// assert_eq!(report.outcome, Outcome::Finished);
+    /// assert_eq!(report.root_status, Some(ExitStatus::Exited(0)));
+    /// ```
     pub fn new(seed: u64) -> World {
         World { config: Config::new(seed) }
     }
 
+    /// A world set up by `config`.
     pub fn with_config(config: Config) -> World {
         World { config }
     }

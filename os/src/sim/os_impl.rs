@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use super::files::FileNode;
 use super::net::{Conn, End, Object};
-use super::process::Proc;
-use super::sched::{start_thread, Run, Wait};
+use super::sched::{Run, Wait};
 use super::state::State;
 use super::trace::TraceEvent;
 use super::{SimOs, EPHEMERAL_PORTS, STREAM_CAPACITY};
@@ -41,42 +40,7 @@ impl Os for SimOs {
     }
 
     fn spawn(&mut self, opts: SpawnOptions, entry: Entry<SimOs>) -> io::Result<Pid> {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        let rate = st.config.faults.spawn_fails;
-        if st.fault(rate) {
-            st.record(me, TraceEvent::SpawnFault);
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-        }
-        let pid = Pid(st.next_pid);
-        st.next_pid += 1;
-        let parent = &st.procs[&me];
-        let pgid = if opts.new_group { pid } else { parent.pgid };
-        let mut child = Proc::new(pid, Pid(me), pgid);
-        // The child's copy of the descriptor table: every object gains a
-        // reference. The signal pipe is the parent's own and is closed in the
-        // child, as the real implementation does.
-        let sig_fd = parent.signal_fd;
-        let fds: Vec<(i32, u64)> =
-            parent.fds.iter().map(|(f, o)| (*f, *o)).filter(|(f, _)| Some(*f) != sig_fd).collect();
-        let regions: BTreeSet<u64> =
-            parent.regions.iter().copied().filter(|r| !st.dont_fork.contains(&(me, *r))).collect();
-        child.niceness = parent.niceness;
-        child.uid = parent.uid;
-        child.gid = parent.gid;
-        child.umask = parent.umask;
-        for (fd, id) in &fds {
-            st.objects.get_mut(id).unwrap().1 += 1;
-            child.fds.insert(*fd, *id);
-        }
-        for r in &regions {
-            st.regions.get_mut(r).unwrap().insert(pid.0);
-        }
-        child.regions = regions;
-        st.procs.insert(pid.0, child);
-        st.record(me, TraceEvent::Spawn(pid));
-        start_thread(&self.shared, &mut st, pid, entry);
-        Ok(pid)
+        self.fork(opts, entry)
     }
 
     fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>> {
@@ -132,6 +96,21 @@ impl Os for SimOs {
         Ok(gone)
     }
 
+    fn detach(&mut self, launcher: Entry<SimOs>) -> io::Result<()> {
+        self.detach_from_launcher(launcher)
+    }
+
+    fn close_inherited(&mut self, keep: &[Fd]) {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let fds: Vec<i32> =
+            st.procs[&me].fds.keys().copied().filter(|fd| *fd > 2 && !keep.contains(&Fd(*fd))).collect();
+        for fd in &fds {
+            st.close_fd(me, *fd);
+        }
+        st.record(me, TraceEvent::Note(format!("closed inherited {fds:?}")));
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -159,6 +138,7 @@ impl Os for SimOs {
     fn redirect_stdio_to_null(&mut self) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
+        st.proc(me).console = false;
         st.record(me, TraceEvent::Note("stdio to /dev/null".into()));
         Ok(())
     }
@@ -360,9 +340,18 @@ impl Os for SimOs {
         Ok(n)
     }
 
+    /// Descriptors 0 to 2, unless the process put something else there,
+    /// are the console: what is written there is kept in the trace (or
+    /// dropped, once they point at `/dev/null`).
     fn write(&mut self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         let me = self.pid.0;
         let mut st = self.enter();
+        if (0..=2).contains(&fd.0) && !st.procs[&me].fds.contains_key(&fd.0) {
+            if st.procs[&me].console {
+                st.record(me, TraceEvent::Console { fd, text: String::from_utf8_lossy(buf).into_owned() });
+            }
+            return Ok(buf.len());
+        }
         let (conn, side) = Self::stream_of(&st, me, fd)?;
         if !st.conns[&conn].open[1 - side] {
             st.record(me, TraceEvent::WriteBrokenPipe { fd });

@@ -2,13 +2,14 @@
 //! signal reaches it, and what the kernel does when it dies.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::sync::{Arc, Condvar};
 
-use super::sched::Run;
+use super::sched::{start_thread, Run};
 use super::state::State;
 use super::trace::TraceEvent;
-use super::{Held, DEFAULT_UMASK, INIT_PID, ROOT_PID};
-use crate::{ExitStatus, Fd, Pid, Signal, SignalSet};
+use super::{Held, SimOs, DEFAULT_UMASK, INIT_PID, ROOT_PID};
+use crate::{Entry, ExitStatus, Fd, Pid, Signal, SignalSet, SpawnOptions};
 
 pub(super) struct Proc {
     pub(super) pid: Pid,
@@ -32,6 +33,9 @@ pub(super) struct Proc {
     pub(super) gid: u32,
     /// Bits taken from the mode of a file it creates, inherited too.
     pub(super) umask: u32,
+    /// Whether its descriptors 0 to 2 still reach the world's console (the
+    /// terminal it was started from) or `/dev/null`; inherited.
+    pub(super) console: bool,
 }
 
 impl Proc {
@@ -54,6 +58,7 @@ impl Proc {
             uid: 0,
             gid: 0,
             umask: DEFAULT_UMASK,
+            console: true,
         }
     }
 
@@ -156,4 +161,87 @@ pub(super) fn stats_of(st: &State, pid: Pid) -> std::io::Result<crate::ProcessSt
         max_fds: 1024,
         start_time_seconds: EPOCH_SECONDS,
     })
+}
+
+impl SimOs {
+    /// `Os::spawn`: the child gets a copy of the descriptor table and the
+    /// regions, as a fork does.
+    pub(super) fn fork(&mut self, opts: SpawnOptions, entry: Entry<SimOs>) -> io::Result<Pid> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.fork_fault(me)?;
+        let pid = Pid(st.next_pid);
+        st.next_pid += 1;
+        let parent = &st.procs[&me];
+        let pgid = if opts.new_group { pid } else { parent.pgid };
+        let mut child = Proc::new(pid, Pid(me), pgid);
+        // The child's copy of the descriptor table: every object gains a
+        // reference. The signal pipe is the parent's own and is closed in the
+        // child, as the real implementation does.
+        let sig_fd = parent.signal_fd;
+        let fds: Vec<(i32, u64)> =
+            parent.fds.iter().map(|(f, o)| (*f, *o)).filter(|(f, _)| Some(*f) != sig_fd).collect();
+        let regions: BTreeSet<u64> =
+            parent.regions.iter().copied().filter(|r| !st.dont_fork.contains(&(me, *r))).collect();
+        child.niceness = parent.niceness;
+        child.uid = parent.uid;
+        child.gid = parent.gid;
+        child.umask = parent.umask;
+        child.console = parent.console;
+        for (fd, id) in &fds {
+            st.objects.get_mut(id).unwrap().1 += 1;
+            child.fds.insert(*fd, *id);
+        }
+        for r in &regions {
+            st.regions.get_mut(r).unwrap().insert(pid.0);
+        }
+        child.regions = regions;
+        st.procs.insert(pid.0, child);
+        st.record(me, TraceEvent::Spawn(pid));
+        start_thread(&self.shared, &mut st, pid, entry);
+        Ok(pid)
+    }
+
+    /// The caller's thread goes on as the daemon under a new pid, in a
+    /// group of its own, adopted by init; a new process takes the caller's
+    /// pid, parent and group and runs the launcher, so that whoever waits
+    /// for the caller waits for the launcher, as a shell does.
+    pub(super) fn detach_from_launcher(&mut self, launcher: Entry<SimOs>) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.fork_fault(me)?;
+        let held = &st.procs[&me];
+        assert!(
+            held.regions.is_empty() && held.signal_fd.is_none() && !st.procs.values().any(|p| p.ppid.0 == me),
+            "detach is called before the process has regions, signal handlers or children"
+        );
+        // The session leader in between, which exits at once: its pid is
+        // the daemon's group.
+        let leader = Pid(st.next_pid);
+        let daemon = Pid(st.next_pid + 1);
+        st.next_pid += 2;
+        let mut proc = st.procs.remove(&me).expect("the caller is in the table");
+        let mut stay = Proc::new(Pid(me), proc.ppid, proc.pgid);
+        stay.uid = proc.uid;
+        stay.gid = proc.gid;
+        stay.umask = proc.umask;
+        stay.niceness = proc.niceness;
+        stay.console = proc.console;
+        stay.fds = proc.fds.clone();
+        for id in stay.fds.values() {
+            st.objects.get_mut(id).expect("object exists").1 += 1;
+        }
+        proc.pid = daemon;
+        proc.ppid = INIT_PID;
+        proc.pgid = leader;
+        st.procs.insert(daemon.0, proc);
+        st.procs.insert(me, stay);
+        st.running = Some(daemon.0);
+        st.record(me, TraceEvent::Detach { daemon });
+        start_thread(&self.shared, &mut st, Pid(me), launcher);
+        // Still holding the baton, now as the daemon.
+        drop(st);
+        self.pid = daemon;
+        Ok(())
+    }
 }

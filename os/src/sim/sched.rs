@@ -204,6 +204,8 @@ pub(super) fn process_main(shared: Arc<Shared>, pid: Pid, entry: Entry<SimOs>) {
         }
     }
     let result = panic::catch_unwind(AssertUnwindSafe(|| entry(&mut os)));
+    // A process that detached goes on under another pid.
+    let pid = os.pid;
     let mut st = shared.lock();
     let status = match result {
         Ok(code) => ExitStatus::Exited(code),

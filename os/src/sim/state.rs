@@ -84,6 +84,16 @@ impl State {
         rate > 0 && self.below(1_000_000) < u64::from(rate)
     }
 
+    /// A fork that fails by an injected fault (EAGAIN), traced.
+    pub(super) fn fork_fault(&mut self, pid: i32) -> std::io::Result<()> {
+        let rate = self.config.faults.spawn_fails;
+        if self.fault(rate) {
+            self.record(pid, TraceEvent::SpawnFault);
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        Ok(())
+    }
+
     pub(super) fn record(&mut self, pid: i32, event: TraceEvent) {
         if self.config.trace {
             self.trace.push(TraceLine { at: Instant(self.clock), pid: Pid(pid), event });

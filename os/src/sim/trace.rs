@@ -19,6 +19,7 @@ pub struct TraceLine {
     pub at: Instant,
     /// The process it happened to; `Pid(0)` for the world itself.
     pub pid: Pid,
+    /// What happened.
     pub event: TraceEvent,
 }
 
@@ -63,34 +64,106 @@ pub enum TraceEvent {
     Spawn(Pid),
     /// Its spawn failed by an injected fault (EAGAIN).
     SpawnFault,
+    /// It detached: its work goes on as `daemon`, and it runs the launcher.
+    Detach {
+        /// The process that goes on with the daemon's work.
+        daemon: Pid,
+    },
+    /// It wrote `text` to the console (its descriptor 1 or 2).
+    Console {
+        /// The descriptor written to: 1 (stdout) or 2 (stderr).
+        fd: Fd,
+        /// What was written, lossily decoded as UTF-8.
+        text: String,
+    },
     /// It reaped a child.
-    Reap { child: Pid, status: ExitStatus },
+    Reap {
+        /// The child reaped.
+        child: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
     /// It sent `signal` to `target`, which reached `victims` (none: ESRCH).
-    Kill { target: KillTarget, signal: Signal, victims: Vec<Pid> },
+    Kill {
+        /// The process or group signalled.
+        target: KillTarget,
+        /// The signal sent.
+        signal: Signal,
+        /// The processes it reached, in pid order.
+        victims: Vec<Pid>,
+    },
     /// It waited for `pid` to go, which it had (or not, at the deadline).
-    WaitGone { pid: Pid, gone: bool },
+    WaitGone {
+        /// The process waited for.
+        pid: Pid,
+        /// Whether it was gone before the deadline.
+        gone: bool,
+    },
     /// It took these pending signals.
     Signals(SignalSet),
     /// It listened on `addr`.
-    Listen { addr: Address, fd: Fd },
+    Listen {
+        /// The address listened on.
+        addr: Address,
+        /// The listening descriptor.
+        fd: Fd,
+    },
     /// It accepted connection `conn` as `fd`.
-    Accept { fd: Fd, conn: u64 },
+    Accept {
+        /// The descriptor of the accepted stream.
+        fd: Fd,
+        /// The world's number for the connection.
+        conn: u64,
+    },
     /// Its accept failed by an injected fault (EMFILE).
     AcceptFault,
     /// It connected to `addr`: connection `conn`, as `fd`.
-    Connect { addr: Address, fd: Fd, conn: u64 },
+    Connect {
+        /// The address connected to.
+        addr: Address,
+        /// The descriptor of the stream.
+        fd: Fd,
+        /// The world's number for the connection.
+        conn: u64,
+    },
     /// Its connect to `addr` was refused.
-    ConnectRefused { addr: Address },
+    ConnectRefused {
+        /// The address that refused.
+        addr: Address,
+    },
     /// It made a socket pair, connection `conn`.
-    SocketPair { a: Fd, b: Fd, conn: u64 },
+    SocketPair {
+        /// The first end.
+        a: Fd,
+        /// The second end.
+        b: Fd,
+        /// The world's number for the connection.
+        conn: u64,
+    },
     /// It read `n` bytes from `fd`.
-    Read { fd: Fd, n: usize },
+    Read {
+        /// The descriptor read from.
+        fd: Fd,
+        /// How many bytes were read (at least one).
+        n: usize,
+    },
     /// It read the end of `fd`'s stream.
-    ReadEof { fd: Fd },
+    ReadEof {
+        /// The descriptor at its end.
+        fd: Fd,
+    },
     /// It wrote `n` bytes to `fd`.
-    Write { fd: Fd, n: usize },
+    Write {
+        /// The descriptor written to.
+        fd: Fd,
+        /// How many bytes were written.
+        n: usize,
+    },
     /// Its write to `fd` found the other end closed.
-    WriteBrokenPipe { fd: Fd },
+    WriteBrokenPipe {
+        /// The descriptor whose peer is gone.
+        fd: Fd,
+    },
     /// It closed `fd`.
     Close(Fd),
     /// Its poll returned with this many descriptors ready.
@@ -98,33 +171,81 @@ pub enum TraceEvent {
     /// Its poll was interrupted by an injected fault.
     PollInterrupted,
     /// It created shared region `region` of `len` bytes.
-    ShmCreate { len: usize, region: u64 },
+    ShmCreate {
+        /// The length of the region, in bytes.
+        len: usize,
+        /// The world's number for the region.
+        region: u64,
+    },
     /// Its shared memory failed by an injected fault (ENOMEM).
     ShmFault,
     /// It kept `region` from its future children.
-    ShmKeepFromChildren { region: u64 },
+    ShmKeepFromChildren {
+        /// The world's number for the region.
+        region: u64,
+    },
     /// It unmapped `region`.
-    ShmUnmap { region: u64 },
+    ShmUnmap {
+        /// The world's number for the region.
+        region: u64,
+    },
     /// It locked the pid file at `path`, held by `fd`.
-    PidLock { path: PathBuf, fd: Fd },
+    PidLock {
+        /// The pid file.
+        path: PathBuf,
+        /// The descriptor that holds the lock.
+        fd: Fd,
+    },
     /// Its pid lock at `path` was refused, with this error.
-    PidLockRefused { path: PathBuf, error: String },
+    PidLockRefused {
+        /// The pid file.
+        path: PathBuf,
+        /// Why it was refused, as the error prints.
+        error: String,
+    },
     /// It removed the file at `path`.
     Unlink(PathBuf),
     /// It read the private file at `path`: how many bytes, `none`, or why not.
-    ReadPrivate { path: PathBuf, outcome: String },
+    ReadPrivate {
+        /// The file read.
+        path: PathBuf,
+        /// How many bytes, `none` if there was no file, or the error.
+        outcome: String,
+    },
     /// It wrote `bytes` to the private file at `path`; `None`: it existed.
-    WritePrivate { path: PathBuf, bytes: Option<usize> },
+    WritePrivate {
+        /// The file written.
+        path: PathBuf,
+        /// How many bytes were written; `None` if the file existed.
+        bytes: Option<usize>,
+    },
     /// It drew this many random bytes.
     Random(usize),
     /// Something the process noted through `Os::note`.
     Note(String),
     /// It sent a datagram of `len` bytes to `to`.
-    Datagram { to: std::ffi::OsString, len: usize },
+    Datagram {
+        /// The path of the unix datagram socket sent to.
+        to: std::ffi::OsString,
+        /// The length of the datagram, in bytes.
+        len: usize,
+    },
     /// A test planted a regular file.
-    PlantFile { path: PathBuf, uid: u32, mode: u32 },
+    PlantFile {
+        /// Where the file was planted.
+        path: PathBuf,
+        /// The user that owns it.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A test planted a symbolic link.
-    PlantSymlink { path: PathBuf, target: PathBuf },
+    PlantSymlink {
+        /// Where the link was planted.
+        path: PathBuf,
+        /// What it points to.
+        target: PathBuf,
+    },
     /// The process changed its user.
     SetUid(u32),
     /// The process changed its group.
@@ -144,6 +265,8 @@ impl fmt::Display for TraceEvent {
             E::Exit(status) => write!(f, "exit {status}"),
             E::Spawn(child) => write!(f, "spawn -> {child}"),
             E::SpawnFault => write!(f, "spawn -> fault EAGAIN"),
+            E::Detach { daemon } => write!(f, "detach -> {daemon}"),
+            E::Console { fd, text } => write!(f, "console {fd}: {text:?}"),
             E::Reap { child, status } => write!(f, "reap {child} {status}"),
             E::Kill { target, signal, victims } => {
                 let victims: Vec<i32> = victims.iter().map(|p| p.0).collect();

@@ -23,6 +23,8 @@ mock! {
         fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
         fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
         fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
+        fn detach(&mut self, launcher: Entry<MockOs>) -> io::Result<()>;
+        fn close_inherited(&mut self, keep: &[Fd]);
         fn setsid(&mut self) -> io::Result<()>;
         fn set_umask(&mut self, umask: u32) -> u32;
         fn chdir_root(&mut self) -> io::Result<()>;

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use forkd_os::Address;
+use forkd_tests::Wake;
 
 use super::sys;
 use super::wire::{Request, Wire};
@@ -113,31 +114,29 @@ impl Running {
         if self.pid != 0 {
             return Ok(self.pid);
         }
-        let start = Instant::now();
         if let Some(launcher) = &mut self.child {
-            loop {
-                match launcher.try_wait() {
-                    Ok(Some(status)) if status.success() => break,
-                    Ok(Some(status)) => {
-                        return Err(format!("{}: the launcher failed ({status}): {}", self.name, self.log()))
-                    }
-                    Ok(None) if start.elapsed() > DEADLINE => return Err(format!("{}: the launcher hangs", self.name)),
-                    Ok(None) => std::thread::sleep(Duration::from_micros(200)),
-                    Err(e) => return Err(format!("{}: wait for the launcher: {e}", self.name)),
-                }
+            // On the launcher's pidfd.
+            match forkd_tests::wait_exit(launcher, DEADLINE) {
+                Some(status) if status.success() => {}
+                Some(status) => return Err(format!("{}: the launcher failed ({status}): {}", self.name, self.log())),
+                None => return Err(format!("{}: the launcher hangs", self.name)),
             }
             self.child = None;
         }
-        loop {
-            let text = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
-            if let Ok(pid) = text.trim().parse::<i32>() {
+        // A forkd launcher returns once the pid file is written; a peer's
+        // may return before: the file then shows up in the directory, which
+        // the wait watches.
+        let mut pid = None;
+        let found = Wake::new().within(DEADLINE, || {
+            pid = std::fs::read_to_string(&self.pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+            pid.is_some()
+        });
+        match pid {
+            Some(pid) if found => {
                 self.pid = pid;
-                return Ok(pid);
+                Ok(pid)
             }
-            if start.elapsed() > DEADLINE {
-                return Err(format!("{}: no pid in {}", self.name, self.pid_file.display()));
-            }
-            std::thread::sleep(Duration::from_micros(200));
+            _ => Err(format!("{}: no pid in {}", self.name, self.pid_file.display())),
         }
     }
 
@@ -259,8 +258,19 @@ impl Drop for Running {
     }
 }
 
-/// Polls `cond` until it holds, with short pauses, failing at `deadline`.
-pub fn wait_until(
+/// Polls `cond` until it holds, `pause` apart (none: as fast as the bench
+/// can ask), failing at `deadline`; the time it took.
+///
+/// The conditions polled are states that only the daemon's RPC tells, with
+/// no event to wait on: forkd's `worker.list` and `worker.status` (its
+/// workers' states live in memory shared with the master, and the daemon
+/// never logs a worker looping; the bench runs daemons without `-v`, so
+/// that logging does not weigh on the figures), and supervisord's
+/// `getAllProcessInfo`. Polling them is the measurement method, and the
+/// same for both: a zero pause for a latency, where the poll is the clock's
+/// resolution; a short pause while a fleet launches, so that the polls do
+/// not load the daemon being measured.
+pub fn poll_until(
     what: &str,
     deadline: Duration,
     pause: Duration,

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::daemon::DEADLINE;
+use super::daemon::{poll_until, Running, DEADLINE};
 use super::lifecycle::{start_fixture, wait_looping};
 use super::peer::{self, FleetFigures};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::rpc::{self, Endpoint};
 use super::stats::{micros, millis, quantiles};
 use super::sys::{self, Mem};
-use super::wire::{is_success, Framing, Proto, Request, Wire};
+use super::wire::{count, is_success, Framing, Proto, Request, Wire};
 use super::Env;
 
 /// The large fleet: workers, and connections.
@@ -62,10 +62,23 @@ fn peer_of(p: &Result<FleetFigures, String>, pick: impl Fn(&FleetFigures) -> Sta
 type Field = (&'static str, fn(&Mem) -> f64);
 const FIELDS: [Field; 3] = [("rss", |m| m.rss), ("pss", |m| m.pss), ("uss", |m| m.uss)];
 
-/// The master's and the workers' memory, once all `n` loop.
-fn memory(pid: i32) -> Result<(Mem, Vec<Mem>), String> {
-    // Idle: let the last spinups and acknowledgements settle.
-    std::thread::sleep(Duration::from_millis(200));
+/// How many workers `worker.list` shows that have not run their body yet.
+/// Counted in the raw answer, whose keys are sorted: `loops` comes before
+/// `name`.
+fn not_looped(w: &mut Wire) -> Result<usize, String> {
+    let body = w.call(&Request::ndjson("worker.list", "").bytes).map_err(|e| format!("worker.list: {e}"))?;
+    Ok(count(body, b"\"loops\":0,"))
+}
+
+/// The master's and the workers' memory, once all loop and the fleet is
+/// idle: every worker has run its (empty) body once and waits for the next
+/// looptime, and the master, which said so, has nothing left to do.
+fn memory(d: &mut Running) -> Result<(Mem, Vec<Mem>), String> {
+    let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    poll_until("every worker to have looped once", LARGE_DEADLINE, Duration::from_millis(2), || {
+        Ok(not_looped(&mut w)? == 0)
+    })?;
+    let pid = d.pid()?;
     let master = sys::smaps_rollup(pid)?;
     let workers = sys::children(pid).into_iter().map(sys::smaps_rollup).collect::<Result<Vec<_>, _>>()?;
     if workers.is_empty() {
@@ -120,7 +133,7 @@ fn small(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         d.wait_answering(DEADLINE)?;
         wait_looping(&d, 4, DEADLINE)?;
         if mem.is_none() {
-            mem = Some(memory(d.pid()?)?);
+            mem = Some(memory(&mut d)?);
             out.push(super::ops::scrape(env, &d.address, 4, env.plan.latency_samples.min(2_000))?);
             out.push(super::ops::page_size(env, &d.address)?);
         }
@@ -147,7 +160,7 @@ fn large(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         wait_looping(&d, THOUSAND, LARGE_DEADLINE)?;
         launch.push(millis(t.elapsed()));
         if run == 0 {
-            mem = Some(memory(d.pid()?)?);
+            mem = Some(memory(&mut d)?);
             sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;
             let req = Request::ndjson("worker.list", "");
             list = Some(rpc::latency(&Endpoint::plain(&d.address), &req, 3, env.plan.list_samples, true)?);
@@ -223,7 +236,13 @@ fn connections(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
         call(&mut w)?;
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // One connection open through both measurements, so counted in both:
+    // two round trips on it before each say that the daemon has served all
+    // that came before (the closes of the warm ones, the thousand calls)
+    // and ended the turn that did.
+    let mut settle = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
+    let mut settled = || call(&mut settle).and_then(|()| call(&mut settle));
+    settled()?;
     let before = sys::smaps_rollup(pid)?;
     let t = Instant::now();
     let mut open = Vec::with_capacity(THOUSAND);
@@ -233,7 +252,7 @@ fn connections(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         open.push(w);
     }
     let took = t.elapsed();
-    std::thread::sleep(Duration::from_millis(100));
+    settled()?;
     let after = sys::smaps_rollup(pid)?;
     // Still served, all of them: the last one opened answers.
     call(open.last_mut().expect("connections"))?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use forkd_os::Address;
 use serde_json::{json, Value};
 
-use super::daemon::{bench_dir, wait_until, Launch, Running, DEADLINE};
+use super::daemon::{bench_dir, poll_until, Launch, Running, DEADLINE};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{micros, quantiles};
 use super::wire::{count, Framing, Request, Wire};
@@ -68,15 +68,16 @@ pub fn looping(w: &mut Wire) -> Result<usize, String> {
 
 /// Waits until `n` workers are looping: first, cheaply, until `n` have a
 /// process (`daemon.info`), then until `worker.list` shows them all
-/// looping. The polls pause between them so as not to load the daemon.
+/// looping. Nothing but the daemon's answers tells these states (see
+/// [`poll_until`]): the polls pause between them so as not to load it.
 pub fn wait_looping(d: &Running, n: usize, deadline: Duration) -> Result<(), String> {
     let mut c = d.client()?;
-    wait_until(&format!("{n} worker processes"), deadline, Duration::from_millis(1), || {
+    poll_until(&format!("{n} worker processes"), deadline, Duration::from_millis(1), || {
         let info = c.call("daemon.info", Value::Null).map_err(|e| e.to_string())?;
         Ok(info["workers"].as_u64().unwrap_or(0) as usize >= n)
     })?;
     let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
-    wait_until(&format!("{n} workers looping"), deadline, Duration::from_millis(2), || Ok(looping(&mut w)? >= n))?;
+    poll_until(&format!("{n} workers looping"), deadline, Duration::from_millis(2), || Ok(looping(&mut w)? >= n))?;
     Ok(())
 }
 
@@ -131,12 +132,15 @@ pub fn restart(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         let name = format!("w{i}");
         let status = |c: &mut forkd::Client| {
             let s = c.call("worker.status", json!({ "name": name })).map_err(|e| format!("worker.status: {e}"))?;
-            Ok::<_, String>((s["pid"].as_i64().unwrap_or(0) as i32, s["state"].as_str().unwrap_or("").to_string()))
+            Ok::<_, String>((
+                s[0]["pid"].as_i64().unwrap_or(0) as i32,
+                s[0]["state"].as_str().unwrap_or("").to_string(),
+            ))
         };
         let (old, _) = status(&mut c)?;
         let t = Instant::now();
         sys::signal(old, libc::SIGKILL);
-        wait_until(&format!("{name} to loop again"), Duration::from_secs(10), Duration::ZERO, || {
+        poll_until(&format!("{name} to loop again"), Duration::from_secs(10), Duration::ZERO, || {
             let (pid, state) = status(&mut c)?;
             Ok(pid != old && pid != 0 && state == "looping")
         })?;

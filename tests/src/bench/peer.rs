@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use forkd_os::Address;
 
-use super::daemon::{bench_dir, wait_until, Dir, Launch, Running, DEADLINE};
+use super::daemon::{bench_dir, poll_until, Dir, Launch, Running, DEADLINE};
 use super::report::Stat;
 use super::rpc::{self, Endpoint};
 use super::stats::{micros, millis, quantiles};
@@ -154,14 +154,14 @@ pub fn restart(env: &Env, sd: &Path, kills: usize) -> Result<Stat, String> {
     let mut s = start(env, sd, kills, false)?;
     s.wait_answering(DEADLINE)?;
     let mut w = Wire::connect(&s.address, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
-    wait_until("the programs to run", DEADLINE, Duration::from_millis(5), || Ok(running(&mut w)? >= kills))?;
+    poll_until("the programs to run", DEADLINE, Duration::from_millis(5), || Ok(running(&mut w)? >= kills))?;
     let mut v = Vec::new();
     for i in 0..kills {
         let name = format!("idle:idle_{i}");
         let (old, _) = process_info(&mut w, &name)?;
         let t = Instant::now();
         sys::signal(old, libc::SIGKILL);
-        wait_until(&format!("{name} to run again"), Duration::from_secs(10), Duration::ZERO, || {
+        poll_until(&format!("{name} to run again"), Duration::from_secs(10), Duration::ZERO, || {
             let (pid, state) = process_info(&mut w, &name)?;
             Ok(pid != old && pid != 0 && state == "RUNNING")
         })?;
@@ -190,12 +190,16 @@ pub fn fleet(env: &Env, sd: &Path, programs: usize, runs: usize, list_samples: u
         let mut s = start(env, sd, programs, false)?;
         s.wait_answering(DEADLINE)?;
         let mut w = Wire::connect(&s.address, Framing::Http, DEADLINE).map_err(|e| e.to_string())?;
-        wait_until("the programs to run", Duration::from_secs(120), Duration::from_millis(5), || {
+        poll_until("the programs to run", Duration::from_secs(120), Duration::from_millis(5), || {
             Ok(running(&mut w)? >= programs)
         })?;
         launch.push(millis(t.elapsed()));
         drop(w);
         if run == 0 {
+            // supervisord tells no more than that the programs run: nothing
+            // it answers or writes says that it is done with the launch
+            // (forkd's fleet is measured once every worker has looped).
+            // A fixed settle is the measurement method for it.
             std::thread::sleep(Duration::from_millis(200));
             mem = sys::smaps_rollup(s.pid()?)?;
             sys::pin_current(env.cpus.daemon).map_err(|e| format!("pin: {e}"))?;

@@ -261,7 +261,10 @@ pub fn throughput(
             });
         }
     };
-    // Let the connections get going before the window opens.
+    // A throughput is answers per second of a window of time: the warm-up
+    // before the window (the connections get going) and the window itself
+    // are spans of time by definition, not waits for an event, while the
+    // client thread drives the load.
     std::thread::sleep(Duration::from_millis(50));
     let busy = || (daemon.and_then(|p| sys::cpu_ns(p, p)), sys::cpu_ns(std::process::id() as i32, tid));
     let (n0, t0, (d0, c0)) = (done.load(Ordering::Relaxed), Instant::now(), busy());

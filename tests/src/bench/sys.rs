@@ -1,7 +1,7 @@
 //! What the benchmarks ask of the kernel directly: CPU placement, the
 //! descriptor limit, memory from `/proc/PID/smaps_rollup`, process trees,
 //! signals. Only `libc` and `/proc`: nothing here may start a thread or
-//! sleep.
+//! block.
 
 use std::io;
 

@@ -89,7 +89,7 @@ impl Loop<'_> {
                     self.next_client += 1;
                     let limits = Limits {
                         max_request: self.config.max_request,
-                        read_buffer: self.config.read_buffer,
+                        socket_buffer: self.config.socket_buffer,
                         max_batch: self.config.max_batch,
                         ..Limits::default()
                     };

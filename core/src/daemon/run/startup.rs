@@ -45,6 +45,9 @@ pub(super) fn start_checks<O: Os>(
     let path = config.token_path();
     let (token, made) = load_or_make_token(os, &path).map_err(|e| StartError::Token(path.clone(), e))?;
     log::info!("token for tcp clients in {}", path.display());
+    if tcp.is_none() {
+        log::debug!("the socket handed over may be unix or tcp: unix peers are judged by their credentials");
+    }
     Ok((Some(token), made.then_some(path)))
 }
 

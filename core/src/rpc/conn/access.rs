@@ -21,6 +21,8 @@ pub struct Policy {
 /// A connection's [`Policy`] and who is at its other end, for the log.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// What the connection may do: token, hosts, origins. Shared by every
+    /// connection of one listener kind.
     pub policy: std::rc::Rc<Policy>,
     /// The peer as the log names it (`127.0.0.1:51234`, `pid 7 uid 0`).
     pub peer: String,

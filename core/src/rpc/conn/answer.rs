@@ -185,10 +185,12 @@ impl Conn {
     pub(super) fn run_xml(&mut self, body: &[u8], envelope: Envelope, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
         let seq = self.next_seq();
         let max = self.limits.max_output;
+        // Faults are held to the bound as results are: a message may
+        // quote the input (see `codes::quote`), or be a handler's own.
         let answer = match xmlrpc::decode_call(body) {
             Err(error) => Some(xmlrpc::encode_fault(&error)),
             Ok(call) => match self.call(&call.method, Params::Positional(call.params), dispatch) {
-                Reply::Value(value) => Some(bounded_xml(xmlrpc::encode_response(&value), max)),
+                Reply::Value(value) => Some(xmlrpc::encode_response(&value)),
                 Reply::Error(error) => Some(xmlrpc::encode_fault(&error)),
                 Reply::Deferred(defer) => {
                     if self.defer(defer, seq, 0) {
@@ -198,7 +200,8 @@ impl Conn {
                     }
                 }
             },
-        };
+        }
+        .map(|answer| bounded_xml(answer, max));
         self.queued += answer.as_ref().map_or(0, String::len);
         self.queue.push_back(Pending { envelope, body: Body::Xml(answer) });
     }

@@ -19,7 +19,14 @@ pub enum ChannelError {
     /// read: its writer is slow, stopped, or died mid-write. Try again later.
     Torn,
     /// A length word is over its bound.
-    BadLength { field: &'static str, len: u64, max: usize },
+    BadLength {
+        /// Which length word: the mailbox or record it sizes.
+        field: &'static str,
+        /// The length found, in bytes.
+        len: u64,
+        /// Its bound, in bytes.
+        max: usize,
+    },
     /// The state word names no `WorkerState`.
     BadState(u64),
     /// The command kind word names no command.
@@ -32,9 +39,17 @@ pub enum ChannelError {
     Inconsistent(&'static str),
     /// The previous command (this sequence number) is unacknowledged, or its
     /// reply has not been taken: one command is in flight at a time.
-    Busy { pending: u64 },
+    Busy {
+        /// The sequence number of the command still in flight.
+        pending: u64,
+    },
     /// A payload is over its mailbox's bound.
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The payload's length once encoded, in bytes.
+        len: usize,
+        /// The mailbox's bound, in bytes.
+        max: usize,
+    },
     /// The event ring is full: the daemon has not taken the earlier events.
     Full,
 }

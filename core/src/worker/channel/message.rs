@@ -119,6 +119,8 @@ pub struct Reply {
 /// A command as the worker finds it in its mailbox.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingCommand {
+    /// The command's sequence number, which its acknowledgement and reply
+    /// carry back.
     pub seq: u64,
     /// The command, or why it cannot be read; the worker acknowledges either
     /// (the second with an error) so that the daemon is never left waiting.
