@@ -124,6 +124,56 @@ impl Event {
     }
 }
 
+impl WorkerEventKind {
+    /// The name the event stream gives it (`worker.NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerEventKind::Started => "started",
+            WorkerEventKind::Exited => "exited",
+            WorkerEventKind::Restarted => "restarted",
+            WorkerEventKind::Failed => "failed",
+            WorkerEventKind::Paused => "paused",
+            WorkerEventKind::Resumed => "resumed",
+            WorkerEventKind::Data => "data",
+        }
+    }
+}
+
+impl Event {
+    /// The event as the event stream carries it: an object with its `type`
+    /// (`signal`, `daemon.start`, `daemon.stop`, `worker.started`,
+    /// `worker.exited`, ..., `custom`) and its fields. Client connects and
+    /// hangups are not streamed (`None`): they would only echo the stream's
+    /// own readers, and name peers to anyone who subscribes.
+    pub fn to_json(&self) -> Option<Value> {
+        let mut map = serde_json::Map::new();
+        let kind = match self {
+            Event::Signal(s) => {
+                map.insert("signal".into(), Value::from(s.name()));
+                "signal".to_string()
+            }
+            Event::DaemonStart => "daemon.start".into(),
+            Event::DaemonStop => "daemon.stop".into(),
+            Event::ClientConnect { .. } | Event::ClientHangup { .. } => return None,
+            Event::Worker { name, instance, event, data } => {
+                map.insert("worker".into(), Value::from(name.as_str()));
+                map.insert("instance".into(), Value::from(*instance));
+                if let Some(data) = data {
+                    map.insert("data".into(), data.clone());
+                }
+                format!("worker.{}", event.name())
+            }
+            Event::Custom { name, data } => {
+                map.insert("name".into(), Value::from(name.as_str()));
+                map.insert("data".into(), data.clone());
+                "custom".into()
+            }
+        };
+        map.insert("type".into(), Value::from(kind));
+        Some(Value::Object(map))
+    }
+}
+
 /// A subscription, to unsubscribe with.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ListenerId(pub String);

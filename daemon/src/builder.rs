@@ -110,6 +110,16 @@ impl Builder {
         self
     }
 
+    /// How many unsent bytes of events a subscriber of the event stream
+    /// may have before it is dropped (default 256 KiB).
+    pub fn event_buffer(mut self, bytes: usize) -> Builder {
+        if bytes < 1024 {
+            self.errors.push(format!("invalid event buffer: {bytes} bytes, at least 1024"));
+        }
+        self.config().event_buffer = bytes;
+        self
+    }
+
     /// The largest request accepted (default 1 MiB).
     pub fn max_request(mut self, bytes: usize) -> Builder {
         if bytes < 64 {

@@ -48,7 +48,8 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
             print!("{}", console::usage_named(&builder.daemon.config, args.first().map(String::as_str)));
             0
         }
-        Action::Status => status(&config.address, &connect_options(&config, token)),
+        Action::Status { json } => status(&config.address, &connect_options(&config, token), json),
+        Action::Events { json } => crate::ops::events(&config.address, &connect_options(&config, token), json),
         Action::Stop => stop(&config.address, &connect_options(&config, token)),
         Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
         Action::Describe { text } => crate::describe::describe(&config.address, &connect_options(&config, token), text),
@@ -136,7 +137,7 @@ pub(crate) fn call_failed(address: &Address, e: &ClientError) {
     }
 }
 
-fn status(address: &Address, options: &ConnectOptions) -> u8 {
+fn status(address: &Address, options: &ConnectOptions, json: bool) -> u8 {
     let mut client = match connect(address, options) {
         Ok(c) => c,
         Err(code) => return code,
@@ -148,12 +149,16 @@ fn status(address: &Address, options: &ConnectOptions) -> u8 {
             return 1;
         }
     };
-    print!("{}", render_status(&info, &workers));
+    if json {
+        println!("{}", serde_json::json!({ "daemon": info, "workers": workers }));
+    } else {
+        print!("{}", render_status(&info, &workers, crate::ops::colour_stdout()));
+    }
     0
 }
 
 /// The `status` text: the daemon's line, then a table of its workers.
-pub(crate) fn render_status(info: &Value, workers: &Value) -> String {
+pub(crate) fn render_status(info: &Value, workers: &Value, colour: bool) -> String {
     let mut out = format!(
         "{} (pid {}, version {}, up {:.1} s) on {}\n",
         info["description"].as_str().unwrap_or("daemon"),
@@ -201,7 +206,20 @@ pub(crate) fn render_status(info: &Value, workers: &Value) -> String {
         }
     }
     for r in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let cell = format!("{c:<w$}", w = widths[i]);
+                // The state column, padded first so that colour codes do
+                // not count towards its width.
+                if i == 3 && colour && !std::ptr::eq(r, &header) {
+                    crate::ops::paint_state(c, &cell)
+                } else {
+                    cell
+                }
+            })
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -327,6 +345,6 @@ mod tests {
         let info = json!({"description": "Copy Daemon", "pid": 42, "version": "0.1.0", "uptime": 1.5, "address": "unix:///d.sock"});
         let workers = json!([{"name": "handyman", "instance": 0, "pid": 43, "state": "looping", "looptime": 10.0,
             "loops": 3, "restarts": 1, "last_exit": {"signal": "SIGKILL"}}]);
-        insta::assert_snapshot!(render_status(&info, &workers));
+        insta::assert_snapshot!(render_status(&info, &workers, false));
     }
 }

@@ -489,5 +489,8 @@ fn error_of(answer: &Value) -> ClientError {
     })
 }
 
+mod events;
+pub use events::Events;
+
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,14 @@ pub(crate) enum Action {
         daemon: bool,
         verbose: bool,
     },
-    Status,
+    /// `status`; with `--json`, the info and workers as JSON.
+    Status {
+        json: bool,
+    },
+    /// `events`: a live tail of the event stream; `--json`, raw lines.
+    Events {
+        json: bool,
+    },
     Stop,
     Call {
         method: String,
@@ -44,7 +51,18 @@ fn command(config: &Config) -> Command {
         .args(run_args())
         .args(socket_args(d))
         .args(access_args(d))
-        .subcommand(Command::new("status").about("Show the daemon's info and a table of its workers").arg(help_arg()))
+        .subcommand(
+            Command::new("status")
+                .about("Show the daemon's info and a table of its workers")
+                .arg(json_flag("Print the info and the workers as JSON"))
+                .arg(help_arg()),
+        )
+        .subcommand(
+            Command::new("events")
+                .about("Follow the daemon's events as they happen, until it stops")
+                .arg(json_flag("Print each event as one line of JSON"))
+                .arg(help_arg()),
+        )
         .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone").arg(help_arg()))
         .subcommand(
             Command::new("call")
@@ -217,6 +235,10 @@ fn access_args(d: &Config) -> Vec<Arg> {
     ]
 }
 
+fn json_flag(help: &'static str) -> Arg {
+    Arg::new("json").long("json").action(ArgAction::SetTrue).help(help)
+}
+
 /// The usage text, as `-h` prints it.
 pub fn usage(config: &Config) -> String {
     command(config).render_help().to_string()
@@ -271,7 +293,8 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
             let help = root.find_subcommand_mut(sub).map(|c| c.render_help().to_string());
             Action::Usage(help.unwrap_or_default())
         }
-        Some(("status", _)) => Action::Status,
+        Some(("status", m)) => Action::Status { json: m.get_flag("json") },
+        Some(("events", m)) => Action::Events { json: m.get_flag("json") },
         Some(("stop", _)) => Action::Stop,
         Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
@@ -437,7 +460,9 @@ mod tests {
 
     #[test]
     fn control_subcommands() {
-        assert_eq!(run(&["status"]).unwrap().0, Action::Status);
+        assert_eq!(run(&["status"]).unwrap().0, Action::Status { json: false });
+        assert_eq!(run(&["status", "--json"]).unwrap().0, Action::Status { json: true });
+        assert_eq!(run(&["events", "--json"]).unwrap().0, Action::Events { json: true });
         let (action, c, _) = run(&["stop", "--socket", "tcp://127.0.0.1:1"]).unwrap();
         assert_eq!((action, c.address), (Action::Stop, "tcp://127.0.0.1:1".parse().unwrap()));
         assert_eq!(
@@ -522,7 +547,10 @@ mod tests {
         assert_eq!(p.action, Action::Call { method: "my.echo".into(), params: vec!["message=hi".into()] });
         assert_eq!(p.config.token_path(), PathBuf::from("/srv/daemon.token"));
         let p = parsed(&["--token-file", "x.token", "status"]).unwrap();
-        assert_eq!((p.action, p.config.token_path(), p.token), (Action::Status, PathBuf::from("/srv/x.token"), None));
+        assert_eq!(
+            (p.action, p.config.token_path(), p.token),
+            (Action::Status { json: false }, PathBuf::from("/srv/x.token"), None)
+        );
         let p = parsed(&["stop", "--pidfile", "run/e.pid"]).unwrap();
         assert_eq!(p.config.token_path(), PathBuf::from("/srv/run/e.token"));
     }

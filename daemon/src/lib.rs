@@ -38,6 +38,7 @@ mod daemon;
 mod daemonize;
 mod describe;
 mod logger;
+mod ops;
 mod serve;
 mod systemd;
 mod validate;
@@ -52,7 +53,7 @@ pub mod testing {
 }
 
 pub use builder::{BuildError, Builder};
-pub use client::{Client, ClientError, ConnectOptions, TokenFileError, TokenSource, TOKEN_ENV};
+pub use client::{Client, ClientError, ConnectOptions, Events, TokenFileError, TokenSource, TOKEN_ENV};
 pub use console::usage;
 pub use daemon::Daemon;
 pub use worker_options::WorkerOptions;

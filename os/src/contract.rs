@@ -31,7 +31,9 @@ use crate::{
     Signal, SpawnOptions,
 };
 
+mod stats;
 mod tamper;
+pub use stats::process_stats_of_self_and_a_child;
 pub use tamper::Tamper;
 
 /// Calls `$m!(name)` for every check of the suite.
@@ -64,6 +66,7 @@ macro_rules! for_each_check {
         $m!(random_bytes_fill_and_differ);
         $m!(unix_socket_mode_ignores_the_umask);
         $m!(file_kind_tells_kinds_apart);
+        $m!(process_stats_of_self_and_a_child);
         $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
         $m!(close_inherited_closes_all_but_what_it_keeps);
     };

@@ -288,6 +288,17 @@ pub trait Os: Sized + 'static {
 
     // --- observation -------------------------------------------------------
 
+    /// What process `pid` (this one, or a child) uses: resident memory, CPU
+    /// time, descriptors and their limit, its start time. Read from
+    /// `/proc` on the real kernel; modelled in the simulation. A pid that
+    /// is not (or no longer) a process is an error.
+    fn process_stats(&mut self, pid: Pid) -> io::Result<ProcessStats>;
+
+    /// Process `pid`'s resident memory in bytes: the one figure of
+    /// [`Os::process_stats`] that changes while it runs and is cheap to
+    /// read (`/proc/PID/statm`), for scrapes of many workers.
+    fn resident_memory(&mut self, pid: Pid) -> io::Result<u64>;
+
     /// Records an event of the daemon's in the world's trace. The simulation
     /// keeps it beside its own events, so a replayed seed shows what the
     /// daemon did; the real operating system has no trace and ignores it.

@@ -36,6 +36,7 @@ mod isolated;
 mod memory;
 mod net;
 mod process;
+mod procfs;
 mod random;
 mod signals;
 mod time;
@@ -346,5 +347,13 @@ impl Os for RealOs {
 
     fn random_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         random::fill(buf)
+    }
+
+    fn process_stats(&mut self, pid: Pid) -> std::io::Result<crate::ProcessStats> {
+        procfs::stats(pid)
+    }
+
+    fn resident_memory(&mut self, pid: Pid) -> std::io::Result<u64> {
+        procfs::resident(pid)
     }
 }

@@ -462,3 +462,19 @@ impl fmt::Display for Peer {
         }
     }
 }
+
+/// What a process uses of the machine, as [`Os::process_stats`](crate::Os::process_stats)
+/// reads it: the figures of Prometheus's standard `process_*` metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    /// Resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// User and system CPU time spent, in seconds.
+    pub cpu_seconds: f64,
+    /// Descriptors open.
+    pub open_fds: u64,
+    /// The soft limit on open descriptors.
+    pub max_fds: u64,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+}

@@ -29,6 +29,8 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         worker_restart(),
         worker_scale(),
         worker_send(),
+        super::observe::daemon_metrics(),
+        super::observe::daemon_overview(),
     ];
     for m in methods {
         registry.add(m).expect("built-in method names are unique");

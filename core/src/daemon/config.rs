@@ -32,6 +32,9 @@ pub struct Config {
     /// Connections served at once (seed: `socketmaxconnections`); past it,
     /// new ones wait in the listen backlog until a slot frees.
     pub max_connections: usize,
+    /// How many unsent bytes of events one subscriber of the event stream
+    /// may have before it is dropped (256 KiB).
+    pub event_buffer: usize,
     /// The largest request accepted, in bytes.
     pub max_request: usize,
     /// Niceness to apply at start (seed: `niceness`); `None` leaves it.
@@ -83,6 +86,7 @@ impl Config {
             socket_buffer: 1024,
             idle_timeout: Duration::from_secs(15),
             max_connections: 10,
+            event_buffer: 256 * 1024,
             max_request: 1 << 20,
             niceness: None,
             restart: RestartPolicy::default(),

@@ -107,6 +107,12 @@ pub struct Ctl {
     pub(crate) routes: BTreeMap<DeferId, u64>,
     /// The global cap on worker processes (`Config::max_workers`).
     pub(crate) max_workers: usize,
+    /// What the daemon counts about itself (metrics, the page's history).
+    pub(crate) stats: crate::daemon::stats::Stats,
+    /// The processes' resources, read by the loop just before a scrape.
+    pub(crate) procs: BTreeMap<Pid, forkd_os::ProcessStats>,
+    /// The user's own metrics.
+    pub(crate) user_metrics: crate::daemon::UserMetrics,
 }
 
 impl std::fmt::Debug for Ctl {
@@ -133,6 +139,7 @@ pub(crate) struct InstanceView {
 impl Ctl {
     pub(crate) fn new(info: Info, sup: Supervisor, now: Instant) -> Ctl {
         let views = vec![InstanceView::default(); sup.instances().len()];
+        let info_started = info.started;
         Ctl {
             info,
             now,
@@ -150,6 +157,9 @@ impl Ctl {
             current_conn: 0,
             routes: BTreeMap::new(),
             max_workers: usize::MAX,
+            stats: crate::daemon::stats::Stats::new(info_started),
+            procs: BTreeMap::new(),
+            user_metrics: Default::default(),
         }
     }
 
@@ -183,6 +193,11 @@ impl Ctl {
     /// Asks the logger to reopen its file (SIGUSR1's default).
     pub fn reopen_log(&mut self) {
         self.reopen_log = true;
+    }
+
+    /// Sets the user gauge `forkd_user_NAME` of the daemon's metrics.
+    pub fn set_metric(&mut self, name: &str, value: f64) -> Result<(), crate::daemon::MetricError> {
+        self.user_metrics.set(name, None, value)
     }
 
     /// Raises an event on the bus, after the current method or listener.
@@ -367,7 +382,7 @@ impl Ctl {
     }
 }
 
-fn exit_json(status: ExitStatus) -> Value {
+pub(crate) fn exit_json(status: ExitStatus) -> Value {
     match status {
         ExitStatus::Exited(code) => json!({ "code": code }),
         ExitStatus::Signaled(n) => json!({

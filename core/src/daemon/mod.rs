@@ -8,7 +8,11 @@
 mod builtins;
 mod config;
 mod control;
+mod metrics;
+mod observe;
 mod run;
+pub(crate) mod stats;
+mod user_metrics;
 
 use std::fmt;
 use std::io;
@@ -18,7 +22,9 @@ use std::time::Duration;
 pub use builtins::{register_builtins, with_errors, WORKER_ERRORS};
 pub use config::Config;
 pub use control::{codes, Ctl, Info};
+pub use observe::OVERVIEW;
 pub use run::run;
+pub use user_metrics::{MetricError, UserMetrics, MAX_SERIES as MAX_USER_SERIES};
 
 use forkd_os::{Address, Os};
 

@@ -39,12 +39,14 @@ use crate::supervisor::{Action, InstanceState, Supervisor};
 use crate::worker::{run_worker, Channel, Command, WorkerProcess, WorkerState, REGION_SIZE};
 
 mod clients;
+mod events;
 mod links;
 mod startup;
 mod stop;
 mod workers;
 
 use clients::Client;
+use events::dispatch;
 use links::{Link, WarnLimit};
 pub(crate) use startup::install_default_listeners;
 use startup::{bind, start_checks};
@@ -332,9 +334,12 @@ impl Loop<'_> {
                 let r = self.clients.get(&id).and_then(|c| ready.get(&c.fd).copied()).unwrap_or(Ready::NONE);
                 self.serve(os, id, r);
             }
-            // 6. what was asked
+            // 6. what was asked: the events methods raised first, so that
+            // their listeners' requests are carried out with the rest.
+            self.publish_raised();
             self.supervise(os);
             self.deliver_completions(os);
+            self.flush_subscribers(os);
             self.expire_idle(os);
         }
         self.finish(os, hooks);
@@ -434,8 +439,12 @@ impl Loop<'_> {
         // Only the connections `expire_idle` may close: one awaiting a
         // deferred answer is never expired, and its past deadline would
         // make every poll return at once, spinning the loop until then.
-        let clients =
-            self.clients.values().filter(|c| c.conn.pending_deferred() == 0).map(|c| c.last_active + idle).min();
+        let clients = self
+            .clients
+            .values()
+            .filter(|c| c.conn.pending_deferred() == 0 && !c.conn.is_subscriber())
+            .map(|c| c.last_active + idle)
+            .min();
         let hang = self.config.restart.hang_timeout;
         let sup = self.ctl.sup.poll_timeout(|id| Some(self.links.get(&id)?.hang_deadline(hang?)));
         // A request that began to arrive must be whole by its deadline.
@@ -476,8 +485,16 @@ impl Loop<'_> {
         .min_by_key(|(_, at)| *at)
     }
 
+    /// Publishes the events methods and listeners raised with `Ctl::emit`.
+    fn publish_raised(&mut self) {
+        for e in std::mem::take(&mut self.ctl.events) {
+            self.publish(e);
+        }
+    }
+
     fn publish(&mut self, event: Event) {
         self.bus.publish(&mut self.ctl, &event);
+        self.broadcast(&event);
         // Listeners may raise events in turn; bounded so that two listeners
         // raising each other's events cannot spin the loop forever.
         for _ in 0..16 {
@@ -487,6 +504,7 @@ impl Loop<'_> {
             }
             for e in raised {
                 self.bus.publish(&mut self.ctl, &e);
+                self.broadcast(&e);
             }
         }
     }

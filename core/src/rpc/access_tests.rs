@@ -62,6 +62,18 @@ fn forged_browser_requests_run_nothing() {
         ("421 a port out of range", request("POST / HTTP/1.1\r\nHost: 127.0.0.1:99999\r\nContent-Type: application/json\r\n", CALL)),
         ("417 an expectation other than 100-continue", request("POST / HTTP/1.1\r\nHost: localhost\r\nExpect: foo\r\nContent-Type: application/json\r\n", CALL)),
         ("405 a preflight", b"OPTIONS / HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\r\n".to_vec()),
+        (
+            "200 the daemon's own page, its origin its Host",
+            request("POST / HTTP/1.1\r\nHost: 127.0.0.1:10042\r\nOrigin: http://127.0.0.1:10042\r\nContent-Type: application/json\r\n", CALL),
+        ),
+        (
+            "403 another port of the same host",
+            request("POST / HTTP/1.1\r\nHost: 127.0.0.1:10042\r\nOrigin: http://127.0.0.1:8080\r\nContent-Type: application/json\r\n", CALL),
+        ),
+        ("403 events read by a foreign origin", b"GET /events HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\r\n".to_vec()),
+        ("421 metrics by a rebinding host", b"GET /metrics HTTP/1.1\r\nHost: attacker.example\r\n\r\n".to_vec()),
+        ("421 the page by a rebinding host", b"GET / HTTP/1.1\r\nHost: attacker.example\r\n\r\n".to_vec()),
+        ("404 an unknown page", b"GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
     ];
     let cases: Vec<(&str, &[u8])> = cases.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     insta::assert_snapshot!(check_with(&open, &cases));
@@ -85,6 +97,12 @@ fn http_wants_the_token() {
         ("200 basic, the token as the password", basic(&format!("forkd:{TOKEN}"))),
         ("401 basic, the token as the user", basic(&format!("{TOKEN}:x"))),
         ("200 health needs no token", b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        ("401 metrics want the token", b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        ("401 events want the token", b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        (
+            "404 metrics with the token reach the method (this registry has none)",
+            format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").into_bytes(),
+        ),
     ];
     let cases: Vec<(&str, &[u8])> = cases.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     insta::assert_snapshot!(check_with(&with_token, &cases));

@@ -67,14 +67,18 @@ use super::error::{self as codes, RpcError};
 use super::http::{self, BodyKind, Status};
 use super::jsonrpc::{self, Entry, Message};
 use super::registry::{DeferId, Params, Reply};
-use super::value::Value;
+use super::value::{Map, Value};
 use super::xmlrpc;
 
 mod access;
 mod answer;
+mod route;
+mod stream;
 
 pub use access::{Access, Policy, AUTHENTICATE, MAX_AUTH_FAILURES};
 use answer::{bounded_json, bounded_xml, Body, Envelope, Part, Pending};
+pub use route::{METRICS, PAGE};
+pub use stream::{EventFrame, Pushed, StreamKind, SUBSCRIBE};
 
 /// The bounds of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +172,8 @@ pub struct Conn {
     /// The token was presented (or none is needed).
     authenticated: bool,
     auth_failures: u32,
+    /// The connection became a subscriber of the event stream.
+    stream: Option<stream::Stream>,
 }
 
 impl Conn {
@@ -195,6 +201,7 @@ impl Conn {
             queued: 0,
             authenticated,
             auth_failures: 0,
+            stream: None,
             limits,
             framing: None,
             input: Vec::new(),
@@ -275,7 +282,7 @@ impl Conn {
                 added = text.len();
                 *answer = Some(text);
             }
-            Body::Plain { .. } => unreachable!("plain answers are never deferred"),
+            Body::Plain { .. } | Body::StreamHead => unreachable!("plain answers are never deferred"),
         }
         self.queued += added;
         self.flush();
@@ -305,13 +312,15 @@ impl Conn {
     /// Whether the loop should read from the client: false once closing,
     /// and while the output or the owed answers are over their limits.
     pub fn wants_read(&self) -> bool {
-        !self.is_closing() && self.has_room()
+        // A subscriber is still read, so that its hangup is seen; what it
+        // sends is dropped.
+        !self.is_closing() && (self.stream.is_some() || self.has_room())
     }
 
     /// Whether the connection is on its way to close: it takes no more
     /// requests, and closes once what it owes is sent.
     pub fn is_closing(&self) -> bool {
-        self.stopped || self.eof
+        self.stopped || self.eof || self.stream.as_ref().is_some_and(|s| s.dropped)
     }
 
     /// Whether the loop should close the socket now: closing, nothing
@@ -356,7 +365,7 @@ impl Conn {
     fn process(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) {
         self.backlog = false;
         loop {
-            if self.stopped {
+            if self.stopped || self.stream.is_some() {
                 break;
             }
             if !self.has_room() {
@@ -373,7 +382,7 @@ impl Conn {
                 break;
             }
         }
-        if self.stopped || (self.eof && !self.backlog) {
+        if self.stopped || self.stream.is_some() || (self.eof && !self.backlog) {
             self.discard_input();
         } else {
             self.input.drain(..self.start);
@@ -453,105 +462,6 @@ impl Conn {
             },
         });
         self.stopped = true;
-    }
-
-    /// HTTP: takes one request if a whole one is buffered.
-    fn next_http(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) -> bool {
-        let buf = &self.input[self.start..];
-        if buf.is_empty() {
-            return false;
-        }
-        let head = match http::parse_head(buf) {
-            Ok(None) => return false,
-            Ok(Some(head)) => head,
-            Err(status) => return self.refuse(status),
-        };
-        let is_post = match head.method.as_str() {
-            "POST" => true,
-            "GET" if head.path == "/health" => false,
-            "GET" => return self.refuse(Status::NotFound),
-            _ => return self.refuse(Status::MethodNotAllowed),
-        };
-        let body_len = match (head.content_length, head.chunked, is_post) {
-            (_, true, _) | (None, false, true) => return self.refuse(Status::LengthRequired),
-            (Some(n), false, _) => n,
-            (None, false, false) => 0,
-        };
-        if body_len > self.limits.max_request {
-            return self.refuse(Status::ContentTooLarge);
-        }
-        let avail = buf.len();
-        let verdict = self.check_http(&head, is_post);
-        let complete = avail - head.len >= body_len;
-        if let Some(status) = verdict {
-            // The refusal waits for the body, so that closing does not
-            // reset a connection whose client is still sending (and would
-            // then never read the answer) — unless the client waits for a
-            // 100 before it sends, in which case it is told at once.
-            if complete || (head.expect_continue && !self.continue_sent) {
-                self.start += if complete { head.len + body_len } else { avail };
-                // Counted once, when answered: a body that arrives in
-                // several reads passes through here once for each.
-                if status == Status::Unauthorized {
-                    let why = if head.authorization.is_some() { "wrong token" } else { "no token" };
-                    self.auth_failed(why);
-                }
-                return self.refuse(status);
-            }
-            return false;
-        }
-        if !complete {
-            // Only when no earlier answer is owed, or the 100 would
-            // overtake it.
-            if head.expect_continue && !self.continue_sent && self.queue.is_empty() {
-                self.output.extend_from_slice(http::CONTINUE);
-                self.continue_sent = true;
-            }
-            return false;
-        }
-        let from = self.start + head.len;
-        let body = self.input[from..from + body_len].to_vec();
-        self.start += head.len + body_len;
-        self.taken += 1;
-        self.continue_sent = false;
-        let envelope = Envelope::Http { keep_alive: head.keep_alive };
-        if !head.keep_alive {
-            self.stopped = true;
-        }
-        self.answer_http(is_post, head.content_type.as_deref(), &body, envelope, dispatch);
-        true
-    }
-
-    /// HTTP: answers a whole request, its head read and its body taken.
-    fn answer_http(
-        &mut self,
-        is_post: bool,
-        content_type: Option<&str>,
-        body: &[u8],
-        envelope: Envelope,
-        dispatch: &mut dyn FnMut(&str, Params) -> Reply,
-    ) {
-        if !is_post {
-            self.queue.push_back(Pending {
-                envelope,
-                body: Body::Plain { status: Status::Ok, content_type: JSON, text: http::health_body() },
-            });
-            return;
-        }
-        match http::body_kind(content_type) {
-            Some(BodyKind::Json) => {
-                match jsonrpc::decode_bounded(body, self.limits.max_batch, self.limits.max_values) {
-                    Ok(message) => self.run_json(message, envelope, dispatch),
-                    // The body was delimited by its length, so the framing
-                    // holds: answer the parse error and keep the connection.
-                    Err(error) => {
-                        self.run_json(Message::Single(Entry::Invalid { id: Value::Null, error }), envelope, dispatch)
-                    }
-                }
-            }
-            Some(BodyKind::Xml) => self.run_xml(body, envelope, dispatch),
-            None => unreachable!("check_http refuses other content types"),
-        }
     }
 
     /// HTTP: answers `status` and closes.

@@ -123,6 +123,8 @@ pub(super) struct Head {
     pub origin: Option<String>,
     /// As sent (tokens are case-sensitive).
     pub authorization: Option<String>,
+    /// Lowercased: which format `/metrics` answers in.
+    pub accept: Option<String>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
 }
@@ -162,6 +164,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
         host,
         origin,
         authorization,
+        accept,
     } = fields;
     // Both framings at once is how requests get smuggled: refuse.
     if chunked && content_length.is_some() {
@@ -183,6 +186,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Status> {
         host,
         origin,
         authorization,
+        accept,
         version,
     }))
 }
@@ -199,6 +203,7 @@ struct Fields {
     host: Option<String>,
     origin: Option<String>,
     authorization: Option<String>,
+    accept: Option<String>,
 }
 
 impl Fields {
@@ -234,6 +239,7 @@ impl Fields {
                 }
             }
             "transfer-encoding" => self.chunked = true,
+            "accept" => self.accept = Some(value),
             "content-type" if self.content_type.is_some() => return Err(Status::BadRequest),
             "content-type" => self.content_type = Some(value),
             // HTTP/1.0 clients never wait for a 100; an HTTP/1.1 client
@@ -350,6 +356,11 @@ pub(super) fn health_body() -> String {
     Value::Object(status).to_string()
 }
 
+/// The headers the status page is served with.
+const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
+style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+form-action 'none'\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
+
 /// Appends a whole response to `out`.
 pub(super) fn write_response(out: &mut Vec<u8>, status: Status, content_type: &str, body: &[u8], keep_alive: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -359,6 +370,11 @@ pub(super) fn write_response(out: &mut Vec<u8>, status: Status, content_type: &s
     if status != Status::NoContent {
         out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    if content_type.starts_with("text/html") {
+        // The page acts on the daemon: no other site may frame it (a
+        // click it did not mean), and it runs only its own inline code.
+        out.extend_from_slice(PAGE_HEADERS.as_bytes());
     }
     if status == Status::MethodNotAllowed {
         out.extend_from_slice(b"Allow: GET, POST\r\n");

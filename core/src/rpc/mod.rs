@@ -63,13 +63,18 @@ mod access_tests;
 #[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod test_rig;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wire_tests;
 
-pub use conn::{Access, Conn, Framing, Limits, Policy, AUTHENTICATE, MAX_AUTH_FAILURES};
+pub use conn::{
+    Access, Conn, EventFrame, Framing, Limits, Policy, Pushed, StreamKind, AUTHENTICATE, MAX_AUTH_FAILURES, METRICS,
+    PAGE, SUBSCRIBE,
+};
 /// The numeric error codes, standard and forkd's own.
 pub use error as codes;
 pub use error::RpcError;

@@ -121,6 +121,17 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// Publishes `value` as the worker's gauge `forkd_user_NAME` (labelled
+    /// with its name and instance) in the daemon's metrics: a worker event
+    /// `{"metrics": {NAME: VALUE}}`, which the stream carries too.
+    pub fn set_metric(&mut self, name: &str, value: f64) -> Result<(), ChannelError> {
+        let mut metrics = serde_json::Map::new();
+        metrics.insert(name.to_string(), value.into());
+        let mut data = serde_json::Map::new();
+        data.insert("metrics".into(), Value::Object(metrics));
+        self.send(Value::Object(data))
+    }
+
     /// Blocks for `d` of the `Os` clock and does nothing else meanwhile: no
     /// command is read, no heartbeat written, no signal looked at. Real
     /// user code has no use for it (return from `work` and let the loop

@@ -568,20 +568,20 @@ impl Os for SimOs {
     /// Drawn from the world's generator, so a seed replays its secrets too.
     fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()> {
         let me = self.pid.0;
-        let mut st = self.enter();
-        for chunk in buf.chunks_mut(8) {
-            let word = st.rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-        st.record(me, TraceEvent::Random(buf.len()));
+        self.enter().fill_random(me, buf);
         Ok(())
+    }
+
+    fn process_stats(&mut self, pid: Pid) -> io::Result<crate::ProcessStats> {
+        super::process::stats_of(&self.enter(), pid)
+    }
+
+    fn resident_memory(&mut self, pid: Pid) -> io::Result<u64> {
+        super::process::stats_of(&self.enter(), pid).map(|s| s.rss_bytes)
     }
 
     fn note(&mut self, event: std::fmt::Arguments<'_>) {
         let me = self.pid.0;
-        let mut st = self.shared.lock();
-        if st.config.trace {
-            st.record(me, TraceEvent::Note(event.to_string()));
-        }
+        self.shared.lock().note(me, event);
     }
 }

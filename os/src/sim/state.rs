@@ -181,4 +181,20 @@ impl State {
             steps: self.steps,
         }
     }
+
+    /// Fills `buf` from the world's generator, and records it.
+    pub(super) fn fill_random(&mut self, me: i32, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        self.record(me, TraceEvent::Random(buf.len()));
+    }
+
+    /// Records a note of the daemon's, when the world keeps a trace.
+    pub(super) fn note(&mut self, me: i32, event: std::fmt::Arguments<'_>) {
+        if self.config.trace {
+            self.record(me, TraceEvent::Note(event.to_string()));
+        }
+    }
 }

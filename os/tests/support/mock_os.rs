@@ -8,7 +8,7 @@ use std::path::Path;
 
 use forkd_os::{
     Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
-    Region, Signal, SignalSet, SpawnOptions,
+    ProcessStats, Region, Signal, SignalSet, SpawnOptions,
 };
 use mockall::mock;
 
@@ -57,5 +57,7 @@ mock! {
         fn uid(&self) -> u32;
         fn peer(&mut self, fd: Fd) -> io::Result<Peer>;
         fn random_bytes(&mut self, buf: &mut [u8]) -> io::Result<()>;
+        fn process_stats(&mut self, pid: Pid) -> io::Result<ProcessStats>;
+        fn resident_memory(&mut self, pid: Pid) -> io::Result<u64>;
     }
 }

@@ -10,7 +10,7 @@
 //!   gone (a zombie counts as gone).
 //! - A thousand: launch until `worker.list` shows 1000 looping; the same
 //!   reached with `worker.scale` from one; the latency of `worker.list` of
-//!   1000.
+//!   1000, and of a scrape of `/metrics` (as with 4).
 //! - Connections: the master's growth per idle connection, 1000 of them
 //!   open, each having made one call.
 
@@ -134,6 +134,8 @@ fn small(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         wait_looping(&d, 4, DEADLINE)?;
         if mem.is_none() {
             mem = Some(memory(&mut d)?);
+            out.push(super::ops::scrape(env, &d.address, 4, env.plan.latency_samples.min(2_000))?);
+            out.push(super::ops::page_size(env, &d.address)?);
         }
         stops.push(millis(d.terminate(DEADLINE)?));
     }
@@ -163,6 +165,7 @@ fn large(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
             let req = Request::ndjson("worker.list", "");
             list = Some(rpc::latency(&Endpoint::plain(&d.address), &req, 3, env.plan.list_samples, true)?);
             sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
+            out.push(super::ops::scrape(env, &d.address, THOUSAND, env.plan.list_samples)?);
         }
         stops.push(millis(d.terminate(LARGE_DEADLINE)?));
     }

@@ -21,6 +21,7 @@
 mod daemon;
 mod fleet;
 mod lifecycle;
+mod ops;
 mod peer;
 mod report;
 mod rpc;

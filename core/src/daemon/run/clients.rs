@@ -80,9 +80,11 @@ impl Loop<'_> {
                         self.evict_unauthenticated(os, now);
                     }
                     let Some(access) = self.admit(os, fd) else {
+                        self.ctl.stats.connections_refused += 1;
                         os.close(fd);
                         continue;
                     };
+                    self.ctl.stats.connections_accepted += 1;
                     let id = self.next_client;
                     self.next_client += 1;
                     let limits = Limits {
@@ -206,6 +208,7 @@ impl Loop<'_> {
 
     pub(super) fn serve<O: Os>(&mut self, os: &mut O, id: u64, ready: Ready) {
         let now = os.now();
+        let open = self.clients.len();
         let Some(client) = self.clients.get_mut(&id) else { return };
         if ready.is_empty() && client.conn.output().is_empty() {
             return;
@@ -228,7 +231,7 @@ impl Loop<'_> {
                         let registry = &mut self.registry;
                         let ctl = &mut self.ctl;
                         client.conn.handle_bytes(&self.read_buf[..n], &mut |method, params| {
-                            registry.dispatch(ctl, method, params)
+                            dispatch(os, registry, ctl, method, params, open)
                         });
                         if n < self.read_buf.len() {
                             break;
@@ -254,6 +257,7 @@ impl Loop<'_> {
     /// socket takes no more or nothing is left; closes it when it is done.
     pub(super) fn pump<O: Os>(&mut self, os: &mut O, id: u64) {
         let now = os.now();
+        let open = self.clients.len();
         let Some(client) = self.clients.get_mut(&id) else { return };
         let mut broken = false;
         for _ in 0..READS_PER_TURN {
@@ -265,7 +269,7 @@ impl Loop<'_> {
             self.ctl.current_conn = id;
             let registry = &mut self.registry;
             let ctl = &mut self.ctl;
-            client.conn.resume(&mut |method, params| registry.dispatch(ctl, method, params));
+            client.conn.resume(&mut |method, params| dispatch(os, registry, ctl, method, params, open));
             if client.conn.output().len() == before {
                 break;
             }
@@ -337,7 +341,7 @@ impl Loop<'_> {
         let expired: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, c)| now >= c.last_active + idle && c.conn.pending_deferred() == 0)
+            .filter(|(_, c)| now >= c.last_active + idle && c.conn.pending_deferred() == 0 && !c.conn.is_subscriber())
             .map(|(id, _)| *id)
             .collect();
         for id in expired {

@@ -167,6 +167,7 @@ impl Loop<'_> {
             self.ctl.acknowledge(join, id, result);
         }
         for data in events {
+            self.ctl.user_metrics.take_from_worker(&name, instance, &data);
             self.publish(Event::Worker {
                 name: name.clone(),
                 instance,
@@ -207,10 +208,7 @@ impl Loop<'_> {
                 }
             }
         }
-        let raised = std::mem::take(&mut self.ctl.events);
-        for e in raised {
-            self.publish(e);
-        }
+        self.publish_raised();
     }
 
     /// Puts the next queued command in an instance's mailbox once the

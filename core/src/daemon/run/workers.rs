@@ -2,6 +2,7 @@
 //! and spawning an instance with its region and socket.
 
 use super::*;
+use crate::daemon::stats::ExitReason;
 
 impl Loop<'_> {
     pub(super) fn reap<O: Os>(&mut self, os: &mut O) {
@@ -9,13 +10,24 @@ impl Loop<'_> {
             match os.try_reap() {
                 Ok(Some((pid, status))) => {
                     let now = os.now();
+                    let why =
+                        self.ctl.sup.id_of_pid(pid).map(|id| exit_reason(&self.ctl.sup.instance(id).state, status));
                     match self.ctl.sup.handle_exit(pid, status, now) {
                         Ok(id) => {
                             log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
                             self.unlink(os, id);
                             let name = self.worker_name(id);
                             let instance = self.ctl.sup.instance(id).index;
-                            self.publish(Event::Worker { name, instance, event: WorkerEventKind::Exited, data: None });
+                            let why = why.unwrap_or(ExitReason::Exit);
+                            let restart = matches!(self.ctl.sup.instance(id).state, InstanceState::Waiting { .. });
+                            if restart {
+                                self.ctl.stats.restart_scheduled(id, why);
+                            }
+                            self.ctl.stats.exit_seen(restart, now);
+                            let mut data = crate::daemon::control::exit_json(status);
+                            data["reason"] = why.name().into();
+                            let data = Some(data);
+                            self.publish(Event::Worker { name, instance, event: WorkerEventKind::Exited, data });
                             if self.ctl.sup.instance(id).state == InstanceState::Failed {
                                 let name = self.worker_name(id);
                                 log::error!("worker {name} failed: restarted too often");
@@ -221,5 +233,26 @@ impl Loop<'_> {
         os.note(format_args!("worker {name}.{} started: pid {pid}", inst.index));
         let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
         self.publish(Event::Worker { name, instance: inst.index, event: started, data: None });
+    }
+}
+
+/// Why an instance in `state` exited with `status`: the daemon stopped or
+/// retired it, asked it to restart, killed it as hung, or it died on its
+/// own (by a signal or with an exit code).
+fn exit_reason(state: &InstanceState, status: forkd_os::ExitStatus) -> ExitReason {
+    use crate::supervisor::AfterStop;
+    match state {
+        InstanceState::Stopping { then: AfterStop::Restart, .. } => ExitReason::Manual,
+        InstanceState::Stopping { then: AfterStop::Recover, .. } => ExitReason::Hang,
+        InstanceState::Stopping { then: AfterStop::Stop, .. } => ExitReason::Stop,
+        InstanceState::Stopping { then: AfterStop::Retire, .. } => ExitReason::Retire,
+        InstanceState::Running { .. }
+        | InstanceState::Waiting { .. }
+        | InstanceState::Stopped
+        | InstanceState::Retired
+        | InstanceState::Failed => match status {
+            forkd_os::ExitStatus::Signaled(_) => ExitReason::Signal,
+            forkd_os::ExitStatus::Exited(_) => ExitReason::Exit,
+        },
     }
 }

@@ -101,7 +101,7 @@ impl Conn {
     /// more than once for one request (while its body arrives), so it
     /// counts no refusal (the caller does, when it answers one) and only
     /// notes that the token was shown, which is the same however often.
-    pub(super) fn check_http(&mut self, head: &http::Head, is_post: bool) -> Option<Status> {
+    pub(super) fn check_http(&mut self, head: &http::Head, route: route::Route) -> Option<Status> {
         let policy = std::rc::Rc::clone(&self.access.policy);
         let host_ok = match &head.host {
             Some(host) => http::host_allowed(host, &policy.allowed_hosts),
@@ -115,20 +115,26 @@ impl Conn {
             return Some(Status::MisdirectedRequest);
         }
         if let Some(origin) = &head.origin {
-            if !policy.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            // The daemon's own page, served from this very Host (which
+            // passed the check above, so no rebinding name), is its own
+            // origin: http://HOST.
+            let own = head.host.as_deref().is_some_and(|h| origin.strip_prefix("http://") == Some(h));
+            if !own && !policy.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
                 log::warn!("refused {}: origin {origin:?} not allowed", self.access.peer);
                 return Some(Status::Forbidden);
             }
         }
-        if !is_post {
+        if !route.wants_token() {
             return None;
         }
-        if head.path != "/" {
-            return Some(Status::NotFound);
-        }
-        if http::body_kind(head.content_type.as_deref()).is_none() {
-            log::debug!("refused {}: content type {:?}", self.access.peer, head.content_type);
-            return Some(Status::UnsupportedMediaType);
+        if route == route::Route::Rpc {
+            if head.path != "/" {
+                return Some(Status::NotFound);
+            }
+            if http::body_kind(head.content_type.as_deref()).is_none() {
+                log::debug!("refused {}: content type {:?}", self.access.peer, head.content_type);
+                return Some(Status::UnsupportedMediaType);
+            }
         }
         match (&policy.token, &head.authorization) {
             (None, _) => None,
@@ -206,6 +212,9 @@ impl Conn {
                 codes::UNAUTHORIZED,
                 format!("unauthorized: call {AUTHENTICATE} with the daemon's token first"),
             ));
+        }
+        if method == SUBSCRIBE {
+            return self.subscribe();
         }
         dispatch(method, params)
     }

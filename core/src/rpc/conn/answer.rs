@@ -32,6 +32,8 @@ pub(super) enum Body {
     Xml(Option<String>),
     /// An HTTP answer that is not RPC (health, errors).
     Plain { status: Status, content_type: &'static str, text: String },
+    /// The head of an event stream's answer; the events follow it.
+    StreamHead,
 }
 
 /// An answer owed to the client, in request order.
@@ -46,7 +48,7 @@ impl Pending {
         match &self.body {
             Body::Json { waiting, .. } => *waiting == 0,
             Body::Xml(answer) => answer.is_some(),
-            Body::Plain { .. } => true,
+            Body::Plain { .. } | Body::StreamHead => true,
         }
     }
 
@@ -85,6 +87,8 @@ impl Pending {
             (Envelope::Http { keep_alive }, Body::Plain { status, content_type, text }) => {
                 http::write_response(out, status, content_type, text.as_bytes(), keep_alive)
             }
+            (Envelope::Http { .. }, Body::StreamHead) => out.extend_from_slice(Conn::stream_head()),
+            (Envelope::Line, Body::StreamHead) => {}
         }
     }
 }
@@ -210,7 +214,7 @@ impl Conn {
             self.queued -= match &pending.body {
                 Body::Json { size, .. } => *size,
                 Body::Xml(answer) => answer.as_ref().map_or(0, String::len),
-                Body::Plain { .. } => 0,
+                Body::Plain { .. } | Body::StreamHead => 0,
             };
             let twice = matches!(pending.body, Body::Json { batch: true, .. });
             if crate::planted::active(crate::planted::Bug::AnswerTwice) && twice {
@@ -222,5 +226,6 @@ impl Conn {
             }
             pending.render(&mut self.output);
         }
+        self.open_stream_when_flushed();
     }
 }
