@@ -43,6 +43,7 @@
 //! assert_eq!(conn.output(), b"{\"jsonrpc\":\"2.0\",\"result\":\"hi\",\"id\":1}\n");
 //! ```
 
+mod args;
 pub mod conn;
 mod datetime;
 pub mod error;
