@@ -359,7 +359,7 @@ impl Client {
         let err = |e| ClientError::Io(address.clone(), e);
         let stream = match address {
             Address::Unix(p) => {
-                let s = UnixStream::connect(p).map_err(err)?;
+                let s = forkd_os::real::connect_unix_timeout(p, timeout).map_err(err)?;
                 s.set_read_timeout(Some(timeout)).map_err(err)?;
                 Stream::Unix(s)
             }

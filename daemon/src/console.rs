@@ -59,7 +59,9 @@ fn command(config: &Config) -> Command {
         )
         .subcommand(
             Command::new("events")
-                .about("Follow the daemon's events as they happen, until it stops")
+                .about(
+                    "Follow the daemon's events as they happen, until it stops (exit 1 if dropped for not keeping up)",
+                )
                 .arg(json_flag("Print each event as one line of JSON"))
                 .arg(help_arg()),
         )

@@ -32,7 +32,8 @@ pub(crate) fn paint_state(state: &str, cell: &str) -> String {
 }
 
 /// `events`: subscribes and prints each event as it comes, until the
-/// daemon closes the stream (0) or the connection fails (1).
+/// daemon closes the stream (0), or drops this subscriber for not keeping
+/// up, or the connection fails (1).
 pub(crate) fn events(address: &Address, options: &ConnectOptions, json: bool) -> u8 {
     let client = match crate::cli::connect(address, options) {
         Ok(c) => c,
@@ -54,11 +55,18 @@ pub(crate) fn events(address: &Address, options: &ConnectOptions, json: bool) ->
                 return 1;
             }
         };
+        let dropped = event["type"] == "stream.dropped";
         let line = if json { event.to_string() } else { render_event(&event) };
         let mut out = stdout.lock();
         // A closed pipe (`forkd events | head`) ends the tail quietly.
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
             return 0;
+        }
+        if dropped {
+            // The tail missed events: a script must not take it for a
+            // daemon that stopped.
+            eprintln!("error: the daemon dropped this subscriber: it did not keep up with the events");
+            return 1;
         }
     }
     0
@@ -67,9 +75,13 @@ pub(crate) fn events(address: &Address, options: &ConnectOptions, json: bool) ->
 /// One event as a line: its time since the daemon started, its type,
 /// whom it is about and what it says.
 pub(crate) fn render_event(event: &Value) -> String {
-    let time = event["time"].as_f64().unwrap_or(0.0);
     let kind = event["type"].as_str().unwrap_or("?");
-    let mut line = format!("{time:>10.3}s  {kind:<18}");
+    // The stream's own notices (`stream.dropped`) carry no time.
+    let time = match event["time"].as_f64() {
+        Some(t) => format!("{t:>10.3}s"),
+        None => format!("{:>11}", "-"),
+    };
+    let mut line = format!("{time}  {kind:<18}");
     if let Some(w) = event["worker"].as_str() {
         line.push_str(&format!("  {w}/{}", event["instance"]));
     }

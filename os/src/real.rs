@@ -46,6 +46,7 @@ use std::path::Path;
 pub use files::{effective_uid, open_regular, OpenFor, OpenRegularError};
 #[cfg(feature = "testing")]
 pub use isolated::isolated;
+pub use net::connect_unix_timeout;
 pub use process::thread_count;
 
 use crate::{

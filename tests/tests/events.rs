@@ -181,3 +181,29 @@ fn a_subscriber_that_never_reads_is_dropped_and_the_others_get_every_event() {
     assert!(got < sent, "it was dropped before the end: {got} of {sent}");
     assert!(d.log().contains("dropping event subscriber"), "{}", d.log());
 }
+
+/// Followers of the event stream get at most half the connection slots:
+/// past that, `GET /events` is answered 503 and `daemon.subscribe` an
+/// error, and `status` and `/health` are still answered.
+#[test]
+fn subscribers_cannot_take_the_slots_calls_need() {
+    let dir = TempDir::new("events-cap");
+    // The default ten slots: five for followers.
+    let d = Daemon::start(&dir, "pool-daemon", &[], &[("POOL_SIZE", "1")]);
+    let followers: Vec<Receiver<Value>> = (0..5).map(|_| sse(&d)).collect();
+    let forkd_os::Address::Unix(path) = &d.socket else { panic!("a unix daemon") };
+    let mut sixth = UnixStream::connect(path).unwrap();
+    sixth.set_read_timeout(Some(DEADLINE)).unwrap();
+    sixth.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut status = String::new();
+    BufReader::new(&sixth).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 503"), "a sixth follower got {status}");
+    let refused = d.client().call("daemon.subscribe", ()).expect_err("a sixth subscription");
+    assert!(refused.to_string().contains("too many event subscribers"), "{refused}");
+    // Calls still get their slots.
+    let info = d.client().call("daemon.info", ()).expect("daemon.info beside five followers");
+    assert_eq!(info["pid"].as_i64(), Some(i64::from(d.pid())));
+    let status = d.control("pool-daemon", &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    drop(followers);
+}

@@ -105,6 +105,9 @@ pub struct Ctl {
     /// The connection whose request is being dispatched.
     pub(crate) current_conn: u64,
     pub(crate) routes: BTreeMap<DeferId, u64>,
+    /// The deferred calls' method (as the metrics label it) and start, so
+    /// that their outcome and latency are counted when they complete.
+    pub(crate) deferred_calls: BTreeMap<DeferId, (String, Instant)>,
     /// The global cap on worker processes (`Config::max_workers`).
     pub(crate) max_workers: usize,
     /// What the daemon counts about itself (metrics, the page's history).
@@ -156,6 +159,7 @@ impl Ctl {
             events: Vec::new(),
             current_conn: 0,
             routes: BTreeMap::new(),
+            deferred_calls: BTreeMap::new(),
             max_workers: usize::MAX,
             stats: crate::daemon::stats::Stats::new(info_started),
             procs: BTreeMap::new(),

@@ -330,9 +330,22 @@ impl Loop<'_> {
                 }
             }
             let ids: Vec<u64> = self.clients.keys().copied().collect();
+            // Followers of the event stream get at most half the slots:
+            // the others stay for calls, `status` and `/health`.
+            let cap = (self.config.max_connections / 2).max(1);
+            let mut subscribers = self.clients.values().filter(|c| c.conn.is_subscriber()).count();
             for id in ids {
                 let r = self.clients.get(&id).and_then(|c| ready.get(&c.fd).copied()).unwrap_or(Ready::NONE);
+                let mut was = false;
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.turns = c.turns.saturating_add(1);
+                    was = c.conn.is_subscriber();
+                    c.conn.set_may_subscribe(subscribers < cap);
+                }
                 self.serve(os, id, r);
+                if !was && self.clients.get(&id).is_some_and(|c| c.conn.is_subscriber()) {
+                    subscribers += 1;
+                }
             }
             // 6. what was asked: the events methods raised first, so that
             // their listeners' requests are carried out with the rest.

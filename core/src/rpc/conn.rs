@@ -174,6 +174,9 @@ pub struct Conn {
     auth_failures: u32,
     /// The connection became a subscriber of the event stream.
     stream: Option<stream::Stream>,
+    /// Whether it may subscribe now: the daemon caps its subscribers, so
+    /// that followers cannot take every slot from the calls.
+    may_subscribe: bool,
 }
 
 impl Conn {
@@ -202,6 +205,7 @@ impl Conn {
             authenticated,
             auth_failures: 0,
             stream: None,
+            may_subscribe: true,
             limits,
             framing: None,
             input: Vec::new(),

@@ -218,3 +218,37 @@ pub(super) fn send_datagram(to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>
     sock.send_to_addr(data, &addr)?;
     Ok(())
 }
+
+/// Connects to a unix socket within `timeout`: a listener whose backlog is
+/// full (a daemon with every slot taken) makes a blocking connect wait for
+/// ever, and a non-blocking one fail with `EAGAIN` at once, so the connect
+/// is tried again every few milliseconds until the deadline, then fails
+/// with `TimedOut`. For clients outside a daemon's `Os`.
+pub fn connect_unix_timeout(
+    path: &std::path::Path,
+    timeout: std::time::Duration,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    let addr = Address::Unix(path.to_path_buf());
+    let sockaddr = SocketAddress::new(&addr)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let fd = stream_socket(sockaddr.family(), SockFlag::SOCK_NONBLOCK)?;
+        match socket::connect(fd.as_raw_fd(), sockaddr.as_sockaddr()) {
+            Ok(()) => {
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {timeout:?}: the daemon takes none (all its slots busy?)"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

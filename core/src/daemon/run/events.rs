@@ -86,10 +86,29 @@ pub(super) fn dispatch<O: Os>(
     let outcome = match &reply {
         crate::rpc::Reply::Value(_) => "ok",
         crate::rpc::Reply::Error(_) => "error",
-        crate::rpc::Reply::Deferred(_) => "deferred",
+        crate::rpc::Reply::Deferred(id) => {
+            // Counted when it completes, with its whole latency. Bounded:
+            // a method that never completes its calls cannot grow this.
+            if ctl.deferred_calls.len() >= MAX_TRACKED_DEFERRED {
+                ctl.deferred_calls.pop_first();
+            }
+            ctl.deferred_calls.insert(*id, (label.to_string(), start));
+            return reply;
+        }
     };
     ctl.stats.rpc_call(label, outcome, end.saturating_duration_since(start), end);
     reply
+}
+
+/// The most deferred calls whose outcome is awaited for the metrics.
+const MAX_TRACKED_DEFERRED: usize = 4096;
+
+/// A deferred call completed: its outcome and latency, counted now.
+pub(super) fn deferred_done(ctl: &mut Ctl, id: crate::rpc::DeferId, ok: bool, now: forkd_os::Instant) {
+    if let Some((label, start)) = ctl.deferred_calls.remove(&id) {
+        let outcome = if ok { "ok" } else { "error" };
+        ctl.stats.rpc_call(&label, outcome, now.saturating_duration_since(start), now);
+    }
 }
 
 /// Reads the master's and every running worker's resources: all of the

@@ -64,7 +64,48 @@ impl Route {
 /// Whether an `Accept` header asks for OpenMetrics rather than the 0.0.4
 /// text format.
 fn wants_openmetrics(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.split(',').any(|media| media.trim().starts_with("application/openmetrics-text")))
+    // Each media range's quality (`q`, 1 when absent); OpenMetrics only
+    // when the scraper rates it above the text format (and above 0).
+    let quality = |wanted: &dyn Fn(&str) -> bool| {
+        accept
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next()?.to_ascii_lowercase();
+                wanted(&media).then(|| {
+                    parts
+                        .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                        .find_map(|q| q.parse::<f32>().ok())
+                        .unwrap_or(1.0)
+                })
+            })
+            .fold(None, |best: Option<f32>, q| Some(best.map_or(q, |b| b.max(q))))
+    };
+    let open = quality(&|m| m == "application/openmetrics-text").unwrap_or(0.0);
+    let text = quality(&|m| m == "text/plain" || m == "text/*" || m == "*/*").unwrap_or(0.0);
+    open > 0.0 && open > text
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::wants_openmetrics;
+
+    #[test]
+    fn openmetrics_only_when_rated_above_the_text_format() {
+        let cases = [
+            (None, false),
+            (Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), true),
+            (Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1"), true),
+            (Some("application/openmetrics-text;q=0"), false),
+            (Some("text/plain;q=1,application/openmetrics-text;q=0.1"), false),
+            (Some("text/plain"), false),
+            (Some("*/*"), false),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(wants_openmetrics(accept), want, "{accept:?}");
+        }
+    }
 }
 
 impl Conn {
@@ -140,7 +181,13 @@ impl Conn {
                 self.answer_plain(envelope, Status::Ok, HTML, PAGE.replacen(AUTH_MARK, auth, 1))
             }
             Route::Metrics => self.answer_metrics(envelope, head.accept.as_deref(), dispatch),
-            Route::Events => self.open_stream(StreamKind::Sse),
+            Route::Events => match self.subscription_refused() {
+                Some(why) => {
+                    let body = format!("{{\"error\":\"{why}\"}}");
+                    self.answer_plain(envelope, Status::ServiceUnavailable, JSON, body)
+                }
+                None => self.open_stream(StreamKind::Sse),
+            },
         }
         true
     }

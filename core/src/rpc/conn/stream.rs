@@ -76,7 +76,16 @@ impl EventFrame {
     }
 }
 
+/// What a subscription past the daemon's cap is told.
+const TOO_MANY: &str = "too many event subscribers: the daemon keeps half its connection slots for calls";
+
 impl Conn {
+    /// Lets the connection subscribe, or not: the loop says so before each
+    /// turn, from how many subscribers it has and its cap.
+    pub fn set_may_subscribe(&mut self, may: bool) {
+        self.may_subscribe = may;
+    }
+
     /// Whether the connection subscribed to the event stream.
     pub fn is_subscriber(&self) -> bool {
         self.stream.is_some()
@@ -143,6 +152,9 @@ impl Conn {
                 "{SUBSCRIBE} works on newline-delimited JSON; over HTTP, GET /events"
             )));
         }
+        if !self.may_subscribe {
+            return Reply::Error(RpcError::new(crate::rpc::codes::LIMIT, TOO_MANY));
+        }
         self.open_stream(StreamKind::Ndjson);
         let mut answer = Map::new();
         answer.insert("subscribed".into(), Value::Bool(true));
@@ -154,6 +166,11 @@ impl Conn {
         if let Some(s) = &mut self.stream {
             s.open |= self.queue.is_empty();
         }
+    }
+
+    /// Whether a subscription is allowed now, and the refusal's text if not.
+    pub(super) fn subscription_refused(&self) -> Option<&'static str> {
+        (!self.may_subscribe).then_some(TOO_MANY)
     }
 
     /// The SSE head, as the answer that opens the stream.
