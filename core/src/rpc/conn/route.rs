@@ -87,27 +87,6 @@ fn wants_openmetrics(accept: Option<&str>) -> bool {
     open > 0.0 && open > text
 }
 
-#[cfg(test)]
-mod accept_tests {
-    use super::wants_openmetrics;
-
-    #[test]
-    fn openmetrics_only_when_rated_above_the_text_format() {
-        let cases = [
-            (None, false),
-            (Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), true),
-            (Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1"), true),
-            (Some("application/openmetrics-text;q=0"), false),
-            (Some("text/plain;q=1,application/openmetrics-text;q=0.1"), false),
-            (Some("text/plain"), false),
-            (Some("*/*"), false),
-        ];
-        for (accept, want) in cases {
-            assert_eq!(wants_openmetrics(accept), want, "{accept:?}");
-        }
-    }
-}
-
 impl Conn {
     /// HTTP: takes one request if a whole one is buffered.
     pub(super) fn next_http(&mut self, dispatch: &mut dyn FnMut(&str, Params) -> Reply) -> bool {
@@ -243,6 +222,27 @@ impl Conn {
             }
             Some(BodyKind::Xml) => self.run_xml(body, envelope, dispatch),
             None => unreachable!("check_http refuses other content types"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::wants_openmetrics;
+
+    #[test]
+    fn openmetrics_only_when_rated_above_the_text_format() {
+        let cases = [
+            (None, false),
+            (Some("application/openmetrics-text; version=1.0.0; charset=utf-8"), true),
+            (Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1"), true),
+            (Some("application/openmetrics-text;q=0"), false),
+            (Some("text/plain;q=1,application/openmetrics-text;q=0.1"), false),
+            (Some("text/plain"), false),
+            (Some("*/*"), false),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(wants_openmetrics(accept), want, "{accept:?}");
         }
     }
 }
