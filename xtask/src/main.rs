@@ -91,10 +91,31 @@ fn test() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["nextest", "run", "--workspace", "--exclude", "forkd-tests", "--no-fail-fast"])?;
+    // nextest runs no doc examples: the library crates' run here, and
+    // their docs must build without a warning.
+    cargo(&["test", "--doc", "-p", "forkd-os", "-p", "forkd-core", "-p", "forkd"])?;
+    docs()?;
     sim(&["--seeds".into(), TEST_SEEDS.to_string()])?;
     // The harness must bite: with bugs planted on purpose, seeds fail for
     // the invariant that guards each one. In release: it runs many seeds.
     cargo(&["nextest", "run", "--release", "-p", "forkd-harness", "--features", "planted", "--test", "planted"])
+}
+
+/// `cargo doc` of the workspace, warnings denied (broken links, missing
+/// docs).
+fn docs() -> Result<(), String> {
+    eprintln!("$ RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps");
+    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["doc", "--workspace", "--no-deps", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cargo doc: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo doc failed ({status})"))
+    }
 }
 
 fn e2e() -> Result<(), String> {
