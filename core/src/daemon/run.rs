@@ -338,7 +338,6 @@ impl Loop<'_> {
                 let r = self.clients.get(&id).and_then(|c| ready.get(&c.fd).copied()).unwrap_or(Ready::NONE);
                 let mut was = false;
                 if let Some(c) = self.clients.get_mut(&id) {
-                    c.turns = c.turns.saturating_add(1);
                     was = c.conn.is_subscriber();
                     c.conn.set_may_subscribe(subscribers < cap);
                 }

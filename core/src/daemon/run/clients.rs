@@ -32,16 +32,7 @@ pub(super) struct Client {
     /// them: the socket takes no more, and the client has not made room.
     pub(super) stalled_since: Option<Instant>,
     pub(super) connected_at: Instant,
-    /// Turns of the loop it was served in since it was accepted: from the
-    /// second on, it had its readiness polled and its bytes read.
-    pub(super) turns: u32,
 }
-
-/// A connection that was polled and read this many turns without showing
-/// the token may be pushed out at once when all slots are taken, however
-/// young: a flood of connections then cannot outpace the evictions, and a
-/// client that sends its token first thing has shown it by then.
-const EVICT_AFTER_TURNS: u32 = 2;
 
 impl Client {
     /// Notes whether a request is arriving, and since when.
@@ -112,7 +103,6 @@ impl Loop<'_> {
                         request_since: None,
                         stalled_since: None,
                         connected_at: now,
-                        turns: 0,
                     };
                     self.clients.insert(id, client);
                     self.publish(Event::ClientConnect { conn: id });
@@ -152,15 +142,11 @@ impl Loop<'_> {
     }
 
     /// The connection a new one may push out when all slots are taken: the
-    /// oldest that has not shown the token though it was read
-    /// [`EVICT_AFTER_TURNS`] turns, or within [`EVICT_GRACE`] (a silent
-    /// one, while the loop had nothing else to do).
+    /// oldest that has not shown the token within [`EVICT_GRACE`].
     pub(super) fn evictable(&self, now: Instant) -> Option<u64> {
         self.clients
             .iter()
-            .filter(|(_, c)| {
-                !c.conn.is_authenticated() && (c.turns >= EVICT_AFTER_TURNS || now >= c.connected_at + EVICT_GRACE)
-            })
+            .filter(|(_, c)| !c.conn.is_authenticated() && now >= c.connected_at + EVICT_GRACE)
             .min_by_key(|(id, c)| (c.connected_at, **id))
             .map(|(id, _)| *id)
     }
