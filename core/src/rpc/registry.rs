@@ -234,7 +234,7 @@ impl<C> Method<C> {
     /// .param(ParamType::Int, "a")
     /// .param(ParamType::Int, "b")
     /// .returns(ParamType::Int);
-    /// assert_eq!(add.signatures()[0].params.len(), 2);
+    /// assert_eq!(add.signatures()[0].params().len(), 2);
     /// ```
     pub fn typed<P, R>(name: impl Into<String>, mut handler: impl FnMut(&mut C, P) -> R + 'static) -> Self
     where
