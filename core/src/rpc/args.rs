@@ -61,13 +61,13 @@ impl Args {
 
     /// The argument called `name`, if it is a date-time (XML-RPC's
     /// `dateTime.iso8601`, or its text for a param declared
-    /// [`ParamType::DateTime`]).
+    /// [`ParamType::DateTime`](super::ParamType::DateTime)).
     pub fn get_datetime(&self, name: &str) -> Option<super::value::DateTime> {
         super::value::as_datetime(self.get(name)?)
     }
 
     /// The argument called `name`, if it is a byte string (XML-RPC's
-    /// `base64`, or its text for a param declared [`ParamType::Base64`]).
+    /// `base64`, or its text for a param declared [`ParamType::Base64`](super::ParamType::Base64)).
     pub fn get_bytes(&self, name: &str) -> Option<Vec<u8>> {
         super::value::as_bytes(self.get(name)?)
     }
