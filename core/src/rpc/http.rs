@@ -310,43 +310,15 @@ pub(super) fn bearer_token(authorization: &str) -> Option<Vec<u8>> {
         return Some(rest.as_bytes().to_vec());
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64_decode(rest)?;
+        // Basic credentials are padded base64.
+        if rest.len() % 4 != 0 {
+            return None;
+        }
+        let decoded = super::value::base64_decode(rest)?;
         let colon = decoded.iter().position(|&b| b == b':')?;
         return Some(decoded[colon + 1..].to_vec());
     }
     None
-}
-
-/// Standard base64 with padding, as Basic credentials use it.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = text.trim_end_matches('=').as_bytes();
-    if text.len() & 3 != 0 || text.len() - bytes.len() > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for &c in chunk {
-            acc = (acc << 6) | sextet(c)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&acc.to_be_bytes()[1..]),
-            3 => out.extend_from_slice(&(acc << 6).to_be_bytes()[1..3]),
-            2 => out.push((acc >> 4) as u8),
-            _ => return None,
-        }
-    }
-    Some(out)
 }
 
 /// The body of `GET /health`.
