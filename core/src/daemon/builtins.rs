@@ -37,20 +37,16 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
     }
 }
 
-/// What each of forkd's own error codes means, for the OpenRPC document.
-const ERRORS: &[(i64, &str)] = &[
-    (codes::UNKNOWN_WORKER, "No worker of that name"),
-    (codes::WORKER_NOT_RUNNING, "The worker has no running process to act on"),
-    (codes::WORKER_ERROR, "The worker answered with an error, or exited before answering"),
-    (codes::STOPPING, "The daemon is stopping and takes no new work"),
-    (codes::TOO_MANY_WORKERS, "The cap on worker processes would be passed"),
-];
+/// What forkd's own error code `code` means: its line in the code table
+/// that `rpc.discover` publishes.
+fn meaning(code: i64) -> &'static str {
+    crate::rpc::codes::TABLE.iter().find(|(_, c, _)| *c == code).map_or("", |(_, _, message)| message)
+}
 
 /// `m`, declaring that it may answer the errors of `codes` (forkd's own).
 pub fn with_errors(mut m: Method<Ctl>, codes: &[i64]) -> Method<Ctl> {
     for code in codes {
-        let message = ERRORS.iter().find(|(c, _)| c == code).map_or("", |(_, message)| message);
-        m = m.error(*code, message);
+        m = m.error(*code, meaning(*code));
     }
     m
 }
@@ -124,7 +120,7 @@ fn worker_status() -> Method<Ctl> {
     .signature()
     .param(ParamType::String, "name")
     .returns(ParamType::Array)
-    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
+    .error(codes::UNKNOWN_WORKER, meaning(codes::UNKNOWN_WORKER))
 }
 
 fn worker_restart() -> Method<Ctl> {
@@ -155,8 +151,8 @@ fn worker_restart() -> Method<Ctl> {
     .signature()
     .param(ParamType::String, "name")
     .returns(ParamType::Array)
-    .error(codes::UNKNOWN_WORKER, ERRORS[0].1)
-    .error(codes::STOPPING, ERRORS[3].1)
+    .error(codes::UNKNOWN_WORKER, meaning(codes::UNKNOWN_WORKER))
+    .error(codes::STOPPING, meaning(codes::STOPPING))
 }
 
 fn worker_scale() -> Method<Ctl> {
