@@ -64,6 +64,8 @@ pub struct RealOs {
     /// The descriptors handed out and not yet closed, which `close` may
     /// close; any other number it ignores.
     owned: FdSet,
+    /// The children's `statm` files, kept open between scrapes.
+    statm: procfs::StatmFiles,
 }
 
 /// A set of descriptor numbers, one bit each, in one allocation. A forked
@@ -98,6 +100,25 @@ impl FdSet {
             _ => false,
         }
     }
+
+    /// The numbers in the set as runs of consecutive ones, first and last.
+    fn runs(&self) -> impl Iterator<Item = (i32, i32)> + '_ {
+        let mut bits = self
+            .words
+            .iter()
+            .enumerate()
+            .filter(|(_, &word)| word != 0)
+            .flat_map(|(w, &word)| (0..64).filter(move |b| word & (1 << b) != 0).map(move |b| (w * 64 + b) as i32))
+            .peekable();
+        std::iter::from_fn(move || {
+            let first = bits.next()?;
+            let mut last = first;
+            while bits.next_if_eq(&(last + 1)).is_some() {
+                last += 1;
+            }
+            Some((first, last))
+        })
+    }
 }
 
 impl RealOs {
@@ -114,7 +135,12 @@ impl RealOs {
     /// assert_eq!(os.pid().0, std::process::id() as i32);
     /// ```
     pub fn new() -> std::io::Result<RealOs> {
-        Ok(RealOs { pid: Pid(nix::unistd::getpid().as_raw()), signals: None, owned: FdSet::default() })
+        Ok(RealOs {
+            pid: Pid(nix::unistd::getpid().as_raw()),
+            signals: None,
+            owned: FdSet::default(),
+            statm: Default::default(),
+        })
     }
 
     /// Makes a descriptor this `RealOs` did not create its own, so that
@@ -173,7 +199,11 @@ impl Os for RealOs {
     }
 
     fn try_reap(&mut self) -> std::io::Result<Option<(Pid, ExitStatus)>> {
-        process::try_reap()
+        let reaped = process::try_reap()?;
+        if let Some((pid, _)) = reaped {
+            self.statm.forget(pid);
+        }
+        Ok(reaped)
     }
 
     fn kill(&mut self, target: KillTarget, signal: Signal) -> std::io::Result<()> {
@@ -355,6 +385,6 @@ impl Os for RealOs {
     }
 
     fn resident_memory(&mut self, pid: Pid) -> std::io::Result<u64> {
-        procfs::resident(pid)
+        self.statm.resident(pid)
     }
 }

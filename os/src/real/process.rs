@@ -139,6 +139,7 @@ fn become_child(os: &mut RealOs, opts: SpawnOptions, old_mask: &SigSet) -> io::R
         signals.uninstall()?;
         // Dropping it closes the parent's pipe in the child.
     }
+    os.statm.close_in_child();
     os.pid = Pid(unistd::getpid().as_raw());
     retry(|| pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None))
 }

@@ -1,6 +1,7 @@
 //! What a process uses, read from `/proc`: `stat` for CPU time, resident
 //! memory and start time, `fd/` for its descriptors, `limits` for their
-//! limit. Only this process and its children are asked about, which the
+//! limit, `statm` for the resident memory of workers at each scrape.
+//! Only this process and its children are asked about, which the
 //! daemon's user may always read.
 
 use std::fs;
@@ -25,26 +26,106 @@ pub(super) fn stats(pid: Pid) -> io::Result<ProcessStats> {
     let cpu_seconds = (field(14)? + field(15)?) as f64 / ticks;
     let start_time_seconds = boot_time()? + field(22)? as f64 / ticks;
     let rss_bytes = field(24)? * page;
-    let open_fds = fs::read_dir(format!("{dir}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+    let open_fds = open_descriptors(&format!("{dir}/fd"));
     let max_fds = max_open_files(&fs::read_to_string(format!("{dir}/limits")).unwrap_or_default());
     Ok(ProcessStats { rss_bytes, cpu_seconds, open_fds, max_fds, start_time_seconds })
 }
 
-/// Process `pid`'s resident memory, from `statm` (its second field, in
-/// pages).
-pub(super) fn resident(pid: Pid) -> io::Result<u64> {
-    use std::io::{Read, Write};
-    // Many workers are read per scrape: nothing allocated.
-    let mut path = [0u8; 32];
-    let mut cursor = &mut path[..];
+/// How many descriptors are open in `fd_dir` (`/proc/PID/fd`). Since
+/// Linux 6.2 its size says so, in one `stat`; listing it, as older kernels
+/// need, costs a dentry per descriptor, which with a thousand workers is
+/// most of a scrape.
+fn open_descriptors(fd_dir: &str) -> u64 {
+    match fs::metadata(fd_dir) {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => fs::read_dir(fd_dir).map(|d| d.count() as u64).unwrap_or(0),
+    }
+}
+
+/// The `statm` files of the processes whose memory is read at each
+/// scrape, kept open: reading an open one costs one `pread`, where opening
+/// it again walks `/proc`'s directories each time, and a scrape reads a
+/// thousand of them.
+///
+/// An open `statm` belongs to the process it was opened for, not to its
+/// pid: once that process is reaped, reading fails with `ESRCH`, and a
+/// new process under the same pid is opened afresh. The files take at most
+/// a quarter of the descriptor limit; past that, a pid is read by opening
+/// it. A forked child closes them all in a few calls, since the kernel
+/// hands them out as runs of consecutive numbers.
+#[derive(Debug, Default)]
+pub(super) struct StatmFiles {
+    open: std::collections::HashMap<Pid, fs::File>,
+    numbers: super::FdSet,
+}
+
+impl StatmFiles {
+    /// Process `pid`'s resident memory, from `statm` (its second field, in
+    /// pages).
+    pub(super) fn resident(&mut self, pid: Pid) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        if let Some(file) = self.open.get(&pid) {
+            match file.read_at(&mut buf, 0) {
+                Ok(n) if n > 0 => return parse_statm(&buf[..n]),
+                // Reaped (ESRCH): the pid may name a new process now.
+                _ => self.forget(pid),
+            }
+        }
+        let file = fs::File::open(statm_path(pid, &mut [0u8; 32])?)?;
+        let n = file.read_at(&mut buf, 0)?;
+        let pages = parse_statm(&buf[..n])?;
+        if self.open.len() < descriptor_budget() {
+            use std::os::fd::AsRawFd;
+            self.numbers.insert(file.as_raw_fd());
+            self.open.insert(pid, file);
+        }
+        Ok(pages)
+    }
+
+    /// Closes the file of `pid`, reaped.
+    pub(super) fn forget(&mut self, pid: Pid) {
+        if let Some(file) = self.open.remove(&pid) {
+            use std::os::fd::AsRawFd;
+            self.numbers.remove(file.as_raw_fd());
+        }
+    }
+
+    /// In a forked child: closes the parent's files, one `close_range` per
+    /// run of numbers, without dropping the parent's map (which would
+    /// write to every page of it, copying them).
+    pub(super) fn close_in_child(&mut self) {
+        for (first, last) in self.numbers.runs() {
+            super::io::close_range(first, last);
+        }
+        std::mem::forget(std::mem::take(&mut self.open));
+        std::mem::forget(std::mem::take(&mut self.numbers));
+    }
+}
+
+/// `/proc/PID/statm`, written into `buf`: nothing allocated.
+fn statm_path(pid: Pid, buf: &mut [u8; 32]) -> io::Result<&str> {
+    use std::io::Write;
+    let mut cursor = &mut buf[..];
     write!(cursor, "/proc/{}/statm", pid.0)?;
     let len = 32 - cursor.len();
-    let path = std::str::from_utf8(&path[..len]).map_err(|_| bad("statm path"))?;
-    let mut buf = [0u8; 128];
-    let n = fs::File::open(path)?.read(&mut buf)?;
-    let text = std::str::from_utf8(&buf[..n]).map_err(|_| bad("statm"))?;
+    std::str::from_utf8(&buf[..len]).map_err(|_| bad("statm path"))
+}
+
+fn parse_statm(text: &[u8]) -> io::Result<u64> {
+    let text = std::str::from_utf8(text).map_err(|_| bad("statm"))?;
     let pages: u64 = text.split_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| bad("statm"))?;
     Ok(pages * page_size())
+}
+
+/// How many `statm` files may stay open: a quarter of the soft limit on
+/// descriptors, asked once.
+fn descriptor_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |l| l.0);
+        usize::try_from(soft / 4).unwrap_or(usize::MAX)
+    })
 }
 
 /// The page size, asked once.
