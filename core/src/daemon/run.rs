@@ -41,6 +41,7 @@ use crate::worker::{run_worker, Channel, Command, WorkerProcess, WorkerState, RE
 mod clients;
 mod events;
 mod links;
+mod slots;
 mod startup;
 mod stop;
 mod workers;
@@ -121,6 +122,8 @@ struct Loop<'d> {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     links: BTreeMap<usize, Link>,
+    /// The workers' hot words, packed.
+    slots: slots::Slots,
     phase: Phase,
     /// `accept` failed for lack of resources: the listener is not polled
     /// until then (or until a connection closes).
@@ -199,6 +202,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         clients: BTreeMap::new(),
         next_client: 1,
         links: BTreeMap::new(),
+        slots: Default::default(),
         phase: Phase::Running,
         accept_paused: None,
         read_buf: vec![0; config.socket_buffer.max(1)],

@@ -31,7 +31,7 @@ pub mod process;
 
 use serde_json::Value;
 
-pub use channel::{Channel, ChannelError, Command, PendingCommand, Reply, WorkerState, REGION_SIZE};
+pub use channel::{Channel, ChannelError, Command, PendingCommand, Reply, Slot, Table, WorkerState, REGION_SIZE};
 pub use context::{Context, WorkerEvent};
 pub use process::{
     run_worker, WorkerProcess, EXIT_OK, EXIT_OS_ERROR, EXIT_PANIC, EXIT_SPINUP_FAILED, HEARTBEAT_INTERVAL,

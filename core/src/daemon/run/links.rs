@@ -15,6 +15,8 @@ pub(super) const WARN_PERIOD: Duration = Duration::from_secs(10);
 /// A running worker instance's link: its region and its wake-up socket.
 pub(super) struct Link {
     pub(super) region: Region,
+    /// The channel's slot in the workers' table.
+    pub(super) slot: usize,
     pub(super) channel: Channel,
     pub(super) wake: Fd,
     pub(super) eof: bool,
@@ -83,6 +85,7 @@ impl Loop<'_> {
         }
         self.ctl.views[id].state = None;
         os.close(link.wake);
+        self.slots.give_back(link.slot);
         if !crate::planted::active(crate::planted::Bug::KeepOldRegion) {
             // Safety: the link is out of the table; its channel, the only
             // other handle here, is dropped unused with the rest of it.

@@ -95,6 +95,7 @@ impl Loop<'_> {
         for id in ids {
             self.unlink(os, id);
         }
+        self.slots.release(os);
         self.publish(Event::DaemonStop);
         self.close_listener(os);
         os.close(self.signal_fd);

@@ -136,15 +136,25 @@ impl Loop<'_> {
         let now = os.now();
         let inst = self.ctl.sup.instance(id).clone();
         let spec = self.ctl.sup.specs()[inst.worker].clone();
-        let region = match os.shm_create(REGION_SIZE) {
-            Ok(r) => r,
+        let capacity = slots::Slots::capacity(self.config.max_workers);
+        let (slot_index, slot) = match self.slots.take(os, capacity) {
+            Ok(s) => s,
             Err(e) => {
-                log::error!("worker {}: cannot create shared memory: {e}", spec.name);
+                log::error!("worker {}: no slot for its channel: {e}", spec.name);
                 self.ctl.sup.spawn_failed(id, now);
                 return;
             }
         };
-        let channel = Channel::create(region.clone());
+        let region = match os.shm_create(REGION_SIZE) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("worker {}: cannot create shared memory: {e}", spec.name);
+                self.slots.give_back(slot_index);
+                self.ctl.sup.spawn_failed(id, now);
+                return;
+            }
+        };
+        let channel = Channel::create_in(region.clone(), slot.clone());
         // The heartbeat starts at the spawn, written before the child exists
         // (so it has no other writer yet): a fresh channel's zero would read
         // as a heartbeat older than any hang timeout, and the next turn of
@@ -156,6 +166,7 @@ impl Loop<'_> {
                 log::error!("worker {}: socketpair: {e}", spec.name);
                 // Safety: `channel` is not used after this return.
                 unsafe { os.shm_unmap(region) };
+                self.slots.give_back(slot_index);
                 self.ctl.sup.spawn_failed(id, now);
                 return;
             }
@@ -166,7 +177,7 @@ impl Loop<'_> {
             instance: inst.index,
             looptime: spec.looptime,
             worker: (self.factories[inst.worker])(),
-            channel: Channel::attach(region.clone()),
+            channel: Channel::attach_in(region.clone(), slot),
             wake: theirs,
             daemon_pid: os.pid(),
             close_fds,
@@ -182,6 +193,7 @@ impl Loop<'_> {
                 }
                 let link = Link {
                     region,
+                    slot: slot_index,
                     channel,
                     wake: ours,
                     eof: false,
@@ -200,6 +212,7 @@ impl Loop<'_> {
                 // Safety: the child's channel went with the failed spawn's
                 // entry, and `channel` is not used after this arm.
                 unsafe { os.shm_unmap(region) };
+                self.slots.give_back(slot_index);
                 self.ctl.sup.spawn_failed(id, now);
             }
         }

@@ -6,17 +6,18 @@
 //! word and refused when its layout version differs, rather than misread.
 //! Changing anything here means bumping [`VERSION`].
 //!
-//! Each field has one writer. The header words (state, loops, heartbeat) are
-//! single atomic words; the blocks of several words (last error, command,
+//! Each field has one writer. The slot's words (state, loops, heartbeat,
+//! the counters of the mailboxes and of the event ring) are single atomic
+//! words; the blocks of several words (last error, command,
 //! reply) are seqlocks: a version word, odd while its writer is writing, then
 //! the fields. The event ring is a single-producer single-consumer queue:
-//! the worker owns `EV_HEAD` and the slots it has not published yet, the
-//! daemon owns `EV_TAIL` and `REP_TAKEN`.
+//! the worker owns `S_EV_HEAD` and the ring's entries it has not published
+//! yet, the daemon owns `S_EV_TAIL` and `S_REP_TAKEN`.
 
 /// "FORKDWRK" read as a little-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FORKDWRK");
 /// The layout version; bump it on any change to this file.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Longest last error kept, in bytes; longer ones are cut.
 pub const ERROR_MAX: usize = 512;
@@ -31,19 +32,39 @@ const fn words(bytes: usize) -> usize {
     bytes.div_ceil(8)
 }
 
-// --- header: one word each -------------------------------------------------
-pub const W_MAGIC: usize = 0;
-pub const W_VERSION: usize = 1;
+// --- the hot words: a slot of their own ----------------------------------
+// What the daemon reads on every turn or wake-up lies in a slot of 16 words,
+// apart from the rest of the channel: in a table that packs the slots of all
+// workers into a few pages (`Table`), or in the first 16 words of the
+// region for a channel on its own. So a thousand idle workers cost the
+// daemon a few pages, not two pages each.
+
+/// Words in a slot.
+pub const SLOT_WORDS: usize = 16;
+pub const S_MAGIC: usize = 0;
+pub const S_VERSION: usize = 1;
 /// Worker-owned: a `WorkerState` as a word.
-pub const W_STATE: usize = 2;
+pub const S_STATE: usize = 2;
 /// Worker-owned: iterations of the loop body so far.
-pub const W_LOOPS: usize = 3;
+pub const S_LOOPS: usize = 3;
 /// Worker-owned: the worker's clock, in nanoseconds, when it last beat.
-pub const W_HEARTBEAT: usize = 4;
-// Words 5..8 are reserved and zero.
+pub const S_HEARTBEAT: usize = 4;
+/// Worker-owned: the last error's seqlock version once it is written.
+pub const S_ERR_VER: usize = 5;
+/// Worker-owned: the sequence number of the last reply written, stored
+/// after the reply's block.
+pub const S_REP_SEQ: usize = 6;
+/// Daemon-owned: the sequence number of the last reply taken.
+pub const S_REP_TAKEN: usize = 7;
+/// Worker-owned: events published so far (a free-running counter).
+pub const S_EV_HEAD: usize = 8;
+/// Daemon-owned: events taken so far (a free-running counter).
+pub const S_EV_TAIL: usize = 9;
+// Words 10..16 are reserved and zero.
 
 // --- last error: worker-owned seqlock ----------------------------------------
-pub const ERR_VER: usize = 8;
+/// After the slot a channel on its own keeps at its start.
+pub const ERR_VER: usize = SLOT_WORDS;
 pub const ERR_LEN: usize = ERR_VER + 1;
 pub const ERR_BYTES: usize = ERR_VER + 2;
 
@@ -63,17 +84,9 @@ pub const REP_RESULT: usize = REP_VER + 2;
 pub const REP_LEN: usize = REP_VER + 3;
 pub const REP_BYTES: usize = REP_VER + 4;
 
-// --- bookkeeping of the two directions ---------------------------------------
-/// Daemon-owned: the sequence number of the last reply taken.
-pub const REP_TAKEN: usize = REP_BYTES + words(PAYLOAD_MAX);
-/// Worker-owned: events published so far (a free-running counter).
-pub const EV_HEAD: usize = REP_TAKEN + 1;
-/// Daemon-owned: events taken so far (a free-running counter).
-pub const EV_TAIL: usize = REP_TAKEN + 2;
-
 // --- event ring: slot i holds a length word, then the bytes --------------------
 pub const EV_SLOT_WORDS: usize = 1 + words(EVENT_MAX);
-pub const EV_SLOTS_AT: usize = EV_TAIL + 1;
+pub const EV_SLOTS_AT: usize = REP_BYTES + words(PAYLOAD_MAX);
 
 /// The first word of event slot `i` (its length); its bytes follow.
 pub const fn ev_slot(i: usize) -> usize {

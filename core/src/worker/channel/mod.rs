@@ -33,6 +33,7 @@ mod error;
 mod layout;
 mod message;
 mod seqlock;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ use layout::*;
 pub use error::ChannelError;
 pub use layout::{ERROR_MAX, EVENT_MAX, EVENT_SLOTS, PAYLOAD_MAX};
 pub use message::{Command, PendingCommand, Reply, WorkerState};
+pub use table::{Slot, Table};
 
 /// The bytes of shared memory a channel needs: what to pass to
 /// `Os::shm_create`.
@@ -62,32 +64,43 @@ pub struct Channel {
     /// At least `REGION_SIZE` bytes: checked by `create` and `attach`, so
     /// that no index below can fall outside it.
     region: Region,
+    /// The hot words: in a [`Table`], or at the start of `region`.
+    hot: Slot,
 }
 
 impl Channel {
-    /// Lays a channel out on a fresh region, as `Os::shm_create` makes it:
-    /// zeroed, which every field's empty state is. Only the header is
-    /// written, so that the pages a worker never uses (mailboxes, the event
-    /// ring) are never made resident in the daemon: with a thousand workers
-    /// that is most of the daemon's memory.
+    /// Lays a channel out on a fresh region, as `Os::shm_create` makes it
+    /// (zeroed, which every field's empty state is), with its slot at the
+    /// region's start.
     ///
     /// # Panics
     /// If the region is smaller than [`REGION_SIZE`]: the daemon sizes it.
     pub fn create(region: Region) -> Channel {
-        assert!(
-            region.len() >= REGION_SIZE,
-            "a worker channel needs {REGION_SIZE} bytes, the region has {}",
-            region.len()
-        );
+        let hot = Slot::within(&region);
+        Channel::create_in(region, hot)
+    }
+
+    /// Lays a channel out on a fresh region, with its hot words in `slot`
+    /// (a slot of a [`Table`], which may have served another channel
+    /// before). Only the slot is written, so that the pages of the region
+    /// a worker never uses are never made resident in the daemon.
+    ///
+    /// # Panics
+    /// If the region is smaller than [`REGION_SIZE`].
+    pub fn create_in(region: Region, slot: Slot) -> Channel {
+        check_size(&region);
         debug_assert!(
-            (0..WORDS).all(|w| w == W_MAGIC || region.load(w, Relaxed) == 0),
+            (SLOT_WORDS..WORDS).all(|w| region.load(w, Relaxed) == 0),
             "a channel is laid out on a fresh, zeroed region"
         );
-        region.store(W_STATE, WorkerState::Spinup.to_word(), Relaxed);
-        region.store(W_VERSION, VERSION, Relaxed);
+        for w in 1..SLOT_WORDS {
+            slot.store(w, 0, Relaxed);
+        }
+        slot.store(S_STATE, WorkerState::Spinup.to_word(), Relaxed);
+        slot.store(S_VERSION, VERSION, Relaxed);
         // The magic last, with release: whoever sees it sees the rest.
-        region.store(W_MAGIC, MAGIC, Release);
-        Channel { region }
+        slot.store(S_MAGIC, MAGIC, Release);
+        Channel { region, hot: slot }
     }
 
     /// A handle on a channel already laid out on `region` by `create` (in
@@ -98,12 +111,17 @@ impl Channel {
     /// # Panics
     /// If the region is smaller than [`REGION_SIZE`].
     pub fn attach(region: Region) -> Channel {
-        assert!(
-            region.len() >= REGION_SIZE,
-            "a worker channel needs {REGION_SIZE} bytes, the region has {}",
-            region.len()
-        );
-        Channel { region }
+        let hot = Slot::within(&region);
+        Channel::attach_in(region, hot)
+    }
+
+    /// A handle on a channel laid out by `create_in` with `slot`.
+    ///
+    /// # Panics
+    /// If the region is smaller than [`REGION_SIZE`].
+    pub fn attach_in(region: Region, slot: Slot) -> Channel {
+        check_size(&region);
+        Channel { region, hot: slot }
     }
 
     /// The region under the channel.
@@ -117,11 +135,11 @@ impl Channel {
     }
 
     fn check_header(&self) -> Result<(), ChannelError> {
-        let magic = self.region.load(W_MAGIC, Acquire);
+        let magic = self.hot.load(S_MAGIC, Acquire);
         if magic != MAGIC {
             return Err(ChannelError::BadMagic(magic));
         }
-        let version = self.region.load(W_VERSION, Relaxed);
+        let version = self.hot.load(S_VERSION, Relaxed);
         if version != VERSION {
             return Err(ChannelError::BadVersion(version));
         }
@@ -133,13 +151,13 @@ impl Channel {
     /// The state the worker last wrote.
     pub fn state(&self) -> Result<WorkerState, ChannelError> {
         self.check_header()?;
-        WorkerState::from_word(self.region.load(W_STATE, Acquire))
+        WorkerState::from_word(self.hot.load(S_STATE, Acquire))
     }
 
     /// How many times the loop body has run.
     pub fn loops(&self) -> Result<u64, ChannelError> {
         self.check_header()?;
-        Ok(self.region.load(W_LOOPS, Relaxed))
+        Ok(self.hot.load(S_LOOPS, Relaxed))
     }
 
     /// When the worker last showed it was alive: nanoseconds of the `Os`
@@ -147,14 +165,14 @@ impl Channel {
     /// until the worker first beats.
     pub fn heartbeat(&self) -> Result<u64, ChannelError> {
         self.check_header()?;
-        Ok(self.region.load(W_HEARTBEAT, Relaxed))
+        Ok(self.hot.load(S_HEARTBEAT, Relaxed))
     }
 
     /// The version of the last error: it changes (to an even number) each
     /// time the worker records one, so that a reader copies the text only
     /// when there is a new one.
     pub fn last_error_version(&self) -> u64 {
-        self.region.load(ERR_VER, Relaxed)
+        self.hot.load(S_ERR_VER, Relaxed)
     }
 
     /// The last error the worker recorded: an `Err` of `spinup` or `work`,
@@ -180,8 +198,8 @@ impl Channel {
     pub fn send_command(&self, command: Command) -> Result<u64, ChannelError> {
         self.check_header()?;
         let seq = self.region.load(CMD_SEQ, Relaxed);
-        let acked = self.region.load(REP_SEQ, Acquire);
-        let taken = self.region.load(REP_TAKEN, Relaxed);
+        let acked = self.hot.load(S_REP_SEQ, Acquire);
+        let taken = self.hot.load(S_REP_TAKEN, Relaxed);
         if acked > seq || taken > acked {
             return Err(ChannelError::Inconsistent("command sequence"));
         }
@@ -213,7 +231,11 @@ impl Channel {
     /// acknowledged): it comes back as `Err("bad reply: ...")`.
     pub fn take_reply(&self) -> Result<Option<Reply>, ChannelError> {
         self.check_header()?;
-        let taken = self.region.load(REP_TAKEN, Relaxed);
+        let taken = self.hot.load(S_REP_TAKEN, Relaxed);
+        if self.hot.load(S_REP_SEQ, Acquire) == taken {
+            // Nothing new: the mailbox's pages are not touched.
+            return Ok(None);
+        }
         let seq = self.region.load(CMD_SEQ, Relaxed);
         let (acked, result, (len, bytes)) = seqlock::read(&self.region, REP_VER, |r| {
             (r.load(REP_SEQ, Relaxed), r.load(REP_RESULT, Relaxed), copy_bytes(r, REP_LEN, REP_BYTES, PAYLOAD_MAX))
@@ -224,7 +246,7 @@ impl Channel {
         if acked != seq || taken > acked {
             return Err(ChannelError::Inconsistent("reply sequence"));
         }
-        self.region.store(REP_TAKEN, acked, Release);
+        self.hot.store(S_REP_TAKEN, acked, Release);
         let result = decode_reply(result, len, &bytes).map_err(|e| format!("bad reply: {e}"));
         Ok(Some(Reply { seq: acked, result: result.and_then(|r| r) }))
     }
@@ -237,11 +259,14 @@ impl Channel {
     /// call makes progress and nothing readable is lost.
     pub fn take_events(&self) -> Result<Vec<Value>, ChannelError> {
         self.check_header()?;
-        let head = self.region.load(EV_HEAD, Acquire);
-        let mut tail = self.region.load(EV_TAIL, Relaxed);
+        let head = self.hot.load(S_EV_HEAD, Acquire);
+        let mut tail = self.hot.load(S_EV_TAIL, Relaxed);
+        if head == tail {
+            return Ok(Vec::new());
+        }
         if head.wrapping_sub(tail) > EVENT_SLOTS as u64 {
             // Garbage counters: drop whatever they claim, start afresh.
-            self.region.store(EV_TAIL, head, Release);
+            self.hot.store(S_EV_TAIL, head, Release);
             return Err(ChannelError::Inconsistent("event ring"));
         }
         let mut events = Vec::new();
@@ -250,14 +275,14 @@ impl Channel {
             match decode_event(&self.region, slot) {
                 Ok(v) => events.push(v),
                 Err(e) if events.is_empty() => {
-                    self.region.store(EV_TAIL, tail.wrapping_add(1), Release);
+                    self.hot.store(S_EV_TAIL, tail.wrapping_add(1), Release);
                     return Err(e);
                 }
                 Err(_) => break,
             }
             tail = tail.wrapping_add(1);
         }
-        self.region.store(EV_TAIL, tail, Release);
+        self.hot.store(S_EV_TAIL, tail, Release);
         Ok(events)
     }
 
@@ -265,17 +290,17 @@ impl Channel {
 
     /// Publishes the worker's state.
     pub fn set_state(&self, state: WorkerState) {
-        self.region.store(W_STATE, state.to_word(), Release);
+        self.hot.store(S_STATE, state.to_word(), Release);
     }
 
     /// Publishes the loop count.
     pub fn set_loops(&self, loops: u64) {
-        self.region.store(W_LOOPS, loops, Relaxed);
+        self.hot.store(S_LOOPS, loops, Relaxed);
     }
 
     /// Records that the worker is alive at `now`.
     pub fn beat(&self, now: Instant) {
-        self.region.store(W_HEARTBEAT, now.as_nanos(), Relaxed);
+        self.hot.store(S_HEARTBEAT, now.as_nanos(), Relaxed);
     }
 
     /// Records the last error, cut to [`ERROR_MAX`] bytes.
@@ -285,6 +310,7 @@ impl Channel {
             r.store(ERR_LEN, message.len() as u64, Relaxed);
             r.write_bytes(byte(ERR_BYTES), message.as_bytes());
         });
+        self.hot.store(S_ERR_VER, self.region.load(ERR_VER, Relaxed), Release);
     }
 
     /// Whether a command waits to be acknowledged: two atomic loads, cheap
@@ -333,6 +359,9 @@ impl Channel {
             r.store(REP_LEN, payload.len() as u64, Relaxed);
             r.write_bytes(byte(REP_BYTES), &payload);
         });
+        // After the block, with release: the daemon that sees the number
+        // sees the reply.
+        self.hot.store(S_REP_SEQ, seq, Release);
     }
 
     /// Publishes an event for the daemon: `Full` while the daemon has not
@@ -342,8 +371,8 @@ impl Channel {
         if bytes.len() > EVENT_MAX {
             return Err(ChannelError::TooLarge { len: bytes.len(), max: EVENT_MAX });
         }
-        let head = self.region.load(EV_HEAD, Relaxed);
-        let tail = self.region.load(EV_TAIL, Acquire);
+        let head = self.hot.load(S_EV_HEAD, Relaxed);
+        let tail = self.hot.load(S_EV_TAIL, Acquire);
         if head.wrapping_sub(tail) >= EVENT_SLOTS as u64 {
             return Err(ChannelError::Full);
         }
@@ -351,9 +380,13 @@ impl Channel {
         self.region.store(slot, bytes.len() as u64, Relaxed);
         self.region.write_bytes(byte(slot + 1), &bytes);
         // Release: the daemon that sees the new head sees the slot's bytes.
-        self.region.store(EV_HEAD, head.wrapping_add(1), Release);
+        self.hot.store(S_EV_HEAD, head.wrapping_add(1), Release);
         Ok(())
     }
+}
+
+fn check_size(region: &Region) {
+    assert!(region.len() >= REGION_SIZE, "a worker channel needs {REGION_SIZE} bytes, the region has {}", region.len());
 }
 
 /// Copies a length word and at most `max` bytes: `len` may be garbage, the

@@ -164,7 +164,7 @@ fn a_bad_event_is_reported_alone_and_skipped() {
 #[test]
 fn garbage_ring_counters_reset_the_ring() {
     let c = channel();
-    c.region().store(EV_HEAD, 1_000, Relaxed);
+    c.region().store(S_EV_HEAD, 1_000, Relaxed);
     assert_eq!(c.take_events(), Err(ChannelError::Inconsistent("event ring")));
     assert_eq!(c.take_events(), Ok(vec![]));
     c.push_event(&json!("after")).unwrap();
@@ -195,7 +195,7 @@ fn an_odd_version_reads_as_torn_after_bounded_retries() {
 #[test]
 fn a_bad_header_fails_every_daemon_read() {
     let c = channel();
-    c.region().store(W_MAGIC, 0xdead, Relaxed);
+    c.region().store(S_MAGIC, 0xdead, Relaxed);
     assert_eq!(c.state(), Err(ChannelError::BadMagic(0xdead)));
     assert_eq!(c.loops(), Err(ChannelError::BadMagic(0xdead)));
     assert_eq!(c.heartbeat(), Err(ChannelError::BadMagic(0xdead)));
@@ -203,15 +203,15 @@ fn a_bad_header_fails_every_daemon_read() {
     assert_eq!(c.take_reply(), Err(ChannelError::BadMagic(0xdead)));
     assert_eq!(c.take_events(), Err(ChannelError::BadMagic(0xdead)));
     assert_eq!(c.send_command(Command::Stop), Err(ChannelError::BadMagic(0xdead)));
-    c.region().store(W_MAGIC, MAGIC, Relaxed);
-    c.region().store(W_VERSION, 99, Relaxed);
+    c.region().store(S_MAGIC, MAGIC, Relaxed);
+    c.region().store(S_VERSION, 99, Relaxed);
     assert_eq!(c.state(), Err(ChannelError::BadVersion(99)));
 }
 
 #[test]
 fn unknown_words_are_errors() {
     let c = channel();
-    c.region().store(W_STATE, 99, Relaxed);
+    c.region().store(S_STATE, 99, Relaxed);
     assert_eq!(c.state(), Err(ChannelError::BadState(99)));
 
     // A command kind nobody knows: the worker gets its sequence number, to
@@ -229,6 +229,7 @@ fn unknown_words_are_errors() {
         r.store(REP_LEN, 1, Relaxed);
         r.write_bytes(byte(REP_BYTES), b"{");
     });
+    published_reply(&c);
     let reply = c.take_reply().unwrap().unwrap();
     assert_eq!(reply.seq, 1);
     assert!(matches!(&reply.result, Err(e) if e.starts_with("bad reply: bad payload")), "{reply:?}");
@@ -239,13 +240,21 @@ fn unknown_words_are_errors() {
         r.store(REP_RESULT, 5, Relaxed);
         r.store(REP_LEN, 0, Relaxed);
     });
+    published_reply(&c);
     let reply = c.take_reply().unwrap().unwrap();
     assert_eq!(reply.result, Err("bad reply: unknown reply result 5".into()));
 
     // A reply to a command never sent.
     seqlock::write(c.region(), REP_VER, |r| r.store(REP_SEQ, 7, Relaxed));
+    published_reply(&c);
     assert_eq!(c.take_reply(), Err(ChannelError::Inconsistent("reply sequence")));
     assert_eq!(c.send_command(Command::Stop), Err(ChannelError::Inconsistent("command sequence")));
+}
+
+/// Publishes the reply written by hand in the mailbox, as `write_reply`
+/// does after its block: its number in the slot.
+fn published_reply(c: &Channel) {
+    c.region().store(S_REP_SEQ, c.region().load(REP_SEQ, Relaxed), Release);
 }
 
 #[test]
@@ -254,7 +263,7 @@ fn a_command_sequence_at_its_maximum_is_inconsistent() {
     // next sequence overflowed: a panic in the daemon from a scribbled
     // region (core/fuzz/regressions/channel/send_command_seq_at_max.patch).
     let c = channel();
-    for w in [CMD_SEQ, REP_SEQ, REP_TAKEN] {
+    for w in [CMD_SEQ, REP_SEQ, S_REP_SEQ, S_REP_TAKEN] {
         c.region().store(w, u64::MAX, Relaxed);
     }
     assert_eq!(c.send_command(Command::Pause), Err(ChannelError::Inconsistent("command sequence")));
@@ -277,8 +286,8 @@ proptest! {
             c.region().store(i, *w, Relaxed);
         }
         if keep_header {
-            c.region().store(W_MAGIC, MAGIC, Relaxed);
-            c.region().store(W_VERSION, VERSION, Relaxed);
+            c.region().store(S_MAGIC, MAGIC, Relaxed);
+            c.region().store(S_VERSION, VERSION, Relaxed);
         }
         // Daemon side.
         let _ = c.state();
@@ -297,8 +306,31 @@ proptest! {
         c.write_reply(3, &Ok(json!([1, 2])));
         let _ = c.push_event(&json!("e"));
         c.set_last_error("after garbage");
-        let valid = c.region().load(W_MAGIC, Relaxed) == MAGIC && c.region().load(W_VERSION, Relaxed) == VERSION;
+        let valid = c.region().load(S_MAGIC, Relaxed) == MAGIC && c.region().load(S_VERSION, Relaxed) == VERSION;
         prop_assert!(valid || !keep_header);
         prop_assert_eq!(c.last_error().ok(), valid.then(|| Some("after garbage".to_string())));
     }
+}
+
+#[test]
+fn a_channel_in_a_table_keeps_its_hot_words_in_its_slot_and_a_reused_slot_starts_afresh() {
+    let words = Table::bytes(2) / 8;
+    let table = Table::new(Region::from_buffer((0..words).map(|_| AtomicU64::new(0)).collect(), 1));
+    assert_eq!(table.capacity(), 2);
+    let region = || Region::from_buffer((0..REGION_SIZE / 8).map(|_| AtomicU64::new(0)).collect(), 2);
+    let first = region();
+    let c = Channel::create_in(first.clone(), table.slot(1));
+    let worker = Channel::attach_in(first.clone(), table.slot(1));
+    worker.set_state(WorkerState::Looping);
+    worker.set_loops(7);
+    worker.push_event(&json!({"n": 1})).unwrap();
+    assert_eq!((c.state(), c.loops()), (Ok(WorkerState::Looping), Ok(7)));
+    assert!((0..SLOT_WORDS).all(|w| first.load(w, Relaxed) == 0), "the region's own slot words stay unused");
+    assert_eq!(c.take_events(), Ok(vec![json!({"n": 1})]));
+    // The slot serves the next worker: everything of the last one is gone.
+    let next = Channel::create_in(region(), table.slot(1));
+    assert_eq!((next.state(), next.loops()), (Ok(WorkerState::Spinup), Ok(0)));
+    assert_eq!(next.take_events(), Ok(vec![]));
+    assert_eq!(next.take_reply(), Ok(None));
+    assert_eq!(Channel::create_in(region(), table.slot(0)).state(), Ok(WorkerState::Spinup));
 }
