@@ -135,6 +135,7 @@ impl RealOs {
     /// assert_eq!(os.pid().0, std::process::id() as i32);
     /// ```
     pub fn new() -> std::io::Result<RealOs> {
+        return_large_blocks();
         Ok(RealOs {
             pid: Pid(nix::unistd::getpid().as_raw()),
             signals: None,
@@ -165,6 +166,25 @@ impl RealOs {
     fn owns(&mut self, fd: Fd) -> Fd {
         self.owned.insert(fd.0);
         fd
+    }
+}
+
+/// Makes glibc's allocator give a large block back to the kernel when it is
+/// freed. By default it raises its threshold for that each time one is
+/// freed, and keeps the next in its heap: a daemon that answered one scrape
+/// of a thousand workers (a megabyte, copied twice on its way out) would
+/// hold those megabytes for the rest of its life. A fixed threshold of
+/// 128 KiB, glibc's own default, stops the raising; allocators other than
+/// glibc's are not touched.
+fn return_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    {
+        const BLOCK: libc::c_int = 128 * 1024;
+        // Safety: mallopt only sets the allocator's parameters.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, BLOCK);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * BLOCK);
+        }
     }
 }
 
