@@ -69,6 +69,7 @@ macro_rules! for_each_check {
         $m!(process_stats_of_self_and_a_child);
         $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
         $m!(close_inherited_closes_all_but_what_it_keeps);
+        $m!(close_all_closes_exactly_what_it_is_given);
     };
 }
 
@@ -572,4 +573,28 @@ pub fn close_inherited_closes_all_but_what_it_keeps<O: Os>(os: &mut O, _dir: &Pa
     os.close(here);
     assert_eq!(reap_n(os, sig, 1).len(), 1);
     os.close(r);
+}
+
+/// `close_all`: the descriptors given are closed, in runs or alone, and
+/// the others stay open; a number given twice or never handed out is
+/// ignored, as `close` ignores it.
+pub fn close_all_closes_exactly_what_it_is_given<O: Os>(os: &mut O, _dir: &Path) {
+    let pairs: Vec<(Fd, Fd)> = (0..6).map(|_| os.socket_pair().unwrap()).collect();
+    // Every other pair's first end, two of them twice, and a stray number.
+    let mut closing: Vec<Fd> = pairs.iter().step_by(2).map(|p| p.0).collect();
+    closing.extend([pairs[0].0, pairs[2].0, Fd(100_000)]);
+    os.close_all(&closing);
+    for (i, &(a, b)) in pairs.iter().enumerate() {
+        if i % 2 == 0 {
+            // A peer's end that was closed reads as end of file.
+            assert!(read_to_end(os, b).is_empty(), "pair {i}: its first end was closed");
+        } else {
+            write_all(os, a, b"open");
+            let mut buf = [0u8; 4];
+            wait_ready(os, b, Ready::READ);
+            assert_eq!(os.read(b, &mut buf).unwrap(), 4, "pair {i}: both ends still open");
+            os.close(a);
+        }
+        os.close(b);
+    }
 }

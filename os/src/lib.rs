@@ -190,6 +190,16 @@ pub trait Os: Sized + 'static {
     /// `install_signals` installed.
     fn close(&mut self, fd: Fd);
 
+    /// Closes each of `fds`, as [`Os::close`] would one by one. The real
+    /// arm closes each run of consecutive numbers in one `close_range`
+    /// call: a worker forked by a daemon of a thousand workers closes the
+    /// thousand descriptors it inherited in a few calls.
+    fn close_all(&mut self, fds: &[Fd]) {
+        for &fd in fds {
+            self.close(fd);
+        }
+    }
+
     /// Waits until one of `fds` is ready or `deadline` passes (`None`: no
     /// deadline), and returns how many are ready. A signal may end the wait
     /// early with none ready.

@@ -319,6 +319,20 @@ impl Os for RealOs {
         io::write(fd, buf)
     }
 
+    fn close_all(&mut self, fds: &[Fd]) {
+        let mut closing = FdSet::default();
+        for &fd in fds {
+            if self.signals.as_ref().is_some_and(|s| s.fd() == fd) {
+                self.signals = None;
+            } else if self.owned.remove(fd.0) {
+                closing.insert(fd.0);
+            }
+        }
+        for (first, last) in closing.runs() {
+            io::close_range(first, last);
+        }
+    }
+
     fn close(&mut self, fd: Fd) {
         // The signal pipe is the Os's own: closing it uninstalls the
         // handlers (as in the simulation), and its owner closes the fds.

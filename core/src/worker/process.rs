@@ -105,9 +105,7 @@ pub struct WorkerProcess {
 /// of a spawned worker: `os.spawn(opts, Box::new(move |os| run_worker(os, p)))`.
 pub fn run_worker<O: Os>(os: &mut O, spec: WorkerProcess) -> i32 {
     let WorkerProcess { name, instance, looptime, worker, channel, wake, daemon_pid, close_fds, reopen_log } = spec;
-    for fd in close_fds {
-        os.close(fd);
-    }
+    os.close_all(&close_fds);
     let target = format!("worker.{name}");
     let code = match start(os, &target, &channel, daemon_pid) {
         Ok(signal_fd) => {
