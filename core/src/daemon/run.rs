@@ -27,8 +27,8 @@ use std::time::Duration;
 use std::rc::Rc;
 
 use forkd_os::{
-    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd, Ready, Region,
-    Signal, SpawnOptions,
+    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd, Ready, Signal,
+    SpawnOptions,
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
@@ -48,7 +48,7 @@ mod workers;
 
 use clients::Client;
 use events::dispatch;
-use links::{Link, WarnLimit};
+use links::{Link, Links, WarnLimit};
 pub(crate) use startup::install_default_listeners;
 use startup::{bind, start_checks};
 
@@ -121,7 +121,7 @@ struct Loop<'d> {
     listener: Option<Fd>,
     clients: BTreeMap<u64, Client>,
     next_client: u64,
-    links: BTreeMap<usize, Link>,
+    links: Links,
     /// The workers' hot words, packed.
     slots: slots::Slots,
     phase: Phase,
@@ -201,7 +201,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         listener: Some(listener),
         clients: BTreeMap::new(),
         next_client: 1,
-        links: BTreeMap::new(),
+        links: Links::default(),
         slots: Default::default(),
         phase: Phase::Running,
         accept_paused: None,
@@ -322,7 +322,7 @@ impl Loop<'_> {
             }
             // 4. workers
             let woken: Vec<usize> =
-                self.links.iter().filter(|(_, l)| ready.contains_key(&l.wake)).map(|(id, _)| *id).collect();
+                self.links.iter().filter(|(_, l)| ready.contains_key(&l.wake)).map(|(id, _)| id).collect();
             for id in woken {
                 self.drain_link(os, id);
             }

@@ -12,9 +12,8 @@ pub(super) const WAKE_READS_PER_TURN: usize = 16;
 /// this period; the ones held back are counted in the next.
 pub(super) const WARN_PERIOD: Duration = Duration::from_secs(10);
 
-/// A running worker instance's link: its region and its wake-up socket.
+/// A running worker instance's link: its channel and its wake-up socket.
 pub(super) struct Link {
-    pub(super) region: Region,
     /// The channel's slot in the workers' table.
     pub(super) slot: usize,
     pub(super) channel: Channel,
@@ -33,6 +32,55 @@ pub(super) struct Link {
     /// The worker broke its channel and is being killed.
     pub(super) broken: bool,
     pub(super) warned: WarnLimit,
+}
+
+/// The links of the running instances, by instance id. Ids are the
+/// supervisor's indexes, dense and reused by scale-ups, so a vector serves:
+/// a thousand links cost a thousand entries, without a tree's nodes.
+#[derive(Default)]
+pub(super) struct Links {
+    by_id: Vec<Option<Link>>,
+}
+
+impl Links {
+    pub(super) fn get(&self, id: &usize) -> Option<&Link> {
+        self.by_id.get(*id)?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, id: &usize) -> Option<&mut Link> {
+        self.by_id.get_mut(*id)?.as_mut()
+    }
+
+    pub(super) fn insert(&mut self, id: usize, link: Link) {
+        if self.by_id.len() <= id {
+            self.by_id.resize_with(id + 1, || None);
+        }
+        self.by_id[id] = Some(link);
+    }
+
+    pub(super) fn remove(&mut self, id: &usize) -> Option<Link> {
+        self.by_id.get_mut(*id)?.take()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Link)> {
+        self.by_id.iter().enumerate().filter_map(|(id, l)| Some((id, l.as_ref()?)))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Link)> {
+        self.by_id.iter_mut().enumerate().filter_map(|(id, l)| Some((id, l.as_mut()?)))
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Link> {
+        self.by_id.iter().flatten()
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Link> {
+        self.by_id.iter_mut().flatten()
+    }
 }
 
 /// Holds back repeated warnings: one per [`WARN_PERIOD`], with a count of
@@ -89,7 +137,7 @@ impl Loop<'_> {
         if !crate::planted::active(crate::planted::Bug::KeepOldRegion) {
             // Safety: the link is out of the table; its channel, the only
             // other handle here, is dropped unused with the rest of it.
-            unsafe { os.shm_unmap(link.region) };
+            unsafe { os.shm_unmap(link.channel.region().clone()) };
         }
         let name = self.worker_name(id);
         if let Some((_, join, _)) = link.in_flight {
@@ -182,8 +230,8 @@ impl Loop<'_> {
 
     /// Refreshes what the daemon knows of each worker from its channel.
     pub(super) fn poll_links(&mut self) {
-        for (id, link) in &self.links {
-            let view: &mut InstanceView = &mut self.ctl.views[*id];
+        for (id, link) in self.links.iter() {
+            let view: &mut InstanceView = &mut self.ctl.views[id];
             let before = view.state;
             if let Ok(s) = link.channel.state() {
                 view.state = Some(s);
@@ -205,7 +253,7 @@ impl Loop<'_> {
                     _ => None,
                 };
                 if let Some(kind) = kind {
-                    let inst = self.ctl.sup.instance(*id);
+                    let inst = self.ctl.sup.instance(id);
                     let name = self.ctl.sup.specs()[inst.worker].name.clone();
                     self.ctl.events.push(Event::Worker { name, instance: inst.index, event: kind, data: None });
                 }

@@ -91,7 +91,7 @@ impl Loop<'_> {
         for id in ids {
             self.close_client(os, id);
         }
-        let ids: Vec<usize> = self.links.keys().copied().collect();
+        let ids: Vec<usize> = self.links.keys().collect();
         for id in ids {
             self.unlink(os, id);
         }

@@ -79,7 +79,7 @@ impl Loop<'_> {
             (Some(h), Some(link)) => now >= link.hang_deadline(h),
             _ => false,
         });
-        for (&id, link) in self.links.iter_mut() {
+        for (id, link) in self.links.iter_mut() {
             if let Some((seq, join, sent)) = link.in_flight {
                 if join != 0 && now >= sent + COMMAND_TIMEOUT {
                     // The worker keeps the mailbox until it answers or dies;
@@ -192,7 +192,6 @@ impl Loop<'_> {
                     log::warn!("worker {}: keep its region from other workers: {e}", spec.name);
                 }
                 let link = Link {
-                    region,
                     slot: slot_index,
                     channel,
                     wake: ours,
