@@ -70,6 +70,7 @@ macro_rules! for_each_check {
         $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
         $m!(close_inherited_closes_all_but_what_it_keeps);
         $m!(close_all_closes_exactly_what_it_is_given);
+        $m!(trim_memory_gives_back_what_was_freed);
     };
 }
 
@@ -597,4 +598,21 @@ pub fn close_all_closes_exactly_what_it_is_given<O: Os>(os: &mut O, _dir: &Path)
         }
         os.close(b);
     }
+}
+
+/// `trim_memory`: after many small blocks are freed, trimming leaves the
+/// process with no more resident memory than before, and working.
+pub fn trim_memory_gives_back_what_was_freed<O: Os>(os: &mut O, _dir: &Path) {
+    let me = os.pid();
+    let mut blocks: Vec<Box<[u8; 64]>> = (0..65_536).map(|i| Box::new([(i % 256) as u8; 64])).collect();
+    // The last eighth kept, so the heap's top stays in use: what is freed
+    // lies inside it, where only a trim can give it back.
+    let kept = blocks.split_off(blocks.len() / 8 * 7);
+    drop(blocks);
+    let before = os.resident_memory(me).expect("resident memory");
+    os.trim_memory();
+    let after = os.resident_memory(me).expect("resident memory");
+    assert!(after <= before, "trimming grew the process: {before} -> {after}");
+    let first = 65_536 / 8 * 7;
+    assert!(kept.iter().enumerate().all(|(i, b)| b[63] == ((first + i) % 256) as u8), "the kept blocks are intact");
 }

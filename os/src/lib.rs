@@ -309,6 +309,13 @@ pub trait Os: Sized + 'static {
     /// read (`/proc/PID/statm`), for scrapes of many workers.
     fn resident_memory(&mut self, pid: Pid) -> io::Result<u64>;
 
+    /// Gives the memory the allocator holds free back to the kernel, after
+    /// a burst of allocations (a large answer) is over. The real arm calls
+    /// glibc's `malloc_trim`, which releases the free pages inside the heap
+    /// as well as its top; without glibc, and in the simulation, nothing
+    /// is done.
+    fn trim_memory(&mut self) {}
+
     /// Records an event of the daemon's in the world's trace. The simulation
     /// keeps it beside its own events, so a replayed seed shows what the
     /// daemon did; the real operating system has no trace and ignores it.

@@ -421,4 +421,12 @@ impl Os for RealOs {
     fn resident_memory(&mut self, pid: Pid) -> std::io::Result<u64> {
         self.statm.resident(pid)
     }
+
+    fn trim_memory(&mut self) {
+        #[cfg(target_env = "gnu")]
+        // Safety: malloc_trim only returns free memory to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }

@@ -124,6 +124,8 @@ struct Loop<'d> {
     links: Links,
     /// The workers' hot words, packed.
     slots: slots::Slots,
+    /// A large answer was made: the allocator is trimmed once it is sent.
+    trim_pending: bool,
     phase: Phase,
     /// `accept` failed for lack of resources: the listener is not polled
     /// until then (or until a connection closes).
@@ -203,6 +205,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         next_client: 1,
         links: Links::default(),
         slots: Default::default(),
+        trim_pending: false,
         phase: Phase::Running,
         accept_paused: None,
         read_buf: vec![0; config.socket_buffer.max(1)],
@@ -357,6 +360,7 @@ impl Loop<'_> {
             self.deliver_completions(os);
             self.flush_subscribers(os);
             self.expire_idle(os);
+            self.trim_after_large_answers(os);
         }
         self.finish(os, hooks);
     }

@@ -10,6 +10,11 @@ pub(super) const ACCEPTS_PER_TURN: usize = 64;
 /// At most this many reads from one connection in one turn.
 pub(super) const READS_PER_TURN: usize = 16;
 
+/// An answer this large (a scrape, or `worker.list`, of a thousand
+/// workers) was built from many allocations: once it is sent, the
+/// allocator is asked to give the freed memory back (`Os::trim_memory`).
+pub(super) const LARGE_ANSWER: usize = 64 * 1024;
+
 /// How long the listener is left alone after `accept` failed for lack of
 /// descriptors or memory, unless a connection closes first.
 pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -67,6 +72,14 @@ pub(super) fn flush<O: Os>(os: &mut O, client: &mut Client, now: Instant) -> io:
 }
 
 impl Loop<'_> {
+    /// Gives the memory of large answers back once they are all sent.
+    pub(super) fn trim_after_large_answers<O: Os>(&mut self, os: &mut O) {
+        if self.trim_pending && self.clients.values().all(|c| c.conn.output().is_empty()) {
+            self.trim_pending = false;
+            os.trim_memory();
+        }
+    }
+
     pub(super) fn accept<O: Os>(&mut self, os: &mut O, listener: Fd) {
         for _ in 0..ACCEPTS_PER_TURN {
             let now = os.now();
@@ -233,6 +246,9 @@ impl Loop<'_> {
                         client.conn.handle_bytes(&self.read_buf[..n], &mut |method, params| {
                             dispatch(os, registry, ctl, method, params, open)
                         });
+                        if client.conn.output().len() >= LARGE_ANSWER {
+                            self.trim_pending = true;
+                        }
                         if n < self.read_buf.len() {
                             break;
                         }
