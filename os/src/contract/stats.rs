@@ -47,3 +47,20 @@ pub fn process_stats_of_self_and_a_child<O: Os>(os: &mut O, _dir: &Path) {
     assert!(os.resident_memory(child).is_err(), "nor memory");
     assert!(os.process_stats(Pid(i32::MAX)).is_err(), "no such process");
 }
+
+/// `trim_memory`: after many small blocks are freed, trimming leaves the
+/// process with no more resident memory than before, and working.
+pub fn trim_memory_gives_back_what_was_freed<O: Os>(os: &mut O, _dir: &Path) {
+    let me = os.pid();
+    let mut blocks: Vec<Box<[u8; 64]>> = (0..65_536).map(|i| Box::new([(i % 256) as u8; 64])).collect();
+    // The last eighth kept, so the heap's top stays in use: what is freed
+    // lies inside it, where only a trim can give it back.
+    let kept = blocks.split_off(blocks.len() / 8 * 7);
+    drop(blocks);
+    let before = os.resident_memory(me).expect("resident memory");
+    os.trim_memory();
+    let after = os.resident_memory(me).expect("resident memory");
+    assert!(after <= before, "trimming grew the process: {before} -> {after}");
+    let first = 65_536 / 8 * 7;
+    assert!(kept.iter().enumerate().all(|(i, b)| b[63] == ((first + i) % 256) as u8), "the kept blocks are intact");
+}
