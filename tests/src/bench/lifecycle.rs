@@ -27,7 +27,7 @@ use super::daemon::{bench_dir, poll_until, Launch, Running, DEADLINE};
 use super::load::{Clients, Shape};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{micros, quantiles, Quantiles};
-use super::wire::{count, Framing, Request, Wire};
+use super::wire::{count, is_success, Framing, Request, Wire};
 use super::{peer, pm2, sys, Env};
 
 /// The clients that load the socket while workers are killed.
@@ -139,12 +139,11 @@ fn kill_each(env: &Env, kills: usize, load: bool) -> Result<(Vec<f64>, Option<Lo
     sys::pin_current(env.cpus.other).map_err(|e| format!("pin: {e}"))?;
     wait_looping(&d, kills, DEADLINE)?;
     let mut c = d.client()?;
-    let clients = match load {
-        true => {
-            let shape = Shape { clients: LOAD_CLIENTS, depth: 1, cpu: env.cpus.other, record: true };
-            Some(Clients::start(&d.address, &Request::ndjson("daemon.info", ""), shape)?)
-        }
-        false => None,
+    let clients = if load {
+        let shape = Shape { clients: LOAD_CLIENTS, depth: 1, cpu: env.cpus.other, record: true };
+        Some(Clients::start(&d.address, &Request::ndjson("daemon.info", ""), shape)?)
+    } else {
+        None
     };
     let (t0, n0) = (Instant::now(), clients.as_ref().map_or(0, Clients::answered));
     let mut v = Vec::new();
@@ -236,9 +235,11 @@ pub fn pause(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
     let mut w = Wire::connect(&d.address, Framing::Line, DEADLINE).map_err(|e| e.to_string())?;
     let pause = Request::ndjson("worker.pause", r#"{"name":"handyman"}"#);
     let resume = Request::ndjson("worker.resume", r#"{"name":"handyman"}"#);
+    // The answer is one entry per instance, each saying whether it was
+    // done: `[{"instance":0,"name":"handyman","ok":true}]`.
     let mut call = |r: &Request| -> Result<(), String> {
         let body = w.call(&r.bytes).map_err(|e| e.to_string())?;
-        if body.windows(13).any(|x| x == b"\"result\":true") {
+        if is_success(body) && count(body, b"\"ok\":true") == 1 && count(body, b"\"ok\":false") == 0 {
             Ok(())
         } else {
             Err(format!("unexpected answer: {}", String::from_utf8_lossy(body)))
