@@ -57,7 +57,10 @@ pub struct Install {
 }
 
 fn tool_version(tool: &str) -> Result<String, String> {
-    let out = Command::new(tool).arg("--version").output().map_err(|e| format!("{tool} not on PATH ({e})"))?;
+    let out = Command::new(tool).arg("--version").output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{tool} not on PATH"),
+        _ => format!("run {tool}: {e}"),
+    })?;
     if !out.status.success() {
         return Err(format!("{tool} --version failed ({})", out.status));
     }
@@ -135,6 +138,8 @@ pub struct Pm2 {
     gone: bool,
     /// The driver's stderr.
     log: PathBuf,
+    /// `PM2_HOME`.
+    home: PathBuf,
 }
 
 impl Pm2 {
@@ -171,7 +176,7 @@ impl Pm2 {
             }
         });
         let input = driver.stdin.take();
-        let mut pm2 = Pm2 { driver, input, answers, god: 0, gone: false, log: log_path };
+        let mut pm2 = Pm2 { driver, input, answers, god: 0, gone: false, log: log_path, home };
         let ready = pm2.answer(DEADLINE)?;
         pm2.god = ready["god"].as_i64().unwrap_or(0) as i32;
         if pm2.god <= 1 {
@@ -235,8 +240,13 @@ impl Pm2 {
 
 impl Drop for Pm2 {
     fn drop(&mut self) {
-        if !self.gone && self.god > 1 && sys::alive(self.god) && is_god(self.god) {
-            sys::kill_tree(self.god);
+        if !self.gone {
+            // A daemon that started but never said so is in its pid file.
+            let pid_file = || std::fs::read_to_string(self.home.join("pm2.pid")).ok()?.trim().parse::<i32>().ok();
+            let god = if self.god > 1 { Some(self.god) } else { pid_file() };
+            if let Some(god) = god.filter(|p| *p > 1 && sys::alive(*p) && is_god(*p)) {
+                sys::kill_tree(god);
+            }
         }
         // The driver has nothing left to kill: it exits at once.
         drop(self.input.take());
