@@ -61,7 +61,7 @@ fn pm2_fleet(env: &Env, n: usize, runs: usize) -> Result<FleetFigures, String> {
     match &env.pm2 {
         Ok(install) => {
             super::progress(&format!("fleet: pm2, {n} processes"));
-            // Its list of 1000 takes tens of milliseconds: fewer samples.
+            // Its list of 1000 takes hundreds of milliseconds: fewer samples.
             let list_samples = (env.plan.list_samples / 5).max(10);
             pm2::fleet(env, install, n, runs, list_samples).map_err(|e| format!("failed: {e}"))
         }

@@ -334,7 +334,14 @@ pub fn main() -> ExitCode {
     // pipes for a thousand programs: the daemons inherit this limit.
     let nofile = sys::raise_nofile(16_384);
     let peer = if args.no_peer { Err("--no-peer".to_string()) } else { peer::find() };
-    let pm2 = if args.no_peer { Err("--no-peer".to_string()) } else { pm2::find(&target_dir().join("bench/pm2")) };
+    // Only the restart and fleet sections have PM2 figures: no install
+    // without them.
+    let wants_pm2 = args.only.as_ref().is_none_or(|o| o.iter().any(|s| s == "restart" || s == "fleet"));
+    let pm2 = match (args.no_peer, wants_pm2) {
+        (true, _) => Err("--no-peer".to_string()),
+        (false, false) => Err("no section run has pm2 figures".to_string()),
+        (false, true) => pm2::find(&target_dir().join("bench/pm2")),
+    };
     let machine = sys::machine();
     let env = Env { plan: Plan::new(args.quick), bins, bench_exe, cpus: sys::Cpus::detect(), peer, pm2 };
     let mode = if args.quick { "quick" } else { "full" };
