@@ -21,6 +21,7 @@ use serde_json::json;
 use super::daemon::{poll_until, Running, DEADLINE};
 use super::lifecycle::{start_fixture, wait_looping};
 use super::peer::{self, FleetFigures};
+use super::pm2;
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::rpc::{self, Endpoint};
 use super::stats::{micros, millis, quantiles};
@@ -47,6 +48,22 @@ fn peer_fleet(env: &Env, n: usize, runs: usize) -> Result<FleetFigures, String> 
             // getAllProcessInfo of 1000 takes about half a second: fewer samples.
             let list_samples = (env.plan.list_samples / 5).max(10);
             peer::fleet(env, sd, n, runs, list_samples).map_err(|e| format!("failed: {e}"))
+        }
+        Err(why) => Err(why.clone()),
+    }
+}
+
+/// PM2's figures for `n` processes, as [`peer_fleet`]'s.
+fn pm2_fleet(env: &Env, n: usize, runs: usize) -> Result<FleetFigures, String> {
+    if env.plan.quick && n == THOUSAND {
+        return Err("skipped in --quick".into());
+    }
+    match &env.pm2 {
+        Ok(install) => {
+            super::progress(&format!("fleet: pm2, {n} processes"));
+            // Its list of 1000 takes hundreds of milliseconds: fewer samples.
+            let list_samples = (env.plan.list_samples / 5).max(10);
+            pm2::fleet(env, install, n, runs, list_samples).map_err(|e| format!("failed: {e}"))
         }
         Err(why) => Err(why.clone()),
     }
@@ -92,7 +109,7 @@ fn memory_figures(
     env: &Env,
     n: usize,
     (master, workers): &(Mem, Vec<Mem>),
-    peer: &Result<FleetFigures, String>,
+    (peer, pm2): (&Result<FleetFigures, String>, &Result<FleetFigures, String>),
 ) {
     let placement = format!("idle, daemon cpu{}", env.cpus.daemon);
     for (field, get) in FIELDS {
@@ -102,12 +119,13 @@ fn memory_figures(
             "kB",
             Stat::Value { value: get(master), runs: 1 },
         )
-        .peer(peer_of(peer, |p| Stat::Value { value: get(&p.mem), runs: 1 }));
+        .peer(peer_of(peer, |p| Stat::Value { value: get(&p.mem), runs: 1 }))
+        .pm2(peer_of(pm2, |p| Stat::Value { value: get(&p.mem), runs: 1 }));
         if field == "rss" {
             f = f.target(Target::below(Of::Value, 4096.0, "< 4096"));
         }
         if field == "pss" {
-            f = f.note("peer: supervisord itself");
+            f = f.note("peers: supervisord itself, PM2's God daemon");
         }
         out.push(f);
     }
@@ -140,11 +158,14 @@ fn small(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         stops.push(millis(d.terminate(DEADLINE)?));
     }
     let peer = peer_fleet(env, 4, env.plan.stop_runs.min(5));
-    memory_figures(out, env, 4, mem.as_ref().expect("one run at least"), &peer);
+    let pm2 = pm2_fleet(env, 4, env.plan.stop_runs.min(5));
+    memory_figures(out, env, 4, mem.as_ref().expect("one run at least"), (&peer, &pm2));
     out.push(
         Figure::new("stop.w4", env.cpus.watched(), "ms", Stat::Q(quantiles(stops)))
             .target(Target::below(Of::P50, 50.0, "p50 < 50"))
-            .peer(peer_of(&peer, |p| p.stop)),
+            .peer(peer_of(&peer, |p| p.stop))
+            .pm2(peer_of(&pm2, |p| p.stop))
+            .note("SIGTERM until all are gone; pm2: pm2 kill until all are gone"),
     );
     Ok(())
 }
@@ -170,23 +191,28 @@ fn large(env: &Env, out: &mut Vec<Figure>) -> Result<(), String> {
         stops.push(millis(d.terminate(LARGE_DEADLINE)?));
     }
     let peer = peer_fleet(env, THOUSAND, env.plan.thousand_runs.min(2));
+    // PM2 takes over a minute to stop a thousand: one run.
+    let pm2 = pm2_fleet(env, THOUSAND, 1);
     out.push(
         Figure::new(format!("scale.launch.w{THOUSAND}"), env.cpus.watched(), "ms", Stat::Q(quantiles(launch)))
             .target(Target::below(Of::P50, 1000.0, "p50 < 1000"))
             .peer(peer_of(&peer, |p| p.launch))
-            .note("launch until worker.list shows all looping; peer: until all RUNNING"),
+            .pm2(peer_of(&pm2, |p| p.launch))
+            .note("launch until worker.list shows all looping; supervisord: until all RUNNING; pm2: from pm2.start, its daemon up, until all online"),
     );
     out.push(
         Figure::new(format!("scale.list.w{THOUSAND}"), env.cpus.same(), "µs", Stat::Q(list.expect("first run")))
             .target(Target::below(Of::P50, 5000.0, "p50 < 5000"))
             .peer(peer_of(&peer, |p| p.list))
-            .note("worker.list; peer: supervisor.getAllProcessInfo"),
+            .pm2(peer_of(&pm2, |p| p.list))
+            .note("worker.list; supervisord: getAllProcessInfo; pm2: its list (pm2 jlist's call) through its API"),
     );
-    memory_figures(out, env, THOUSAND, mem.as_ref().expect("first run"), &peer);
+    memory_figures(out, env, THOUSAND, mem.as_ref().expect("first run"), (&peer, &pm2));
     out.push(
         Figure::new(format!("stop.w{THOUSAND}"), env.cpus.watched(), "ms", Stat::Q(quantiles(stops)))
             .target(Target::below(Of::P50, 1000.0, "p50 < 1000"))
-            .peer(peer_of(&peer, |p| p.stop)),
+            .peer(peer_of(&peer, |p| p.stop))
+            .pm2(peer_of(&pm2, |p| p.stop)),
     );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The benchmarks of forkd: fixture daemons built in release mode and run
 //! as real processes, measured from outside the way a client, an operator
-//! or a supervisor sees them; supervisord measured the same way in the same
-//! run when it is installed.
+//! or a supervisor sees them; supervisord and PM2 measured the same way in
+//! the same run when they are installed (PM2 when node is: the bench
+//! installs it locally).
 //!
 //! The bench prints a table and writes `target/bench/report.json`;
 //! `docs/benchmarks.md` explains each figure and how to read it. Targets
@@ -21,8 +22,10 @@
 mod daemon;
 mod fleet;
 mod lifecycle;
+mod load;
 mod ops;
 mod peer;
+mod pm2;
 mod report;
 mod rpc;
 mod stats;
@@ -104,6 +107,8 @@ pub struct Env {
     pub cpus: sys::Cpus,
     /// supervisord's path, or why the peer is skipped.
     pub peer: Result<PathBuf, String>,
+    /// PM2's local install, or why that peer is skipped.
+    pub pm2: Result<pm2::Install, String>,
 }
 
 /// A line on stderr so that a long run shows where it is.
@@ -123,6 +128,7 @@ const SECTIONS: [Section; 5] = [
 
 const USAGE: &str = "usage: forkd-bench [--quick] [--only SECTION,...] [--no-peer]
 sections: rpc, startup, restart, control, fleet
+--no-peer: measure neither supervisord nor PM2
 Run through `cargo xtask bench [--quick]`, which builds in release mode.";
 
 fn workspace() -> PathBuf {
@@ -262,7 +268,10 @@ fn print_report(mode: &str, machine: &sys::Machine, env: &Env, out: &Outcome, el
     );
     print!("{}", report::table(&out.figures));
     if let Err(why) = &env.peer {
-        println!("peer figures skipped: {why}");
+        println!("supervisord figures skipped: {why}");
+    }
+    if let Err(why) = &env.pm2 {
+        println!("pm2 figures skipped: {why}");
     }
     if !out.loaded.is_empty() {
         println!(
@@ -325,16 +334,28 @@ pub fn main() -> ExitCode {
     // pipes for a thousand programs: the daemons inherit this limit.
     let nofile = sys::raise_nofile(16_384);
     let peer = if args.no_peer { Err("--no-peer".to_string()) } else { peer::find() };
+    // Only the restart and fleet sections have PM2 figures: no install
+    // without them.
+    let wants_pm2 = args.only.as_ref().is_none_or(|o| o.iter().any(|s| s == "restart" || s == "fleet"));
+    let pm2 = match (args.no_peer, wants_pm2) {
+        (true, _) => Err("--no-peer".to_string()),
+        (false, false) => Err("no section run has pm2 figures".to_string()),
+        (false, true) => pm2::find(&target_dir().join("bench/pm2")),
+    };
     let machine = sys::machine();
-    let env = Env { plan: Plan::new(args.quick), bins, bench_exe, cpus: sys::Cpus::detect(), peer };
+    let env = Env { plan: Plan::new(args.quick), bins, bench_exe, cpus: sys::Cpus::detect(), peer, pm2 };
     let mode = if args.quick { "quick" } else { "full" };
     progress(&format!(
-        "{mode} run on {} CPUs ({}), kernel {}, nofile {nofile}; peer: {}",
+        "{mode} run on {} CPUs ({}), kernel {}, nofile {nofile}; supervisord: {}; pm2: {}",
         machine.cpus,
         machine.model,
         machine.kernel,
         match &env.peer {
             Ok(p) => p.display().to_string(),
+            Err(e) => format!("skipped: {e}"),
+        },
+        match &env.pm2 {
+            Ok(p) => p.version.clone(),
             Err(e) => format!("skipped: {e}"),
         }
     ));
@@ -350,7 +371,13 @@ pub fn main() -> ExitCode {
         "mode": mode,
         "machine": { "cpus": machine.cpus, "model": machine.model, "kernel": machine.kernel },
         "placement": { "daemon_cpu": env.cpus.daemon, "other_cpu": env.cpus.other },
-        "peer": match &env.peer { Ok(p) => json!({ "supervisord": p.display().to_string() }), Err(e) => json!({ "skipped": e }) },
+        "peers": {
+            "supervisord": match &env.peer { Ok(p) => json!({ "path": p.display().to_string() }), Err(e) => json!({ "skipped": e }) },
+            "pm2": match &env.pm2 {
+                Ok(p) => json!({ "version": p.version, "dir": p.dir.display().to_string() }),
+                Err(e) => json!({ "skipped": e }),
+            },
+        },
         "seconds": round1(elapsed.as_secs_f64()),
         "sections": out.sections,
         "figures": out.figures.iter().map(Figure::json).collect::<Vec<_>>(),

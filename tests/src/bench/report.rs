@@ -3,10 +3,10 @@
 //!
 //! A figure is either quantiles of samples (p50, p99) or one value (a
 //! throughput, a memory size). A peer figure is the same measurement of
-//! supervisord in the same run; the ratio is forkd's over the peer's, of
-//! the p50 or of the value, so below 1 means forkd is smaller (faster, for
-//! times; leaner, for memory) and above 1 means forkd does more (for
-//! throughputs).
+//! one of the peers, supervisord or PM2, in the same run; the ratio is
+//! forkd's over the peer's, of the p50 or of the value, so below 1 means
+//! forkd is smaller (faster, for times; leaner, for memory) and above 1
+//! means forkd does more (for throughputs).
 
 use serde_json::{json, Value};
 
@@ -99,7 +99,10 @@ impl Target {
     }
 }
 
-/// supervisord's side of a figure.
+/// The peers, in the order of their columns.
+pub const PEERS: [&str; 2] = ["supervisord", "pm2"];
+
+/// A peer's side of a figure.
 #[derive(Clone, Debug)]
 pub enum Peer {
     /// The figure has no counterpart.
@@ -118,7 +121,8 @@ pub struct Figure {
     pub placement: String,
     pub unit: &'static str,
     pub stat: Stat,
-    pub peer: Peer,
+    /// supervisord's and PM2's sides, in the order of [`PEERS`].
+    pub peers: [Peer; 2],
     pub targets: Vec<Target>,
     /// What a reader should know to read the number.
     pub note: Option<String>,
@@ -131,7 +135,7 @@ impl Figure {
             placement: placement.into(),
             unit,
             stat,
-            peer: Peer::None,
+            peers: [Peer::None, Peer::None],
             targets: Vec::new(),
             note: None,
         }
@@ -142,8 +146,15 @@ impl Figure {
         self
     }
 
+    /// supervisord's side.
     pub fn peer(mut self, peer: Peer) -> Figure {
-        self.peer = peer;
+        self.peers[0] = peer;
+        self
+    }
+
+    /// PM2's side.
+    pub fn pm2(mut self, peer: Peer) -> Figure {
+        self.peers[1] = peer;
         self
     }
 
@@ -152,8 +163,9 @@ impl Figure {
         self
     }
 
-    pub fn ratio(&self) -> Option<f64> {
-        match &self.peer {
+    /// forkd's over the `i`th peer's, when that was measured.
+    pub fn ratio(&self, i: usize) -> Option<f64> {
+        match &self.peers[i] {
             Peer::Measured(p) if p.main() != 0.0 => Some(self.stat.main() / p.main()),
             _ => None,
         }
@@ -169,15 +181,21 @@ impl Figure {
         for (k, v) in self.stat.json(self.unit).as_object().into_iter().flatten() {
             o[k] = v.clone();
         }
-        match &self.peer {
-            Peer::None => {}
-            Peer::Skipped(why) => o["peer"] = json!({ "skipped": why }),
-            Peer::Measured(p) => {
-                let mut peer = p.json(self.unit);
-                peer["name"] = json!("supervisord");
-                o["peer"] = peer;
-                o["ratio"] = json!(self.ratio().map(|r| (r * 1000.0).round() / 1000.0));
-            }
+        let mut peers = serde_json::Map::new();
+        for (i, name) in PEERS.iter().enumerate() {
+            let side = match &self.peers[i] {
+                Peer::None => continue,
+                Peer::Skipped(why) => json!({ "skipped": why }),
+                Peer::Measured(p) => {
+                    let mut side = p.json(self.unit);
+                    side["ratio"] = json!(self.ratio(i).map(|r| (r * 1000.0).round() / 1000.0));
+                    side
+                }
+            };
+            peers.insert(name.to_string(), side);
+        }
+        if !peers.is_empty() {
+            o["peers"] = Value::Object(peers);
         }
         if !self.targets.is_empty() {
             o["targets"] = Value::Array(
@@ -206,21 +224,33 @@ pub fn fmt(x: f64, unit: &str) -> String {
 
 /// The human table.
 pub fn table(figures: &[Figure]) -> String {
-    let header = ["FIGURE", "PLACEMENT", "P50", "P99/VALUE", "UNIT", "PEER P50/P99|VALUE", "RATIO", "TARGET", "MET"];
-    let rows: Vec<[String; 9]> = figures
+    let header = [
+        "FIGURE",
+        "PLACEMENT",
+        "P50",
+        "P99/VALUE",
+        "UNIT",
+        "SUPERVISORD P50/P99|VALUE",
+        "RATIO",
+        "PM2 P50/P99|VALUE",
+        "RATIO",
+        "TARGET",
+        "MET",
+    ];
+    let rows: Vec<[String; 11]> = figures
         .iter()
         .map(|f| {
             let (p50, p99) = match f.stat {
                 Stat::Q(q) => (fmt(q.p50, f.unit), fmt(q.p99, f.unit)),
                 Stat::Value { value, .. } => ("-".into(), fmt(value, f.unit)),
             };
-            let peer = match &f.peer {
+            let peer = |i: usize| match &f.peers[i] {
                 Peer::None => "-".to_string(),
                 Peer::Skipped(_) => "skipped".to_string(),
                 Peer::Measured(Stat::Q(q)) => format!("{}/{}", fmt(q.p50, f.unit), fmt(q.p99, f.unit)),
                 Peer::Measured(Stat::Value { value, .. }) => fmt(*value, f.unit),
             };
-            let ratio = f.ratio().map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into());
+            let ratio = |i: usize| f.ratio(i).map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into());
             let target = if f.targets.is_empty() {
                 "-".to_string()
             } else {
@@ -231,7 +261,19 @@ pub fn table(figures: &[Figure]) -> String {
                 Some(true) => "met",
                 Some(false) => "MISSED",
             };
-            [f.name.clone(), f.placement.clone(), p50, p99, f.unit.to_string(), peer, ratio, target, met.to_string()]
+            [
+                f.name.clone(),
+                f.placement.clone(),
+                p50,
+                p99,
+                f.unit.to_string(),
+                peer(0),
+                ratio(0),
+                peer(1),
+                ratio(1),
+                target,
+                met.to_string(),
+            ]
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -249,7 +291,7 @@ pub fn table(figures: &[Figure]) -> String {
             .map(|(i, c)| {
                 let pad = widths[i] - c.chars().count();
                 // Numbers right-aligned, words left-aligned.
-                if (2..=3).contains(&i) || i == 6 {
+                if (2..=3).contains(&i) || i == 6 || i == 8 {
                     format!("{}{c}", " ".repeat(pad))
                 } else {
                     format!("{c}{}", " ".repeat(pad))
@@ -260,4 +302,68 @@ pub fn table(figures: &[Figure]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::stats::quantiles;
+
+    fn figure() -> Figure {
+        Figure::new("restart.kill9", "daemon cpu0, bench cpu1", "µs", Stat::Q(quantiles(vec![500.0, 700.0])))
+            .peer(Peer::Measured(Stat::Q(quantiles(vec![10_000.0, 12_000.0]))))
+            .pm2(Peer::Skipped("node not on PATH".into()))
+            .target(Target::below(Of::P50, 1000.0, "p50 < 1000"))
+    }
+
+    #[test]
+    fn each_peer_has_its_side_and_ratio_in_the_json() {
+        let j = figure().json();
+        assert_eq!(j["peers"]["supervisord"]["p50"], json!(10_000.0));
+        assert_eq!(j["peers"]["supervisord"]["ratio"], json!(0.05));
+        assert_eq!(j["peers"]["pm2"], json!({ "skipped": "node not on PATH" }));
+        let none = Figure::new("control.pause", "daemon+client cpu0", "µs", Stat::Q(quantiles(vec![30.0]))).json();
+        assert!(none.get("peers").is_none());
+    }
+
+    #[test]
+    fn the_table_has_a_column_and_a_ratio_per_peer() {
+        let both = figure().pm2(Peer::Measured(Stat::Q(quantiles(vec![20_000.0]))));
+        let table = table(&[both]);
+        let lines: Vec<&str> = table.lines().collect();
+        let cells =
+            |l: &str| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[0]),
+            [
+                "FIGURE",
+                "PLACEMENT",
+                "P50",
+                "P99/VALUE",
+                "UNIT",
+                "SUPERVISORD P50/P99|VALUE",
+                "RATIO",
+                "PM2 P50/P99|VALUE",
+                "RATIO",
+                "TARGET",
+                "MET"
+            ]
+        );
+        assert_eq!(
+            cells(lines[1]),
+            [
+                "restart.kill9",
+                "daemon cpu0, bench cpu1",
+                "500.0",
+                "700.0",
+                "µs",
+                "10000.0/12000.0",
+                "0.050",
+                "20000.0/20000.0",
+                "0.025",
+                "p50 < 1000",
+                "met"
+            ]
+        );
+    }
 }

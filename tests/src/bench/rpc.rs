@@ -24,13 +24,12 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use forkd_os::Address;
 
 use super::daemon::{bench_dir, Launch, Running, DEADLINE};
+use super::load::{Clients, Shape};
 use super::report::{Figure, Of, Peer, Stat, Target};
 use super::stats::{median, micros, quantiles, Quantiles};
 use super::wire::{count, is_success, Framing, Proto, Request, Wire};
@@ -163,12 +162,8 @@ pub struct Load {
 }
 
 /// Requests per second with `clients` connections, each with `depth`
-/// requests in flight, counted over `window`.
-///
-/// One client thread on `cpu` drives every connection with `poll(2)`, the
-/// way wrk does: with one core for the clients, a blocking thread per
-/// connection would spend it switching between threads. A connection gets
-/// its next `depth` requests once all answers to the previous ones are in.
+/// requests in flight, counted over `window`, from one client thread on
+/// `cpu` (see [`load`](super::load)).
 pub fn throughput(
     address: &Address,
     request: &Request,
@@ -178,104 +173,18 @@ pub fn throughput(
     window: Duration,
     daemon: Option<i32>,
 ) -> Result<Load, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<i32, String>>();
-    let thread = {
-        let (stop, done) = (stop.clone(), done.clone());
-        let (address, request) = (address.clone(), request.clone());
-        std::thread::spawn(move || -> Result<(), String> {
-            let setup = (|| {
-                sys::pin_current(cpu).map_err(|e| format!("pin: {e}"))?;
-                let mut conns = Vec::with_capacity(clients);
-                for _ in 0..clients {
-                    let mut w =
-                        Wire::connect(&address, request.framing, DEADLINE).map_err(|e| format!("connect: {e}"))?;
-                    let first = w.call(&request.bytes).map_err(|e| format!("first call: {e}"))?;
-                    if !is_success(first) {
-                        return Err(format!("unexpected answer: {}", String::from_utf8_lossy(first)));
-                    }
-                    for _ in 0..20 {
-                        w.call(&request.bytes).map_err(|e| format!("warm-up: {e}"))?;
-                    }
-                    w.set_nonblocking().map_err(|e| format!("non-blocking: {e}"))?;
-                    conns.push(w);
-                }
-                Ok(conns)
-            })();
-            let mut conns = match setup {
-                Ok(c) => {
-                    let _ = ready_tx.send(Ok(sys::gettid()));
-                    c
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.clone()));
-                    return Err(e);
-                }
-            };
-            let batch = request.repeated(depth);
-            let mut owed = vec![depth; clients];
-            for w in &mut conns {
-                w.send_all(&batch).map_err(|e| format!("send: {e}"))?;
-            }
-            let mut fds: Vec<libc::pollfd> =
-                conns.iter().map(|w| libc::pollfd { fd: w.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-            while !stop.load(Ordering::Relaxed) {
-                // Safety: `fds` is a valid array of its length.
-                let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-                if r < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(format!("poll: {e}"));
-                }
-                let mut answered = 0;
-                for (i, pfd) in fds.iter_mut().enumerate() {
-                    if pfd.revents == 0 {
-                        continue;
-                    }
-                    let n = conns[i].drain().map_err(|e| format!("receive: {e}"))?;
-                    if n > owed[i] {
-                        return Err(format!("{n} answers to {} requests", owed[i]));
-                    }
-                    owed[i] -= n;
-                    answered += n;
-                    if owed[i] == 0 {
-                        conns[i].send_all(&batch).map_err(|e| format!("send: {e}"))?;
-                        owed[i] = depth;
-                    }
-                }
-                done.fetch_add(answered as u64, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-    };
-    let tid = match ready_rx.recv_timeout(DEADLINE) {
-        Ok(Ok(tid)) => tid,
-        Ok(Err(_)) | Err(_) => {
-            stop.store(true, Ordering::Relaxed);
-            return Err(match thread.join() {
-                Ok(Err(e)) => e,
-                _ => "the client thread did not get ready".into(),
-            });
-        }
-    };
+    let load = Clients::start(address, request, Shape { clients, depth, cpu, record: false })?;
+    let tid = load.tid;
     // A throughput is answers per second of a window of time: the warm-up
     // before the window (the connections get going) and the window itself
     // are spans of time by definition, not waits for an event, while the
     // client thread drives the load.
     std::thread::sleep(Duration::from_millis(50));
     let busy = || (daemon.and_then(|p| sys::cpu_ns(p, p)), sys::cpu_ns(std::process::id() as i32, tid));
-    let (n0, t0, (d0, c0)) = (done.load(Ordering::Relaxed), Instant::now(), busy());
+    let (n0, t0, (d0, c0)) = (load.answered(), Instant::now(), busy());
     std::thread::sleep(window);
-    let (n1, t1, (d1, c1)) = (done.load(Ordering::Relaxed), Instant::now(), busy());
-    stop.store(true, Ordering::Relaxed);
-    match thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err("the client thread panicked".into()),
-    }
+    let (n1, t1, (d1, c1)) = (load.answered(), Instant::now(), busy());
+    load.stop()?;
     let secs = (t1 - t0).as_secs_f64();
     let share = |a: Option<u64>, b: Option<u64>| Some((b? - a?) as f64 / 1e9 / secs);
     Ok(Load { rate: (n1 - n0) as f64 / secs, daemon_busy: share(d0, d1), client_busy: share(c0, c1) })

@@ -232,3 +232,19 @@ pub fn machine() -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     Machine { cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), model, kernel }
 }
+
+/// Pins every thread of another process to `cpu`: what it forks from now
+/// on inherits the placement.
+pub fn pin_process(pid: i32, cpu: usize) -> io::Result<()> {
+    let set = cpu_set(cpu);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else { continue };
+        // Safety: `set` is a valid cpu_set_t of the size given.
+        let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        // A thread that has just exited is no longer there to pin.
+        if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
