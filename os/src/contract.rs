@@ -71,6 +71,7 @@ macro_rules! for_each_check {
         $m!(close_inherited_closes_all_but_what_it_keeps);
         $m!(close_all_closes_exactly_what_it_is_given);
         $m!(trim_memory_gives_back_what_was_freed);
+        $m!(a_discarded_part_of_a_region_is_zero_everywhere);
     };
 }
 
@@ -540,6 +541,8 @@ pub fn stale_unix_socket_refuses<O: Os>(os: &mut O, dir: &Path) {
 mod descriptors;
 mod files_and_peers;
 mod groups;
+mod memory;
 pub use descriptors::*;
 pub use files_and_peers::*;
 pub use groups::*;
+pub use memory::*;

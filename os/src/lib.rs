@@ -225,6 +225,13 @@ pub trait Os: Sized + 'static {
     /// worker alone, and a fork copies no mapping it does not need.
     fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
 
+    /// Zeroes `region` (a whole region or a [`Region::slice`] of one, on
+    /// page boundaries) for every process that maps it, and frees the
+    /// memory behind it (`MADV_REMOVE`): a part of a shared mapping that
+    /// served one worker is made fresh for the next, and is resident in
+    /// nobody until someone touches it again.
+    fn shm_discard(&mut self, region: &Region) -> io::Result<()>;
+
     // --- files -------------------------------------------------------------
 
     /// Opens (creating if need be, mode 0600) and exclusively locks the pid

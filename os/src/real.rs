@@ -365,6 +365,10 @@ impl Os for RealOs {
         memory::keep_from_children(region)
     }
 
+    fn shm_discard(&mut self, region: &Region) -> std::io::Result<()> {
+        memory::discard(region)
+    }
+
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
         files::lock_pid_file(path, self.pid).map(|fd| self.owns(fd))
     }

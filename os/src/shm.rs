@@ -56,6 +56,35 @@ impl Region {
         Region { base: buf.as_ptr(), words: buf.len(), id, _owner: Some(buf) }
     }
 
+    /// The `words` words of this region from word `first`, as a region of
+    /// their own: the same memory, seen through a narrower handle (one
+    /// worker's part of a mapping shared by many). It has the identifier of
+    /// the whole, and is never unmapped on its own.
+    ///
+    /// # Panics
+    /// If the part does not lie within the region.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use forkd_os::Region;
+    ///
+    /// let whole = Region::from_buffer((0..8).map(|_| AtomicU64::new(0)).collect(), 1);
+    /// let part = whole.slice(4, 2);
+    /// part.store(1, 9, Ordering::Relaxed);
+    /// assert_eq!((part.len(), whole.load(5, Ordering::Relaxed)), (16, 9));
+    /// ```
+    pub fn slice(&self, first: usize, words: usize) -> Region {
+        assert!(
+            first.checked_add(words).is_some_and(|end| end <= self.words),
+            "words {first}..+{words} outside a region of {} words",
+            self.words
+        );
+        // Safety: in bounds, as just checked.
+        let base = unsafe { self.base.add(first) };
+        Region { base, words, id: self.id, _owner: self._owner.clone() }
+    }
+
     /// An identifier unique among the regions of one world (the real one uses
     /// the mapping's address).
     pub fn id(&self) -> u64 {

@@ -124,6 +124,8 @@ struct Loop<'d> {
     links: Links,
     /// The workers' hot words, packed.
     slots: slots::Slots,
+    /// The workers' regions.
+    regions: slots::Regions,
     /// A large answer was made: the allocator is trimmed once it is sent.
     trim_pending: bool,
     phase: Phase,
@@ -205,6 +207,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         next_client: 1,
         links: Links::default(),
         slots: Default::default(),
+        regions: Default::default(),
         trim_pending: false,
         phase: Phase::Running,
         accept_paused: None,

@@ -53,6 +53,25 @@ pub(super) fn keep_from_children(region: &Region) -> io::Result<()> {
     }
 }
 
+/// Punches a hole in the shared memory behind `region` (`MADV_REMOVE`):
+/// every mapping reads zeros there, and its pages are freed.
+pub(super) fn discard(region: &Region) -> io::Result<()> {
+    let page = page_size();
+    let start = region.as_ptr() as usize;
+    if start % page != 0 || region.len() % page != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("discard {region:?}: not on page boundaries")));
+    }
+    // Safety: advice on pages of a mapping `create` made; the data it
+    // drops reads as zeros afterwards, which every reader of a region
+    // must expect of memory another process may write.
+    let r = unsafe { libc::madvise(region.as_ptr().cast_mut().cast(), region.len(), libc::MADV_REMOVE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn page_size() -> usize {
     // Safety: sysconf only reads a value.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

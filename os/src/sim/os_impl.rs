@@ -435,6 +435,17 @@ impl Os for SimOs {
         Ok(Region::from_buffer(buf, id))
     }
 
+    fn shm_discard(&mut self, region: &Region) -> io::Result<()> {
+        let me = self.pid.0;
+        if !self.enter().procs[&me].regions.contains(&region.id()) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL)); // not mapped
+        }
+        for w in 0..region.len() / 8 {
+            region.store(w, 0, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();

@@ -45,6 +45,7 @@ mock! {
         fn shm_create(&mut self, len: usize) -> io::Result<Region>;
         unsafe fn shm_unmap(&mut self, region: Region);
         fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
+        fn shm_discard(&mut self, region: &Region) -> io::Result<()>;
         fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
         fn remove_file(&mut self, path: &Path) -> io::Result<()>;
         fn file_exists(&self, path: &Path) -> bool;

@@ -16,6 +16,8 @@ pub(super) const WARN_PERIOD: Duration = Duration::from_secs(10);
 pub(super) struct Link {
     /// The channel's slot in the workers' table.
     pub(super) slot: usize,
+    /// Where the channel's region lies in the arenas.
+    pub(super) region: super::slots::RegionAt,
     pub(super) channel: Channel,
     pub(super) wake: Fd,
     pub(super) eof: bool,
@@ -134,11 +136,7 @@ impl Loop<'_> {
         self.ctl.views[id].state = None;
         os.close(link.wake);
         self.slots.give_back(link.slot);
-        if !crate::planted::active(crate::planted::Bug::KeepOldRegion) {
-            // Safety: the link is out of the table; its channel, the only
-            // other handle here, is dropped unused with the rest of it.
-            unsafe { os.shm_unmap(link.channel.region().clone()) };
-        }
+        self.regions.give_back(os, link.region);
         let name = self.worker_name(id);
         if let Some((_, join, _)) = link.in_flight {
             self.ctl.acknowledge(join, id, Err(format!("worker {name} exited before answering")));

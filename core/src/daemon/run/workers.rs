@@ -145,7 +145,7 @@ impl Loop<'_> {
                 return;
             }
         };
-        let region = match os.shm_create(REGION_SIZE) {
+        let (region_at, region) = match self.regions.take(os) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("worker {}: cannot create shared memory: {e}", spec.name);
@@ -164,8 +164,7 @@ impl Loop<'_> {
             Ok(p) => p,
             Err(e) => {
                 log::error!("worker {}: socketpair: {e}", spec.name);
-                // Safety: `channel` is not used after this return.
-                unsafe { os.shm_unmap(region) };
+                self.regions.give_back(os, region_at);
                 self.slots.give_back(slot_index);
                 self.ctl.sup.spawn_failed(id, now);
                 return;
@@ -186,13 +185,9 @@ impl Loop<'_> {
         match os.spawn(SpawnOptions { new_group: true }, Box::new(move |os: &mut O| run_worker(os, process))) {
             Ok(pid) => {
                 os.close(theirs);
-                // This region is the new worker's alone: the workers forked
-                // after it neither map it nor pay for copying its mapping.
-                if let Err(e) = os.shm_keep_from_children(&region) {
-                    log::warn!("worker {}: keep its region from other workers: {e}", spec.name);
-                }
                 let link = Link {
                     slot: slot_index,
+                    region: region_at,
                     channel,
                     wake: ours,
                     eof: false,
@@ -208,9 +203,7 @@ impl Loop<'_> {
                 log::error!("worker {}: cannot fork: {e}", spec.name);
                 os.close(ours);
                 os.close(theirs);
-                // Safety: the child's channel went with the failed spawn's
-                // entry, and `channel` is not used after this arm.
-                unsafe { os.shm_unmap(region) };
+                self.regions.give_back(os, region_at);
                 self.slots.give_back(slot_index);
                 self.ctl.sup.spawn_failed(id, now);
             }
