@@ -215,9 +215,12 @@ impl<O: Os> Runner<'_, O> {
             }
             Ok(Ok(())) => {}
         }
+        // Ready (if `spinup` did not say so already with `Context::ready`):
+        // the first loop begins, the state written first so that a daemon
+        // that reads ready reads looping too. Readiness is a byte on the
+        // socket: the daemon learns at once that spinup is over.
         self.enter(WorkerState::Looping);
-        // Readiness is a byte on the socket: the daemon learns at once that
-        // spinup is over.
+        self.channel.set_ready();
         self.notify = true;
         if let Err(p) = self.main_loop() {
             return self.panicked(p);

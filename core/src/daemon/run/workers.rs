@@ -12,12 +12,15 @@ impl Loop<'_> {
                     let now = os.now();
                     let why =
                         self.ctl.sup.id_of_pid(pid).map(|id| exit_reason(&self.ctl.sup.instance(id).state, status));
+                    // Its number before the exit is handled: a reload may
+                    // give the freed entry to a new instance at once.
+                    let index = self.ctl.sup.id_of_pid(pid).map(|id| self.ctl.sup.instance(id).index);
                     match self.ctl.sup.handle_exit(pid, status, now) {
                         Ok(id) => {
                             log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
                             self.unlink(os, id);
                             let name = self.worker_name(id);
-                            let instance = self.ctl.sup.instance(id).index;
+                            let instance = index.unwrap_or(self.ctl.sup.instance(id).index);
                             let why = why.unwrap_or(ExitReason::Exit);
                             let restart = matches!(self.ctl.sup.instance(id).state, InstanceState::Waiting { .. });
                             if restart {
@@ -104,6 +107,7 @@ impl Loop<'_> {
                 None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
             }
         }
+        self.ctl.take_rollout_notes();
         while let Some(action) = self.ctl.sup.poll_action() {
             match action {
                 Action::Spawn(id) => self.spawn(os, id),
@@ -126,7 +130,11 @@ impl Loop<'_> {
                     self.ctl.stop(reason);
                 }
             }
+            // A spawn or an exit may end a rollout, which may begin the
+            // next one and ask for spawns in turn.
+            self.ctl.take_rollout_notes();
         }
+        self.publish_raised();
         if self.ctl.views.len() < self.ctl.sup.instances().len() {
             self.ctl.views.resize(self.ctl.sup.instances().len(), InstanceView::default());
         }
@@ -246,7 +254,9 @@ fn exit_reason(state: &InstanceState, status: forkd_os::ExitStatus) -> ExitReaso
         InstanceState::Stopping { then: AfterStop::Recover, .. } => ExitReason::Hang,
         InstanceState::Stopping { then: AfterStop::Stop, .. } => ExitReason::Stop,
         InstanceState::Stopping { then: AfterStop::Retire, .. } => ExitReason::Retire,
+        InstanceState::Stopping { then: AfterStop::Replace, .. } => ExitReason::Reload,
         InstanceState::Running { .. }
+        | InstanceState::Joining { .. }
         | InstanceState::Waiting { .. }
         | InstanceState::Stopped
         | InstanceState::Retired

@@ -16,7 +16,7 @@
 /// "FORKDWRK" read as a little-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FORKDWRK");
 /// The layout version; bump it on any change to this file.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Longest last error kept, in bytes; longer ones are cut.
 pub const ERROR_MAX: usize = 512;
@@ -40,7 +40,10 @@ pub const W_STATE: usize = 2;
 pub const W_LOOPS: usize = 3;
 /// Worker-owned: the worker's clock, in nanoseconds, when it last beat.
 pub const W_HEARTBEAT: usize = 4;
-// Words 5..8 are reserved and zero.
+/// Worker-owned: non-zero once the worker is ready (its first loop began,
+/// or it said so with `Context::ready`); what a rolling reload waits for.
+pub const W_READY: usize = 5;
+// Words 6..8 are reserved and zero.
 
 // --- last error: worker-owned seqlock ----------------------------------------
 pub const ERR_VER: usize = 8;
