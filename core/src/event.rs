@@ -8,7 +8,8 @@
 //! worker events). Listeners run in the loop, never in a signal handler.
 //!
 //! The defaults — SIGTERM and SIGINT stop the daemon, SIGCHLD drives the
-//! watchdog — are ordinary listeners with well-known names, so a user can
+//! watchdog, SIGUSR1 reopens the log, SIGHUP reloads the workers — are
+//! ordinary listeners with well-known names, so a user can
 //! remove or replace each of them.
 
 use std::collections::BTreeMap;

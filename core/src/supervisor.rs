@@ -235,7 +235,10 @@ impl Supervisor {
             .iter()
             .enumerate()
             .filter_map(|(id, i)| match i.state {
-                InstanceState::Joining { pid, since } => pid.map(|_| since + self.specs[i.worker].reload_timeout),
+                InstanceState::Joining { pid, since } => {
+                    let ready_by = pid.map(|_| since + self.specs[i.worker].reload_timeout);
+                    ready_by.into_iter().chain(pid.and_then(|_| heartbeat_deadlines(id))).min()
+                }
                 InstanceState::Waiting { at } => (!self.actions.contains(&Action::Spawn(id))).then_some(at),
                 // A killed instance still gets a (needless) wake-up one stop
                 // timeout after the SIGKILL's due time, as it always had.
@@ -251,7 +254,11 @@ impl Supervisor {
     /// heartbeat is older than the hang timeout.
     pub fn handle_timeout(&mut self, now: Instant, hung: impl Fn(usize) -> bool) {
         for id in 0..self.instances.len() {
-            let hung = matches!(self.instances[id].state, InstanceState::Running { .. }) && hung(id);
+            let with_process = matches!(
+                self.instances[id].state,
+                InstanceState::Running { .. } | InstanceState::Joining { pid: Some(_), .. }
+            );
+            let hung = with_process && hung(id);
             self.step(id, Event::Timeout { hung }, now);
         }
         self.drive_rollouts(now);
@@ -423,7 +430,14 @@ impl Supervisor {
                     }
                 }
             }
-            (S::Joining { pid: Some(pid), since }, E::Timeout { .. }) => {
+            // A new instance that hangs in its spinup is killed, as any
+            // other would be, and fails the reload.
+            (S::Joining { pid: Some(pid), .. }, E::Timeout { hung: true }) => {
+                inst.state = S::Stopping { pid, since: now, step: StopStep::Killed, then: Then::Retire };
+                self.actions.push_back(Action::Signal(KillTarget::Group(pid), Signal::Kill));
+                self.join_failures.push((id, "hung before it was ready".into()));
+            }
+            (S::Joining { pid: Some(pid), since }, E::Timeout { hung: false }) => {
                 if now >= since + reload_timeout {
                     inst.state = S::Stopping { pid, since: now, step: StopStep::Asked, then: Then::Retire };
                     self.actions.push_back(Action::RequestStop(id));

@@ -75,6 +75,7 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
             looptime: w.looptime,
             restart: if w.forever { Restart::Always } else { Restart::Never },
             instances: w.instances,
+            reload_timeout: Duration::from_secs(1),
             ..WorkerSpec::new(w.name.clone(), w.instances)
         };
         daemon.workers.push((spec, workers::factory(w, probe.clone())));

@@ -81,6 +81,9 @@ pub(crate) fn worker_reload() -> Method<Ctl> {
     .signature()
     .param(ParamType::String, "name")
     .param(ParamType::Int, "batch")
+    .returns(ParamType::Array)
+    .signature()
+    .param(ParamType::Int, "batch")
     .returns(ParamType::Array);
     with_errors(
         m,
@@ -173,7 +176,9 @@ impl Ctl {
 
     /// Takes the supervisor's rollout notes: each becomes an event, and an
     /// ended rollout moves its reload on to its next worker or answers it.
-    pub(crate) fn take_rollout_notes(&mut self) {
+    /// Returns a line for each, for the loop to note in the world's trace.
+    pub(crate) fn take_rollout_notes(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
         while let Some(note) = self.sup.poll_note() {
             let (worker, kind, data) = match &note {
                 RolloutNote::Started { worker, instances, batch } => {
@@ -199,6 +204,13 @@ impl Ctl {
                 }
             };
             let name = self.sup.specs()[worker].name.clone();
+            lines.push(match &note {
+                RolloutNote::Replaced { replaced: r, .. } => {
+                    format!("worker {name}.{} replaced: pid {} by pid {}", r.index, r.old_pid, r.new_pid)
+                }
+                RolloutNote::Started { batch, .. } => format!("reload {name} started: batch {batch}"),
+                RolloutNote::Done { .. } | RolloutNote::Failed { .. } => format!("reload {name} ended"),
+            });
             self.events.push(Event::Reload { name: name.clone(), kind, data: data.clone() });
             let call = self.reloads.iter().find(|(_, c)| c.current == Some(worker)).map(|(id, _)| *id);
             let Some(id) = call else { continue };
@@ -225,6 +237,7 @@ impl Ctl {
                 }
             }
         }
+        lines
     }
 
     fn replaced_json(&self, worker: usize, r: &Replaced) -> Value {

@@ -239,7 +239,7 @@ impl Supervisor {
             let gone = |id: usize| self.instances[id].state.pid().is_none();
             let joining = matches!(self.instances[p.new].state, InstanceState::Joining { .. });
             if p.ready {
-                gone(p.old)
+                gone(p.old) || crate::planted::active(crate::planted::Bug::ReloadNoWait)
             } else {
                 !joining && gone(p.new)
             }

@@ -46,7 +46,8 @@
 //!
 //! A worker stops gracefully, running `spindown` and exiting with
 //! [`EXIT_OK`], on a stop command, on SIGTERM or SIGINT, and when its
-//! socket reaches end of file (the daemon is gone). SIGHUP is ignored.
+//! socket reaches end of file (the daemon is gone). SIGHUP is ignored (the
+//! daemon's SIGHUP reloads workers by replacing their processes).
 
 use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};

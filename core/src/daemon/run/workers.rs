@@ -14,11 +14,15 @@ impl Loop<'_> {
                         self.ctl.sup.id_of_pid(pid).map(|id| exit_reason(&self.ctl.sup.instance(id).state, status));
                     // Its number before the exit is handled: a reload may
                     // give the freed entry to a new instance at once.
+                    // Its link goes first, too: the commands it can no
+                    // longer answer are answered under that number.
                     let index = self.ctl.sup.id_of_pid(pid).map(|id| self.ctl.sup.instance(id).index);
+                    if let Some(id) = self.ctl.sup.id_of_pid(pid) {
+                        self.unlink(os, id);
+                    }
                     match self.ctl.sup.handle_exit(pid, status, now) {
                         Ok(id) => {
                             log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
-                            self.unlink(os, id);
                             let name = self.worker_name(id);
                             let instance = index.unwrap_or(self.ctl.sup.instance(id).index);
                             let why = why.unwrap_or(ExitReason::Exit);
@@ -107,7 +111,7 @@ impl Loop<'_> {
                 None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
             }
         }
-        self.ctl.take_rollout_notes();
+        self.note_rollouts(os);
         while let Some(action) = self.ctl.sup.poll_action() {
             match action {
                 Action::Spawn(id) => self.spawn(os, id),
@@ -132,11 +136,19 @@ impl Loop<'_> {
             }
             // A spawn or an exit may end a rollout, which may begin the
             // next one and ask for spawns in turn.
-            self.ctl.take_rollout_notes();
+            self.note_rollouts(os);
         }
         self.publish_raised();
         if self.ctl.views.len() < self.ctl.sup.instances().len() {
             self.ctl.views.resize(self.ctl.sup.instances().len(), InstanceView::default());
+        }
+    }
+
+    /// Takes the rollouts' notes (their events and answers), each noted in
+    /// the world's trace.
+    fn note_rollouts<O: Os>(&mut self, os: &mut O) {
+        for line in self.ctl.take_rollout_notes() {
+            os.note(format_args!("{line}"));
         }
     }
 
@@ -239,6 +251,9 @@ impl Loop<'_> {
         self.ctl.views[id] = InstanceView::default();
         self.ctl.sup.spawned(id, pid, now);
         os.note(format_args!("worker {name}.{} started: pid {pid}", inst.index));
+        if matches!(self.ctl.sup.instance(id).state, InstanceState::Joining { .. }) {
+            os.note(format_args!("reload {name}.{} new: pid {pid}", inst.index));
+        }
         let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
         self.publish(Event::Worker { name, instance: inst.index, event: started, data: None });
     }
