@@ -205,3 +205,21 @@ fn the_reload_command_exits_0_on_success_and_1_on_failure() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("one batch at a time"));
 }
+
+#[test]
+fn rpc_discover_describes_worker_reload_with_its_params_result_and_errors() {
+    let dir = TempDir::new("reload-discover");
+    let d = pool(&dir, "1", &[]);
+    let doc = d.call("rpc.discover", Value::Null).unwrap();
+    let methods = doc["methods"].as_array().unwrap();
+    let reload = methods.iter().find(|m| m["name"] == "worker.reload").expect("worker.reload in rpc.discover");
+    let params: Vec<&str> = reload["params"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(params, ["name", "batch"], "{reload}");
+    assert!(reload["params"].as_array().unwrap().iter().all(|p| p["required"] != true), "{reload}");
+    assert_eq!(reload["result"]["schema"]["type"], "array", "{reload}");
+    let codes: Vec<i64> = reload["errors"].as_array().unwrap().iter().filter_map(|e| e["code"].as_i64()).collect();
+    assert!(codes.contains(&forkd::codes::RELOADING) && codes.contains(&forkd::codes::WORKER_ERROR), "{reload}");
+    let out = d.control("pool-daemon", &["describe", "--text"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("worker.reload(name: string, batch: int) -> array\n"), "{listing}");
+}
