@@ -35,9 +35,19 @@ fn looping(list: &Value) -> usize {
     list.as_array().map_or(0, |l| l.iter().filter(|e| e["state"] == "looping").count())
 }
 
-/// Waits until the 4 members all loop.
+/// Waits until the 4 members all loop. A worker that begins to loop
+/// tells nothing the test could wait on, so each look that finds one
+/// still in spinup sends the daemon a SIGWINCH, which nothing listens to
+/// but which the daemon logs (`-v`): its log line is what wakes the next
+/// look.
 fn wait_all_looping(d: &Daemon) {
-    wait_until("4 instances looping", DEADLINE, || d.call("worker.list", Value::Null).is_ok_and(|l| looping(&l) == 4));
+    wait_until("4 instances looping", DEADLINE, || {
+        let all = d.call("worker.list", Value::Null).is_ok_and(|l| looping(&l) == 4);
+        if !all {
+            d.signal(libc::SIGWINCH);
+        }
+        all
+    });
 }
 
 /// The daemon's events, read on a thread of their own.
@@ -222,4 +232,28 @@ fn rpc_discover_describes_worker_reload_with_its_params_result_and_errors() {
     let out = d.control("pool-daemon", &["describe", "--text"]);
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("worker.reload(name: string, batch: int) -> array\n"), "{listing}");
+}
+
+#[test]
+fn a_daemon_stopped_during_a_reload_answers_the_reload_with_an_error_and_leaves_nothing() {
+    let dir = TempDir::new("reload-stop");
+    let hold = dir.join("hold");
+    let mut d = pool(&dir, "2", &[("POOL_HOLD_IF", hold.to_str().unwrap())]);
+    wait_until("2 instances", DEADLINE, || pids(&d).len() == 2);
+    let before = pids(&d);
+    let rx = events(&d);
+    std::fs::write(&hold, "").unwrap();
+    let mut client = d.client();
+    let reload = std::thread::spawn(move || client.call("worker.reload", json!({ "name": "idle" })));
+    // The new instance is up and spinning up (it holds): stop the daemon.
+    until(&rx, "reload.started");
+    until(&rx, "worker.started");
+    d.call("daemon.shutdown", Value::Null).expect("shutdown");
+    let answer = reload.join().unwrap();
+    let Err(ClientError::Rpc(e)) = answer else { panic!("the reload is answered an error: {answer:?}") };
+    assert_eq!(e.code, forkd::codes::STOPPING, "{e}");
+    assert_eq!(d.wait_exit(DEADLINE), 0, "{}", d.log());
+    for pid in before {
+        assert!(!forkd_tests::alive(pid as i32), "old worker {pid} outlived the daemon");
+    }
 }

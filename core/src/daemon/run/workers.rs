@@ -145,11 +145,13 @@ impl Loop<'_> {
     }
 
     /// Takes the rollouts' notes (their events and answers), each noted in
-    /// the world's trace.
+    /// the world's trace, and publishes their events at once: before the
+    /// events of the spawns and exits that follow.
     fn note_rollouts<O: Os>(&mut self, os: &mut O) {
         for line in self.ctl.take_rollout_notes() {
             os.note(format_args!("{line}"));
         }
+        self.publish_raised();
     }
 
     pub(super) fn spawn<O: Os>(&mut self, os: &mut O, id: usize) {
