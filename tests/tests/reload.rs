@@ -96,6 +96,7 @@ fn a_rolling_reload_under_load_keeps_three_of_four_looping_and_replaces_every_pi
     let stop = Arc::new(AtomicBool::new(false));
     let mut client = d.client();
     let flag = Arc::clone(&stop);
+    let (first_tx, first) = channel();
     let load = std::thread::spawn(move || {
         let (mut answered, mut fewest, mut errors) = (0u64, usize::MAX, Vec::new());
         while !flag.load(Ordering::Relaxed) {
@@ -103,12 +104,17 @@ fn a_rolling_reload_under_load_keeps_three_of_four_looping_and_replaces_every_pi
                 Ok(list) => {
                     answered += 1;
                     fewest = fewest.min(looping(&list));
+                    if answered == 1 {
+                        let _ = first_tx.send(());
+                    }
                 }
                 Err(e) => errors.push(e.to_string()),
             }
         }
         (answered, fewest, errors)
     });
+    // The load runs before the reload begins.
+    first.recv_timeout(DEADLINE).expect("the load's first answer");
 
     let answer = d.call("worker.reload", json!({ "name": "idle" })).unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     stop.store(true, Ordering::Relaxed);
