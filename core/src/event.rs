@@ -8,7 +8,8 @@
 //! worker events). Listeners run in the loop, never in a signal handler.
 //!
 //! The defaults — SIGTERM and SIGINT stop the daemon, SIGCHLD drives the
-//! watchdog — are ordinary listeners with well-known names, so a user can
+//! watchdog, SIGUSR1 reopens the log, SIGHUP reloads the workers — are
+//! ordinary listeners with well-known names, so a user can
 //! remove or replace each of them.
 
 use std::collections::BTreeMap;
@@ -49,6 +50,19 @@ pub enum Event {
         /// What it sent, for [`WorkerEventKind::Data`]; `None` otherwise.
         data: Option<Value>,
     },
+    /// A rolling reload of a worker began, replaced an instance, was done
+    /// or failed (`worker.reload`, SIGHUP).
+    Reload {
+        /// The worker's name, as installed.
+        name: String,
+        /// What happened.
+        kind: ReloadEventKind,
+        /// Its details: `instances` and `batch` when it began; `instance`,
+        /// `old_pid` and `new_pid` for a replacement; `replaced` (a list of
+        /// those) when done; `instance`, `reason` and `replaced` when it
+        /// failed.
+        data: Value,
+    },
     /// Raised by user code (an RPC method or a listener).
     Custom {
         /// The name listeners subscribe to with [`Topic::Custom`].
@@ -79,6 +93,33 @@ pub enum WorkerEventKind {
     Data,
 }
 
+/// What a rolling reload did, as [`Event::Reload`] carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ReloadEventKind {
+    /// It began.
+    Started,
+    /// A new instance is ready, and the old one it replaces is stopping.
+    Replaced,
+    /// Every instance was replaced.
+    Done,
+    /// It stopped: a new instance failed, or the daemon is stopping. The
+    /// instances not replaced keep running.
+    Failed,
+}
+
+impl ReloadEventKind {
+    /// The name the event stream gives it (`reload.NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadEventKind::Started => "started",
+            ReloadEventKind::Replaced => "replaced",
+            ReloadEventKind::Done => "done",
+            ReloadEventKind::Failed => "failed",
+        }
+    }
+}
+
 /// What a listener subscribes to: a kind of event, not its payload.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -95,6 +136,8 @@ pub enum Topic {
     ClientHangup,
     /// [`Event::Worker`], for every worker and kind.
     Worker,
+    /// [`Event::Reload`], for every worker and kind.
+    Reload,
     /// [`Event::Custom`] events of this name.
     Custom(String),
 }
@@ -119,6 +162,7 @@ impl Event {
             Event::ClientConnect { .. } => Topic::ClientConnect,
             Event::ClientHangup { .. } => Topic::ClientHangup,
             Event::Worker { .. } => Topic::Worker,
+            Event::Reload { .. } => Topic::Reload,
             Event::Custom { name, .. } => Topic::Custom(name.clone()),
         }
     }
@@ -163,6 +207,11 @@ impl Event {
                 }
                 format!("worker.{}", event.name())
             }
+            Event::Reload { name, kind, data } => {
+                map.insert("reload".into(), Value::from(name.as_str()));
+                map.insert("data".into(), data.clone());
+                format!("reload.{}", kind.name())
+            }
             Event::Custom { name, data } => {
                 map.insert("name".into(), Value::from(name.as_str()));
                 map.insert("data".into(), data.clone());
@@ -188,6 +237,9 @@ pub mod defaults {
     pub const WATCHDOG: &str = "forkd.watchdog";
     /// SIGUSR1 reopens the log file.
     pub const REOPEN_LOG: &str = "forkd.reopen-log";
+    /// SIGHUP reloads every worker, one after another, by rolling
+    /// replacement (`worker.reload` without a name).
+    pub const RELOAD_ON_HUP: &str = "forkd.reload-on-sighup";
 }
 
 type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;

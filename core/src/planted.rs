@@ -37,11 +37,14 @@ pub enum Bug {
     EarlyPidUnlock,
     /// The supervisor never kills a worker whose heartbeat stopped.
     NoHangKill,
+    /// A rolling reload begins its next batch once the new instances are
+    /// ready, without waiting for the old ones to exit.
+    ReloadNoWait,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::NoRestart,
         Bug::KeepOldRegion,
         Bug::AnswerTwice,
@@ -50,6 +53,7 @@ impl Bug {
         Bug::PausedRuns,
         Bug::EarlyPidUnlock,
         Bug::NoHangKill,
+        Bug::ReloadNoWait,
     ];
 
     /// The bug's name on command lines, `kebab-case`.
@@ -63,6 +67,7 @@ impl Bug {
             Bug::PausedRuns => "paused-runs",
             Bug::EarlyPidUnlock => "early-pid-unlock",
             Bug::NoHangKill => "no-hang-kill",
+            Bug::ReloadNoWait => "reload-no-wait",
         }
     }
 

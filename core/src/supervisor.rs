@@ -27,103 +27,14 @@ use std::time::Duration;
 use forkd_os::rng::SplitMix64;
 use forkd_os::{ExitStatus, Instant, KillTarget, Pid, Signal};
 
+mod backoff;
 mod policy;
+mod rollout;
+mod state;
 
-pub use policy::{OnFailure, Restart, RestartPolicy, WorkerSpec};
-
-/// Where an instance is in its life, from the supervisor's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstanceState {
-    /// Waiting to be spawned (at once, or after a backoff).
-    Waiting {
-        /// When it is to be spawned.
-        at: Instant,
-    },
-    /// Its process runs.
-    Running {
-        /// Its process.
-        pid: Pid,
-    },
-    /// Its process is being stopped; `then` says what follows its exit.
-    Stopping {
-        /// Its process.
-        pid: Pid,
-        /// When it was first asked to stop.
-        since: Instant,
-        /// How far the escalation went: asked, SIGTERM, SIGKILL.
-        step: StopStep,
-        /// What follows once it has exited.
-        then: AfterStop,
-    },
-    /// Exited and not to be restarted.
-    Stopped,
-    /// Scaled away and its process gone: it may be taken again by a scale up.
-    Retired,
-    /// Restarted too often.
-    Failed,
-}
-
-/// How far a stop has escalated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopStep {
-    /// Asked through its channel; SIGTERM follows after the stop timeout.
-    Asked,
-    /// Sent SIGTERM; SIGKILL follows after the stop timeout again.
-    Termed,
-    /// Sent SIGKILL: nothing is left to send, only the exit to wait for.
-    Killed,
-}
-
-/// What becomes of an instance once its stopping process exits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterStop {
-    /// Spawned again at once, whatever its restart policy (`restart`).
-    Restart,
-    /// Treated like a crash, by the restart policy (a hung instance killed).
-    Recover,
-    /// Retired (scaled down).
-    Retire,
-    /// Stopped (the daemon is going down).
-    Stop,
-}
-
-impl InstanceState {
-    /// Its process, while it has one.
-    pub fn pid(&self) -> Option<Pid> {
-        match *self {
-            InstanceState::Running { pid } | InstanceState::Stopping { pid, .. } => Some(pid),
-            InstanceState::Waiting { .. } | InstanceState::Stopped | InstanceState::Retired | InstanceState::Failed => {
-                None
-            }
-        }
-    }
-
-    /// Whether the instance is scaled away, or will be once its process exits.
-    pub fn is_retired(&self) -> bool {
-        matches!(self, InstanceState::Retired | InstanceState::Stopping { then: AfterStop::Retire, .. })
-    }
-}
-
-/// One process of a worker (one of a pool's).
-#[derive(Clone, Debug)]
-pub struct Instance {
-    /// The index of its worker in the supervisor's specs.
-    pub worker: usize,
-    /// Its number within its worker (0 for a single instance).
-    pub index: u32,
-    /// Where it is in its life.
-    pub state: InstanceState,
-    /// How many times it was restarted.
-    pub restarts: u32,
-    /// How its last process ended.
-    pub last_exit: Option<ExitStatus>,
-    /// When its current process started.
-    pub started_at: Option<Instant>,
-    /// This instance's starts within the policy's period: intensity is
-    /// counted per instance, never per worker or pool.
-    starts: VecDeque<Instant>,
-    backoff: Duration,
-}
+pub use policy::{OnFailure, Restart, RestartPolicy, WorkerSpec, DEFAULT_RELOAD_TIMEOUT};
+pub use rollout::{Replaced, RolloutNote, RolloutRefused};
+pub use state::{AfterStop, Instance, InstanceState, StopStep};
 
 /// Work for the daemon's loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +80,10 @@ enum Event {
     Retire,
     /// Taken again by a scale up.
     Reuse,
+    /// The loop read it ready (a reload's new instance).
+    Ready,
+    /// A reload's new instance is ready to take its place.
+    Replace,
 }
 
 /// The supervisor: every worker instance's state, what to do next, and
@@ -184,6 +99,13 @@ pub struct Supervisor {
     stopping: bool,
     rng: SplitMix64,
     actions: VecDeque<Action>,
+    /// The rolling reloads under way, by worker index: at most one each.
+    rollouts: std::collections::BTreeMap<usize, rollout::Rollout>,
+    /// What the reloads did, for the loop to tell (events, answers).
+    notes: VecDeque<RolloutNote>,
+    /// Reloads' new instances that failed, and why: the table records
+    /// them, the rollouts act on them.
+    join_failures: Vec<(usize, String)>,
 }
 
 impl Supervisor {
@@ -196,6 +118,9 @@ impl Supervisor {
             stopping: false,
             rng: SplitMix64::new(seed),
             actions: VecDeque::new(),
+            rollouts: Default::default(),
+            notes: VecDeque::new(),
+            join_failures: Vec::new(),
         };
         for w in 0..s.specs.len() {
             for index in 0..s.specs[w].instances {
@@ -245,10 +170,10 @@ impl Supervisor {
         self.specs.iter().position(|s| s.name == name)
     }
 
-    /// Instances of worker `w` that are not retired.
+    /// The members of worker `w`'s pool: its instances that are neither
+    /// retired nor a reload's new ones that are not ready yet.
     pub fn instances_of(&self, w: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.instances.len())
-            .filter(move |&i| self.instances[i].worker == w && !self.instances[i].state.is_retired())
+        (0..self.instances.len()).filter(move |&i| self.instances[i].worker == w && self.instances[i].state.is_member())
     }
 
     /// Whether the daemon is stopping: nothing new is started.
@@ -292,6 +217,7 @@ impl Supervisor {
     /// memory): it is tried again after a backoff, counted as a start.
     pub fn spawn_failed(&mut self, id: usize, now: Instant) {
         self.step(id, Event::SpawnFailed, now);
+        self.drive_rollouts(now);
     }
 
     /// A child exited. Returns the instance it was, or `UnknownPid` for a
@@ -299,6 +225,7 @@ impl Supervisor {
     pub fn handle_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Result<usize, UnknownPid> {
         let id = self.id_of_pid(pid).ok_or(UnknownPid(pid))?;
         self.step(id, Event::Exited(status), now);
+        self.drive_rollouts(now);
         Ok(id)
     }
 
@@ -309,6 +236,10 @@ impl Supervisor {
             .iter()
             .enumerate()
             .filter_map(|(id, i)| match i.state {
+                InstanceState::Joining { pid, since } => {
+                    let ready_by = pid.map(|_| since + self.specs[i.worker].reload_timeout);
+                    ready_by.into_iter().chain(pid.and_then(|_| heartbeat_deadlines(id))).min()
+                }
                 InstanceState::Waiting { at } => (!self.actions.contains(&Action::Spawn(id))).then_some(at),
                 // A killed instance still gets a (needless) wake-up one stop
                 // timeout after the SIGKILL's due time, as it always had.
@@ -324,9 +255,14 @@ impl Supervisor {
     /// heartbeat is older than the hang timeout.
     pub fn handle_timeout(&mut self, now: Instant, hung: impl Fn(usize) -> bool) {
         for id in 0..self.instances.len() {
-            let hung = matches!(self.instances[id].state, InstanceState::Running { .. }) && hung(id);
+            let with_process = matches!(
+                self.instances[id].state,
+                InstanceState::Running { .. } | InstanceState::Joining { pid: Some(_), .. }
+            );
+            let hung = with_process && hung(id);
             self.step(id, Event::Timeout { hung }, now);
         }
+        self.drive_rollouts(now);
     }
 
     /// Stops every instance: the daemon is going down. Nothing is restarted
@@ -337,6 +273,7 @@ impl Supervisor {
             self.step(id, Event::StopAll, now);
         }
         self.actions.retain(|a| !matches!(a, Action::Spawn(_)));
+        self.abandon_rollouts("the daemon is stopping");
     }
 
     /// Restarts one instance: stop it; it comes back as soon as it exited.
@@ -383,6 +320,7 @@ impl Supervisor {
         let stop_timeout = self.policy.stop_timeout;
         let daemon_stopping = self.stopping;
         let restart = self.specs[self.instances[id].worker].restart;
+        let reload_timeout = self.specs[self.instances[id].worker].reload_timeout;
         let inst = &mut self.instances[id];
         match (inst.state, event) {
             // The answer to a spawn. Only a waiting instance is ever asked
@@ -399,6 +337,15 @@ impl Supervisor {
                 self.start(id, pid, now);
                 self.ask_stop(id, now, if daemon_stopping { Then::Stop } else { Then::Retire });
             }
+            // A reload's new instance spins up until it reads ready; its
+            // start is counted as any other.
+            (S::Joining { .. }, E::Spawned(pid)) => {
+                self.start(id, pid, now);
+                self.instances[id].state = S::Joining { pid: Some(pid), since: now };
+                if daemon_stopping {
+                    self.ask_stop(id, now, Then::Stop);
+                }
+            }
             // A failed spawn counts as a start and is tried again after a
             // backoff, as s6 does, instead of taking the daemon down.
             (S::Waiting { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed, E::SpawnFailed) => {
@@ -406,8 +353,13 @@ impl Supervisor {
                 inst.last_exit = None;
                 self.schedule_restart(id, now);
             }
-            // Nothing to try again for an instance scaled away.
+            // Nothing to try again for an instance scaled away; a reload's
+            // new instance that cannot spawn fails the reload.
             (S::Retired, E::SpawnFailed) => {}
+            (S::Joining { .. }, E::SpawnFailed) => {
+                inst.state = S::Retired;
+                self.join_failures.push((id, "cannot be spawned".into()));
+            }
 
             // Exits. Only an instance with a process has a pid to exit with.
             (S::Running { .. } | S::Stopping { then: Then::Recover, .. }, E::Exited(status)) => {
@@ -433,7 +385,14 @@ impl Supervisor {
                 inst.state = S::Waiting { at: now };
                 self.actions.push_back(Action::Spawn(id));
             }
-            (S::Stopping { then: Then::Retire, .. }, E::Exited(status)) => {
+            // A reload's new instance that exits before it is ready fails
+            // the reload; its entry is free again.
+            (S::Joining { .. }, E::Exited(status)) => {
+                inst.last_exit = Some(status);
+                inst.state = S::Retired;
+                self.join_failures.push((id, format!("exited before it was ready ({status})")));
+            }
+            (S::Stopping { then: Then::Retire | Then::Replace, .. }, E::Exited(status)) => {
                 inst.last_exit = Some(status);
                 inst.state = S::Retired;
             }
@@ -472,15 +431,31 @@ impl Supervisor {
                     }
                 }
             }
-            (S::Stopped | S::Retired | S::Failed, E::Timeout { .. }) => {}
+            // A new instance that hangs in its spinup is killed, as any
+            // other would be, and fails the reload.
+            (S::Joining { pid: Some(pid), .. }, E::Timeout { hung: true }) => {
+                inst.state = S::Stopping { pid, since: now, step: StopStep::Killed, then: Then::Retire };
+                self.actions.push_back(Action::Signal(KillTarget::Group(pid), Signal::Kill));
+                self.join_failures.push((id, "hung before it was ready".into()));
+            }
+            (S::Joining { pid: Some(pid), since }, E::Timeout { hung: false }) => {
+                if now >= since + reload_timeout {
+                    inst.state = S::Stopping { pid, since: now, step: StopStep::Asked, then: Then::Retire };
+                    self.actions.push_back(Action::RequestStop(id));
+                    self.join_failures.push((id, format!("not ready within {reload_timeout:?}")));
+                }
+            }
+            (S::Joining { pid: None, .. } | S::Stopped | S::Retired | S::Failed, E::Timeout { .. }) => {}
 
             // The daemon goes down: what runs is asked to stop, what waits
             // never starts, and what stops already is not to come back.
             (S::Running { .. }, E::StopAll) => self.ask_stop(id, now, Then::Stop),
             (S::Waiting { .. }, E::StopAll) => inst.state = S::Stopped,
+            (S::Joining { pid: Some(_), .. }, E::StopAll) => self.ask_stop(id, now, Then::Stop),
+            (S::Joining { pid: None, .. }, E::StopAll) => inst.state = S::Retired,
             (S::Stopping { pid, since, step, then }, E::StopAll) => {
                 let then = match then {
-                    Then::Retire => Then::Retire,
+                    Then::Retire | Then::Replace => Then::Retire,
                     Then::Restart | Then::Recover | Then::Stop => Then::Stop,
                 };
                 inst.state = S::Stopping { pid, since, step, then };
@@ -499,12 +474,14 @@ impl Supervisor {
                 self.actions.push_back(Action::Spawn(id));
             }
             (S::Running { .. } | S::Stopped | S::Failed, E::Restart) => {}
-            // Already on its way up or down, or scaled away.
-            (S::Waiting { .. } | S::Stopping { .. } | S::Retired, E::Restart) => {}
+            // Already on its way up or down, or scaled away (a worker under
+            // reload is refused a restart before it gets here).
+            (S::Waiting { .. } | S::Joining { .. } | S::Stopping { .. } | S::Retired, E::Restart) => {}
 
             // Scaled down.
-            (S::Running { .. }, E::Retire) => self.ask_stop(id, now, Then::Retire),
-            (S::Waiting { .. }, E::Retire) => {
+            // (A reload gives up on its new instance the same way.)
+            (S::Running { .. } | S::Joining { pid: Some(_), .. }, E::Retire) => self.ask_stop(id, now, Then::Retire),
+            (S::Waiting { .. } | S::Joining { pid: None, .. }, E::Retire) => {
                 inst.state = S::Retired;
                 self.actions.retain(|a| *a != Action::Spawn(id));
             }
@@ -520,9 +497,40 @@ impl Supervisor {
                 inst.state = S::Waiting { at: now };
                 self.actions.push_back(Action::Spawn(id));
             }
-            (S::Waiting { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed, E::Reuse) => {
+            (
+                S::Waiting { .. } | S::Joining { .. } | S::Running { .. } | S::Stopping { .. } | S::Stopped | S::Failed,
+                E::Reuse,
+            ) => {
                 unreachable!("scale reuses only retired instances, not instance {id}")
             }
+
+            // A reload's new instance is ready: a member of its pool now.
+            (S::Joining { pid: Some(pid), .. }, E::Ready) => inst.state = S::Running { pid },
+            (
+                S::Joining { pid: None, .. }
+                | S::Waiting { .. }
+                | S::Running { .. }
+                | S::Stopping { .. }
+                | S::Stopped
+                | S::Retired
+                | S::Failed,
+                E::Ready,
+            ) => {}
+
+            // Its replacement is ready: stopped gracefully, then retired. One
+            // that crashed meanwhile is not started again; one that stops
+            // already is retired once it exited.
+            (S::Running { .. }, E::Replace) => self.ask_stop(id, now, Then::Replace),
+            (S::Waiting { .. }, E::Replace) => {
+                inst.state = S::Retired;
+                self.actions.retain(|a| *a != Action::Spawn(id));
+            }
+            (S::Stopping { pid, since, step, then }, E::Replace) => {
+                let then = if then == Then::Stop { Then::Stop } else { Then::Replace };
+                inst.state = S::Stopping { pid, since, step, then };
+            }
+            (S::Stopped | S::Failed | S::Retired, E::Replace) => inst.state = S::Retired,
+            (S::Joining { .. }, E::Replace) => {}
         }
     }
 
@@ -534,49 +542,10 @@ impl Supervisor {
     }
 
     fn ask_stop(&mut self, id: usize, now: Instant, then: AfterStop) {
-        if let InstanceState::Running { pid } = self.instances[id].state {
+        if let InstanceState::Running { pid } | InstanceState::Joining { pid: Some(pid), .. } = self.instances[id].state
+        {
             self.instances[id].state = InstanceState::Stopping { pid, since: now, step: StopStep::Asked, then };
             self.actions.push_back(Action::RequestStop(id));
-        }
-    }
-
-    fn schedule_restart(&mut self, id: usize, now: Instant) {
-        let policy = self.policy.clone();
-        let jitter = self.rng.next_u64();
-        let inst = &mut self.instances[id];
-        while inst.starts.front().is_some_and(|t| now.saturating_duration_since(*t) > policy.period) {
-            inst.starts.pop_front();
-        }
-        if inst.starts.len() as u32 >= policy.intensity {
-            inst.state = InstanceState::Failed;
-            let name = &self.specs[inst.worker].name;
-            if policy.on_failure == OnFailure::StopDaemon {
-                self.actions.push_back(Action::StopDaemon(format!(
-                    "worker {name} failed: {} starts within {:?}",
-                    policy.intensity, policy.period
-                )));
-            }
-            return;
-        }
-        let stable = inst.started_at.is_some_and(|t| now.saturating_duration_since(t) >= policy.stable_after);
-        if stable {
-            inst.backoff = Duration::ZERO;
-        }
-        // The first restart is immediate; later ones back off, with up to
-        // half the backoff added as jitter so that a pool does not restart in
-        // lockstep.
-        let delay = if inst.backoff.is_zero() {
-            Duration::ZERO
-        } else {
-            let half = inst.backoff.as_nanos() as u64 / 2;
-            inst.backoff + Duration::from_nanos(if half == 0 { 0 } else { jitter % half })
-        };
-        inst.backoff =
-            if inst.backoff.is_zero() { policy.backoff_initial } else { (inst.backoff * 2).min(policy.backoff_max) };
-        inst.restarts += 1;
-        inst.state = InstanceState::Waiting { at: now + delay };
-        if delay.is_zero() {
-            self.actions.push_back(Action::Spawn(id));
         }
     }
 }

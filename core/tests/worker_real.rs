@@ -60,6 +60,11 @@ fn spinup_error_exits_1_without_looping() {
 }
 
 #[test]
+fn ready_at_the_first_loop_or_when_spinup_says_so() {
+    run(|os| checks::ready_at_first_loop_or_when_said(os, LOOPTIME));
+}
+
+#[test]
 fn orphan_at_start_exits_at_once() {
     run(|os| checks::orphan_at_start(os, LOOPTIME));
 }

@@ -89,6 +89,13 @@ fn spinup_error_exits_1_without_looping() {
 }
 
 #[test]
+fn ready_at_the_first_loop_or_when_spinup_says_so() {
+    check("ready_at_the_first_loop_or_when_spinup_says_so", |os| {
+        checks::ready_at_first_loop_or_when_said(os, LOOPTIME)
+    });
+}
+
+#[test]
 fn orphan_at_start_exits_at_once() {
     check("orphan_at_start_exits_at_once", |os| checks::orphan_at_start(os, LOOPTIME));
 }

@@ -10,17 +10,18 @@
 //! ```
 //!
 //! The configuration is one line, the greeting, in `greeting.conf` in the
-//! directory the daemon starts in. forkd has no default listener on SIGHUP
-//! (the signal is taken and ignored), so this one adds to nothing; a
-//! listener subscribed under a default's name (`forkd::defaults`) would
-//! replace that default instead.
+//! directory the daemon starts in. SIGHUP's default listener reloads the
+//! workers by rolling replacement (`worker.reload`); this daemon has none,
+//! so its listener is subscribed under that default's name
+//! (`forkd::defaults::RELOAD_ON_HUP`) and replaces it. Subscribed under a
+//! name of its own, it would run beside the default instead.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use forkd::{Builder, Ctl, Event, Method, ParamType, Signal, Topic};
+use forkd::{defaults, Builder, Ctl, Event, Method, ParamType, Signal, Topic};
 
 /// The largest configuration file read: bound what a reload may cost.
 const MAX_CONFIG: u64 = 4096;
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
         // Listeners run on the daemon's loop, never in a signal handler:
         // reading a small file here is fine. A bad file keeps the old
         // greeting, and the daemon runs on.
-        .on_named(Topic::Signal(Signal::Hup), "reload-greeting", move |_ctl: &mut Ctl, _event: &Event| {
+        .on_named(Topic::Signal(Signal::Hup), defaults::RELOAD_ON_HUP, move |_ctl: &mut Ctl, _event: &Event| {
             match read_greeting(&path) {
                 Ok(new) => {
                     log::info!("reloaded {}: greeting {new:?}", path.display());

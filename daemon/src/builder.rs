@@ -281,15 +281,17 @@ impl Builder {
         W: Worker,
         F: Fn() -> W + 'static,
     {
-        let WorkerOptions { name, looptime, restart, instances } = options;
+        let WorkerOptions { name, looptime, restart, instances, reload_batch, reload_timeout } = options;
         if self.daemon.workers.iter().any(|(s, _)| s.name == name) {
             self.errors.push(format!("worker {name:?} is installed twice"));
         } else if name.is_empty() {
             self.errors.push("a worker needs a name".into());
         } else if looptime.is_zero() {
             self.errors.push(format!("worker {name:?}: looptime must be more than 0"));
+        } else if reload_batch == 0 || reload_timeout.is_zero() {
+            self.errors.push(format!("worker {name:?}: reload batch and timeout must be more than 0"));
         } else {
-            let spec = WorkerSpec { name, looptime, restart, instances };
+            let spec = WorkerSpec { name, looptime, restart, instances, reload_batch, reload_timeout };
             self.daemon.workers.push((spec, Box::new(move || Box::new(make()) as Box<dyn Worker>)));
         }
         self

@@ -51,6 +51,7 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         Action::Status { json } => status(&config.address, &connect_options(&config, token), json),
         Action::Events { json } => crate::ops::events(&config.address, &connect_options(&config, token), json),
         Action::Stop => stop(&config.address, &connect_options(&config, token)),
+        Action::Reload { name } => reload(&config.address, &connect_options(&config, token), name.as_deref()),
         Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
         Action::Describe { text } => crate::describe::describe(&config.address, &connect_options(&config, token), text),
         Action::Usage(help) => {
@@ -270,6 +271,39 @@ fn stop(address: &Address, options: &ConnectOptions) -> u8 {
     }
     println!("stopped (pid {pid})");
     0
+}
+
+/// How long `reload` waits for its answer: a reload waits for each new
+/// instance to be ready, up to its worker's reload timeout.
+const RELOAD_WAIT: Duration = Duration::from_secs(600);
+
+/// `reload [NAME]`: `worker.reload`, then one line per replaced instance.
+fn reload(address: &Address, options: &ConnectOptions, name: Option<&str>) -> u8 {
+    let mut client = match connect(address, &options.clone().timeout(RELOAD_WAIT)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let params = name.map_or(Value::Null, |n| serde_json::json!({ "name": n }));
+    match client.call("worker.reload", params) {
+        Ok(v) => {
+            let replaced = v.as_array().cloned().unwrap_or_default();
+            for r in &replaced {
+                println!(
+                    "{}/{}: pid {} -> {}",
+                    r["name"].as_str().unwrap_or("?"),
+                    r["instance"],
+                    r["old_pid"],
+                    r["new_pid"]
+                );
+            }
+            println!("reloaded: {} instance(s) replaced", replaced.len());
+            0
+        }
+        Err(e) => {
+            call_failed(address, &e);
+            1
+        }
+    }
 }
 
 fn call(address: &Address, options: &ConnectOptions, method: &str, args: &[String]) -> u8 {

@@ -123,6 +123,14 @@ impl ConnectOptions {
         self.token_file = Some(path.into());
         self
     }
+
+    /// The same options with another timeout (connecting, and each
+    /// answer): a call that waits for something slow, like a rolling
+    /// reload, wants a longer one.
+    pub fn timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.timeout = timeout;
+        self
+    }
 }
 
 /// The token itself is left out: a `Debug` print may end up in a log.

@@ -30,6 +30,10 @@ pub(crate) enum Action {
         json: bool,
     },
     Stop,
+    /// `reload [NAME]`: a rolling reload of one worker, or of every one.
+    Reload {
+        name: Option<String>,
+    },
     Call {
         method: String,
         params: Vec<String>,
@@ -66,6 +70,15 @@ fn command(config: &Config) -> Command {
                 .arg(help_arg()),
         )
         .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone").arg(help_arg()))
+        .subcommand(
+            Command::new("reload")
+                .about(
+                    "Reload a worker's instances (every worker's, without NAME) one batch at a time, each new one \
+                     ready before an old one stops; print what was replaced (exit 1 if the reload failed)",
+                )
+                .arg(help_arg())
+                .arg(Arg::new("name").value_name("NAME").help("The worker to reload; every worker without it")),
+        )
         .subcommand(
             Command::new("call")
                 .about("Call a method: call METHOD [JSON params | key=value ... | values ...]; no params sends none")
@@ -298,6 +311,7 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
         Some(("status", m)) => Action::Status { json: m.get_flag("json") },
         Some(("events", m)) => Action::Events { json: m.get_flag("json") },
         Some(("stop", _)) => Action::Stop,
+        Some(("reload", m)) => Action::Reload { name: m.get_one::<String>("name").cloned() },
         Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),

@@ -59,7 +59,7 @@ pub use daemon::Daemon;
 pub use worker_options::WorkerOptions;
 
 pub use forkd_core::daemon::{codes, with_errors, Config, Ctl, Info, StartError, Stopped, WORKER_ERRORS};
-pub use forkd_core::event::{defaults, Event, Topic, WorkerEventKind};
+pub use forkd_core::event::{defaults, Event, ReloadEventKind, Topic, WorkerEventKind};
 pub use forkd_core::rpc::{value, Args, DateTime, DeferId, IntoReply, Method, ParamType, Reply, RpcError, Signature};
 pub use forkd_core::supervisor::{OnFailure, Restart, RestartPolicy};
 pub use forkd_core::worker::{BoxError, ChannelError, Context, Worker, WorkerEvent};

@@ -85,6 +85,9 @@ pub(crate) fn render_event(event: &Value) -> String {
     if let Some(w) = event["worker"].as_str() {
         line.push_str(&format!("  {w}/{}", event["instance"]));
     }
+    if let Some(w) = event["reload"].as_str() {
+        line.push_str(&format!("  {w}"));
+    }
     if let Some(s) = event["signal"].as_str() {
         line.push_str(&format!("  {s}"));
     }

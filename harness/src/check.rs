@@ -27,6 +27,14 @@
 //!   clients send it too), and a worker exits for a restart only when an
 //!   allowed client asked (refused ones do not note theirs).
 //!
+//! - rolling reloads (`check/rollout.rs`): no worker runs more processes
+//!   than its size plus the rollout's batch, never fewer than its size
+//!   minus the batch are up during a rollout (faults aside), and an old
+//!   instance is asked to stop only once its replacement is up; the exits
+//!   a reload causes are not restarts owed. That every `worker.reload`
+//!   call is answered exactly once is the clients' judgment, as for every
+//!   request.
+//!
 //! A run may hold several daemons: one killed on purpose and the one
 //! started after it over its stale files. Each is judged over its own life;
 //! a killed one is not asked to have cleaned up.
@@ -43,6 +51,8 @@ use forkd_os::{ExitStatus, Fd, KillTarget, Pid, Signal};
 use crate::conductor::{stop_bound, ORPHAN_BOUND, SLACK};
 use crate::scenario::{Scenario, PID_FILE};
 use crate::workers::{Probe, CRASH_SITE};
+
+mod rollout;
 
 fn nanos(d: Duration) -> u64 {
     d.as_nanos() as u64
@@ -71,6 +81,12 @@ struct Daemon {
     spawn_faults: Vec<u64>,
     /// Its client connections: (accepted, closed).
     conns: Vec<(u64, Option<u64>)>,
+    /// Old worker processes a reload replaced: pid to (when, new pid).
+    replaced: BTreeMap<i32, (u64, i32)>,
+    /// Reloads' new processes, by pid.
+    joining: std::collections::BTreeSet<i32>,
+    /// Its rollouts: (worker, batch, began, ended).
+    rollouts: Vec<(String, u32, u64, Option<u64>)>,
     /// The SIGKILLs it sent to a worker's group: (when, pid).
     kills: Vec<(u64, i32)>,
     /// Its open client connections: descriptor to index in `conns`.
@@ -118,6 +134,8 @@ struct Facts {
     orphans: Vec<(u64, i32)>,
     /// Each process's last line before its exit.
     last_line: BTreeMap<i32, u64>,
+    /// Each worker process's states as it noted them: (when, state).
+    states: BTreeMap<i32, Vec<(u64, String)>>,
 }
 
 impl Facts {
@@ -162,6 +180,10 @@ impl Facts {
             self.violations.push(format!("at {}: {v}", secs(t)));
         } else if let Some(c) = text.strip_prefix("CHECK ") {
             self.check_note(t, pid, c);
+        } else if let Some((_, state)) = text.strip_prefix("worker ").and_then(|r| r.rsplit_once(": ")) {
+            if ["spinup", "looping", "paused", "spindown", "exited"].contains(&state) {
+                self.states.entry(pid).or_default().push((t, state.to_string()));
+            }
         }
     }
 
@@ -247,6 +269,7 @@ impl Daemon {
     fn note(&mut self, t: u64, text: &str) {
         if let Some(reason) = text.strip_prefix("daemon stopping: ") {
             self.stopping.get_or_insert((t, reason.to_string()));
+        } else if rollout::note(self, t, text) {
         } else if let Some(rest) = text.strip_prefix("worker ") {
             if let Some((who, pid)) = rest.split_once(" started: pid ") {
                 if let (Some((name, inst)), Ok(pid)) = (who.rsplit_once('.'), pid.parse::<i32>()) {
@@ -356,6 +379,7 @@ fn judge_daemon(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Ve
     judge_hangs(sc, f, d, hung, out);
     judge_kills(sc, f, d, hung, out);
     judge_shutdown_asked(f, d, out);
+    rollout::judge(sc, f, d, out);
     if d.crashed {
         return;
     }
@@ -391,7 +415,7 @@ fn judge_restarts(sc: &Scenario, f: &Facts, d: &Daemon, out: &mut Vec<String>) {
     for (pid, (name, inst, _)) in &d.workers {
         let Some((t_exit, status)) = f.exits.get(pid) else { continue };
         let t_exit = *t_exit;
-        if d.stopped_by(t_exit) {
+        if d.stopped_by(t_exit) || rollout::exit_planned(f, d, *pid, t_exit) {
             continue;
         }
         let Some(plan) = sc.workers.iter().find(|w| &w.name == name) else { continue };
@@ -466,6 +490,14 @@ fn judge_hangs(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec
             if let Some(t) = restart_asked(f, d, pid, since, bound) {
                 bound = bound.max(t + escalation);
             }
+            // A reload that gave up on its new instance first stops it by
+            // the stop escalation, as a restart does.
+            if let Some((_, _, start)) = d.workers.get(pid).filter(|_| rollout::reload_stopped(d, *pid)) {
+                let gave_up = start + nanos(crate::conductor::RELOAD_TIMEOUT);
+                if gave_up < bound {
+                    bound = bound.max(gave_up + escalation);
+                }
+            }
             let ended = f.exits.get(pid).map(|(t, _)| *t);
             let ok = ended.into_iter().chain(stop_t).chain(d.exit).min().is_some_and(|t| t <= bound);
             if !ok {
@@ -481,7 +513,8 @@ fn judge_kills(sc: &Scenario, f: &Facts, d: &Daemon, hung: &[i32], out: &mut Vec
     let escalation = escalation(sc);
     for (t, pid) in &d.kills {
         let restarting = restart_asked(f, d, pid, t.saturating_sub(escalation), *t).is_some();
-        if !d.stopped_by(*t) && !hung.contains(pid) && !restarting {
+        let reloading = rollout::reload_stopped(d, *pid);
+        if !d.stopped_by(*t) && !hung.contains(pid) && !restarting && !reloading {
             let name = d.workers.get(pid).map(|(n, i, _)| format!("{n}.{i}")).unwrap_or_default();
             out.push(format!("at {}: the daemon killed worker {name} (pid {pid}), which did not hang", secs(*t)));
         }

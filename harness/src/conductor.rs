@@ -18,6 +18,9 @@
 
 use std::time::Duration;
 
+/// How long a reload's new instance has to be ready, in every scenario.
+pub(crate) const RELOAD_TIMEOUT: Duration = Duration::from_secs(1);
+
 use forkd_core::daemon::{Config, Daemon, Hooks, StartError};
 use forkd_core::rpc::{Method, ParamType, Reply};
 use forkd_core::supervisor::{Restart, WorkerSpec};
@@ -75,6 +78,8 @@ pub fn build_daemon(sc: &Scenario, probe: &Probe) -> Daemon {
             looptime: w.looptime,
             restart: if w.forever { Restart::Always } else { Restart::Never },
             instances: w.instances,
+            reload_timeout: RELOAD_TIMEOUT,
+            ..WorkerSpec::new(w.name.clone(), w.instances)
         };
         daemon.workers.push((spec, workers::factory(w, probe.clone())));
     }

@@ -138,6 +138,7 @@ fn build(launch: &Launch) -> Daemon {
             looptime: Duration::from_millis(50),
             restart: Restart::Always,
             instances: launch.workers,
+            ..WorkerSpec::new("idle", launch.workers)
         };
         daemon.workers.push((spec, Box::new(|| Box::new(Idle) as Box<dyn Worker>)));
     }

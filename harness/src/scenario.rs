@@ -261,13 +261,21 @@ pub enum WorkerCall {
     Status(Option<String>),
     List,
     Restart(String),
+    /// `worker.reload` of one worker (every one without a name), with a
+    /// batch of its own or the worker's.
+    Reload(Option<String>, Option<u32>),
 }
+
+/// The most instances a reload of the scenario's replaces at once: what
+/// its calls ask for, 1 (the workers' default) for SIGHUP's.
+pub const MAX_RELOAD_BATCH: u32 = 2;
 
 impl Req {
     /// Whether its answer may wait on a worker.
     pub fn is_deferred(&self) -> bool {
-        let deferred =
-            |c: &WorkerCall| matches!(c, WorkerCall::Pause(_) | WorkerCall::Resume(_) | WorkerCall::Send(..));
+        let deferred = |c: &WorkerCall| {
+            matches!(c, WorkerCall::Pause(_) | WorkerCall::Resume(_) | WorkerCall::Send(..) | WorkerCall::Reload(..))
+        };
         match self {
             Req::Worker(c) => deferred(c),
             Req::Batch(items) => items.iter().any(|i| matches!(i, BatchItem::Worker(c) if deferred(c))),

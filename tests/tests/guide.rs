@@ -163,7 +163,7 @@ const CHAPTERS: [(&str, usize); 10] = [
     ("02-installation.md", 1),
     ("03-using.md", 2),
     ("04-configuration.md", 1),
-    ("05-workers.md", 3),
+    ("05-workers.md", 4),
     ("06-rpc.md", 4),
     ("07-signals-and-events.md", 1),
     ("08-deployment.md", 2),

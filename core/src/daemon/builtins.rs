@@ -29,6 +29,7 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
         worker_restart(),
         worker_scale(),
         worker_send(),
+        super::reload::worker_reload(),
         super::observe::daemon_metrics(),
         super::observe::daemon_overview(),
     ];
@@ -128,6 +129,12 @@ fn worker_restart() -> Method<Ctl> {
         if ctl.is_stopping() {
             return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
         }
+        let reloading = (0..ctl.sup.specs().len())
+            .filter(|&w| args.get_str("name").is_none_or(|n| ctl.sup.specs()[w].name == n))
+            .find_map(|w| ctl.refuse_if_reloading(w).err());
+        if let Some(e) = reloading {
+            return Reply::Error(e);
+        }
         match ctl.targets(args.get_str("name")) {
             Ok((mut ids, _)) => {
                 let now = ctl.now;
@@ -153,6 +160,7 @@ fn worker_restart() -> Method<Ctl> {
     .returns(ParamType::Array)
     .error(codes::UNKNOWN_WORKER, meaning(codes::UNKNOWN_WORKER))
     .error(codes::STOPPING, meaning(codes::STOPPING))
+    .error(codes::RELOADING, meaning(codes::RELOADING))
 }
 
 fn worker_scale() -> Method<Ctl> {
@@ -167,6 +175,7 @@ fn worker_scale() -> Method<Ctl> {
             return Reply::Error(RpcError::new(codes::STOPPING, "the daemon is stopping"));
         }
         match ctl.worker(&name) {
+            Ok(w) if ctl.refuse_if_reloading(w).is_err() => Reply::Error(ctl.refuse_if_reloading(w).unwrap_err()),
             Ok(w) if ctl.sup.processes_after_scale(w, n as u32) > ctl.max_workers => {
                 let total = ctl.sup.processes_after_scale(w, n as u32);
                 Reply::Error(RpcError::new(
@@ -191,7 +200,7 @@ fn worker_scale() -> Method<Ctl> {
     .param(ParamType::String, "name")
     .param(ParamType::Int, "instances")
     .returns(ParamType::Int);
-    with_errors(m, &[codes::UNKNOWN_WORKER, codes::STOPPING, codes::TOO_MANY_WORKERS])
+    with_errors(m, &[codes::UNKNOWN_WORKER, codes::STOPPING, codes::TOO_MANY_WORKERS, codes::RELOADING])
 }
 
 fn worker_send() -> Method<Ctl> {

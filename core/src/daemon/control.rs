@@ -25,7 +25,7 @@ use crate::worker::{Command, WorkerState};
 pub mod codes {
     pub use crate::rpc::codes::{
         quote, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT, MAX_QUOTE, METHOD_NOT_FOUND, PARSE_ERROR,
-        STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, WORKER_ERROR, WORKER_NOT_RUNNING,
+        RELOADING, STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, WORKER_ERROR, WORKER_NOT_RUNNING,
     };
 }
 
@@ -116,6 +116,9 @@ pub struct Ctl {
     pub(crate) procs: BTreeMap<Pid, forkd_os::ProcessStats>,
     /// The user's own metrics.
     pub(crate) user_metrics: crate::daemon::UserMetrics,
+    /// The rolling reloads under way, by number.
+    pub(crate) reloads: BTreeMap<u64, crate::daemon::reload::ReloadCall>,
+    pub(crate) next_reload: u64,
 }
 
 impl std::fmt::Debug for Ctl {
@@ -164,6 +167,8 @@ impl Ctl {
             stats: crate::daemon::stats::Stats::new(info_started),
             procs: BTreeMap::new(),
             user_metrics: Default::default(),
+            reloads: BTreeMap::new(),
+            next_reload: 1,
         }
     }
 
@@ -364,10 +369,12 @@ impl Ctl {
         match self.sup.instance(id).state {
             InstanceState::Failed => "failed",
             InstanceState::Stopped | InstanceState::Retired | InstanceState::Waiting { .. } => "stopped",
-            InstanceState::Running { .. } | InstanceState::Stopping { .. } => match self.views[id].state {
-                Some(s) => s.name(),
-                None => "spinup",
-            },
+            InstanceState::Running { .. } | InstanceState::Joining { .. } | InstanceState::Stopping { .. } => {
+                match self.views[id].state {
+                    Some(s) => s.name(),
+                    None => "spinup",
+                }
+            }
         }
     }
 

@@ -10,6 +10,7 @@ mod config;
 mod control;
 mod metrics;
 mod observe;
+mod reload;
 mod run;
 pub(crate) mod stats;
 mod user_metrics;

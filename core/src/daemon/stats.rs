@@ -29,11 +29,14 @@ pub enum ExitReason {
     Stop,
     /// A scale down retired it.
     Retire,
+    /// A rolling reload replaced it with a new process.
+    Reload,
 }
 
 impl ExitReason {
     /// Every reason a restart may have, in label order.
-    pub const RESTARTS: [ExitReason; 4] = [ExitReason::Exit, ExitReason::Signal, ExitReason::Hang, ExitReason::Manual];
+    pub const RESTARTS: [ExitReason; 5] =
+        [ExitReason::Exit, ExitReason::Signal, ExitReason::Hang, ExitReason::Manual, ExitReason::Reload];
 
     /// The label value.
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl ExitReason {
             ExitReason::Manual => "manual",
             ExitReason::Stop => "stop",
             ExitReason::Retire => "retire",
+            ExitReason::Reload => "reload",
         }
     }
 }
@@ -134,6 +138,23 @@ impl Stats {
     /// Instance `id` exited and will be started again, for `why`.
     pub fn restart_scheduled(&mut self, id: usize, why: ExitReason) {
         *self.restarts.entry((id, why)).or_default() += 1;
+    }
+
+    /// A reload's new instance `new` took the place of `old`: the old
+    /// one's restarts go on under the new one's id, with one more for the
+    /// reload.
+    pub fn replaced(&mut self, old: usize, new: usize) {
+        let moved: Vec<(ExitReason, u64)> = self
+            .restarts
+            .iter()
+            .filter(|((id, _), _)| *id == old || *id == new)
+            .map(|((id, why), n)| (*why, if *id == old { *n } else { 0 }))
+            .collect();
+        self.restarts.retain(|(id, _), _| *id != old && *id != new);
+        for (why, n) in moved {
+            *self.restarts.entry((new, why)).or_default() += n;
+        }
+        self.restart_scheduled(new, ExitReason::Reload);
     }
 
     /// An instance exited; `restart` when it will be started again.

@@ -14,7 +14,33 @@ pub struct WorkerSpec {
     pub restart: Restart,
     /// How many instances run (a pool); changed at runtime by `worker.scale`.
     pub instances: u32,
+    /// How many instances a rolling reload replaces at once (at least 1):
+    /// the pool may run this many processes beyond its size meanwhile.
+    pub reload_batch: u32,
+    /// How long a reload's new instance has to become ready before the
+    /// reload stops and fails.
+    pub reload_timeout: Duration,
 }
+
+impl WorkerSpec {
+    /// A worker called `name` with `instances` processes, restarted
+    /// always, looping every second, reloaded one instance at a time with
+    /// [`DEFAULT_RELOAD_TIMEOUT`].
+    pub fn new(name: impl Into<String>, instances: u32) -> WorkerSpec {
+        WorkerSpec {
+            name: name.into(),
+            looptime: Duration::from_secs(1),
+            restart: Restart::Always,
+            instances,
+            reload_batch: 1,
+            reload_timeout: DEFAULT_RELOAD_TIMEOUT,
+        }
+    }
+}
+
+/// How long a reload waits for a new instance to become ready, unless the
+/// worker is configured otherwise.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a worker's exit does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

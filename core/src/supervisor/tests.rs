@@ -5,7 +5,7 @@ use super::*;
 
 fn spec(forever: bool) -> WorkerSpec {
     let restart = if forever { policy::Restart::Always } else { policy::Restart::Never };
-    WorkerSpec { name: "w".into(), looptime: Duration::from_secs(1), restart, instances: 1 }
+    WorkerSpec { restart, ..WorkerSpec::new("w", 1) }
 }
 
 fn t(ms: u64) -> Instant {
@@ -27,6 +27,10 @@ enum Ev {
     Restart(usize),
     /// `scale` of worker 0.
     Scale(u32),
+    /// A rolling reload of worker 0, this many at a time.
+    Reload(u32),
+    /// The loop read instance `id` ready.
+    Ready(usize),
 }
 use Ev::*;
 
@@ -44,9 +48,24 @@ fn show_action(a: &Action) -> String {
     }
 }
 
+fn show_note(n: &RolloutNote) -> String {
+    let pairs =
+        |r: &[Replaced]| r.iter().map(|r| format!("{}:{}>{}", r.index, r.old_pid, r.new_pid)).collect::<Vec<_>>();
+    match n {
+        RolloutNote::Started { instances, batch, .. } => format!("reload {instances} by {batch}"),
+        RolloutNote::Replaced { replaced, .. } => format!("replaced {}", pairs(std::slice::from_ref(replaced))[0]),
+        RolloutNote::Done { replaced, .. } => format!("done {}", pairs(replaced).join(" ")),
+        RolloutNote::Failed { index, reason, replaced, .. } => {
+            format!("failed {index:?}: {reason} after [{}]", pairs(replaced).join(" "))
+        }
+    }
+}
+
 fn show_state(s: &InstanceState) -> String {
     match *s {
         InstanceState::Waiting { at } => format!("waiting@{:?}", Duration::from_nanos(at.0)),
+        InstanceState::Joining { pid: None, .. } => "joining".into(),
+        InstanceState::Joining { pid: Some(pid), .. } => format!("joining {pid}"),
         InstanceState::Running { pid } => format!("running {pid}"),
         InstanceState::Stopping { pid, step, then, .. } => {
             format!("stopping {pid} {step:?} then {then:?}").to_lowercase()
@@ -78,6 +97,8 @@ fn check(workers: Vec<WorkerSpec>, rows: &[(u64, Ev, &str, &str)]) {
             StopAll => s.stop_all(now),
             Restart(id) => s.restart(id, now),
             Scale(n) => s.scale(0, n, now),
+            Reload(batch) => s.begin_rollout(0, batch, now).unwrap(),
+            Ready(id) => s.handle_ready(id, now),
         }
         // The deadline is read before the actions are taken: a queued
         // spawn is not waited for.
@@ -85,7 +106,8 @@ fn check(workers: Vec<WorkerSpec>, rows: &[(u64, Ev, &str, &str)]) {
         if let Some(at) = s.poll_timeout(|_| None) {
             got_states.push(format!("next@{:?}", Duration::from_nanos(at.0)));
         }
-        let got_actions: Vec<String> = std::iter::from_fn(|| s.poll_action()).map(|a| show_action(&a)).collect();
+        let mut got_actions: Vec<String> = std::iter::from_fn(|| s.poll_action()).map(|a| show_action(&a)).collect();
+        got_actions.extend(std::iter::from_fn(|| s.poll_note()).map(|n| show_note(&n)));
         got.push(format!("{ms} {ev:?} => [{}] {}", got_actions.join(", "), got_states.join("; ")));
         want.push(format!("{ms} {ev:?} => [{actions}] {states}"));
     }
@@ -444,3 +466,5 @@ fn a_single_instance_killed_six_times_within_10_s_is_failed() {
     assert_eq!(sim.stop_daemon.as_deref(), Some("worker w failed: 5 starts within 10s"));
     assert!(sim.pids.is_empty());
 }
+
+mod rollout;

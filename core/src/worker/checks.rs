@@ -35,6 +35,9 @@ pub struct Probe {
     /// `work` spins, asking `should_stop` each time round, until it is told
     /// to stop (bounded, in case it never is).
     pub spin_in_work: bool,
+    /// `spinup` says ready with `Context::ready`, then spins the same way
+    /// until it is told to stop.
+    pub ready_in_spinup: bool,
 }
 
 /// How many times a spinning probe asks `should_stop` before it gives up.
@@ -44,6 +47,14 @@ impl Worker for Probe {
     fn spinup(&mut self, ctx: &mut Context<'_>) -> Result<(), BoxError> {
         if self.fail_spinup {
             return Err("spinup says no".into());
+        }
+        if self.ready_in_spinup {
+            ctx.ready();
+            for _ in 0..SPINS {
+                if ctx.should_stop() {
+                    break;
+                }
+            }
         }
         Ok(ctx.send(json!({ "spinup": ctx.instance() }))?)
     }
@@ -305,6 +316,25 @@ pub fn panic_in_work<O: Os>(os: &mut O, looptime: Duration) {
     s.release(os);
 }
 
+/// Readiness: not ready while `spinup` runs, ready once the first loop
+/// begins; or ready during `spinup` when it says so with `Context::ready`.
+pub fn ready_at_first_loop_or_when_said<O: Os>(os: &mut O, looptime: Duration) {
+    let sig = os.install_signals(&[Signal::Chld]).expect("install signals");
+    let s = spawn_probe(os, Probe::default(), looptime, None);
+    wait_until(os, &s, "looping state", |c| c.state() == Ok(WorkerState::Looping));
+    assert_eq!(s.channel.ready(), Ok(true), "ready once looping");
+    os.kill(KillTarget::Process(s.pid), Signal::Term).expect("kill");
+    assert_eq!(reap_n(os, sig, 1), vec![(s.pid, ExitStatus::Exited(EXIT_OK))]);
+    s.release(os);
+
+    let s = spawn_probe(os, Probe { ready_in_spinup: true, ..Probe::default() }, looptime, None);
+    wait_until(os, &s, "ready during spinup", |c| c.ready() == Ok(true));
+    assert_eq!(s.channel.state(), Ok(WorkerState::Spinup), "said ready before its spinup is over");
+    os.kill(KillTarget::Process(s.pid), Signal::Term).expect("kill");
+    assert_eq!(reap_n(os, sig, 1), vec![(s.pid, ExitStatus::Exited(EXIT_OK))]);
+    s.release(os);
+}
+
 /// `spinup` failing: exit 1, its error recorded, no loop, no spindown.
 pub fn spinup_fails<O: Os>(os: &mut O, looptime: Duration) {
     let sig = os.install_signals(&[Signal::Chld]).expect("install signals");
@@ -315,6 +345,7 @@ pub fn spinup_fails<O: Os>(os: &mut O, looptime: Duration) {
     assert_eq!(s.channel.last_error(), Ok(Some("spinup says no".into())));
     assert_eq!(s.channel.state(), Ok(WorkerState::Exited));
     assert_eq!(s.channel.loops(), Ok(0));
+    assert_eq!(s.channel.ready(), Ok(false), "never ready");
     assert_eq!(s.channel.take_events(), Ok(vec![]), "no spindown after a failed spinup");
     s.release(os);
 }

@@ -111,6 +111,23 @@ impl Context<'_> {
         self.stopping || self.channel.stop_pending() || self.link.stop_signalled()
     }
 
+    /// Says that this instance is ready to serve, before its first loop.
+    ///
+    /// An instance counts as ready once its first loop begins; a rolling
+    /// reload (`worker.reload`) waits for that before it stops the instance
+    /// this one replaces. A worker whose `spinup` is long (it loads a cache,
+    /// say) but that can serve before it is over calls this from `spinup`;
+    /// the daemon learns it at once. Calling it again, or from `work`, does
+    /// nothing more: readiness is never taken back. If `spinup` then fails,
+    /// the instance exits like a crashed one and is restarted by its policy:
+    /// a reload that saw it ready has already moved on.
+    pub fn ready(&mut self) {
+        if !self.channel.is_ready() {
+            self.channel.set_ready();
+            self.link.wake_daemon();
+        }
+    }
+
     /// Sends `data` to the daemon, which publishes it as a worker event.
     /// `Full` when the daemon has not yet taken the earlier ones (it takes
     /// them when woken, so this means it is busy or gone); `TooLarge` past

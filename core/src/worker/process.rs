@@ -46,7 +46,8 @@
 //!
 //! A worker stops gracefully, running `spindown` and exiting with
 //! [`EXIT_OK`], on a stop command, on SIGTERM or SIGINT, and when its
-//! socket reaches end of file (the daemon is gone). SIGHUP is ignored.
+//! socket reaches end of file (the daemon is gone). SIGHUP is ignored (the
+//! daemon's SIGHUP reloads workers by replacing their processes).
 
 use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};
@@ -213,9 +214,12 @@ impl<O: Os> Runner<'_, O> {
             }
             Ok(Ok(())) => {}
         }
+        // Ready (if `spinup` did not say so already with `Context::ready`):
+        // the first loop begins, the state written first so that a daemon
+        // that reads ready reads looping too. Readiness is a byte on the
+        // socket: the daemon learns at once that spinup is over.
         self.enter(WorkerState::Looping);
-        // Readiness is a byte on the socket: the daemon learns at once that
-        // spinup is over.
+        self.channel.set_ready();
         self.notify = true;
         if let Err(p) = self.main_loop() {
             return self.panicked(p);

@@ -177,7 +177,24 @@ impl Client {
             }
             WorkerCall::Restart(n) => match outcome {
                 Ok(r) => entries(r, &of(n), &acted),
-                Err(c) => c == codes::STOPPING,
+                Err(c) => c == codes::STOPPING || c == codes::RELOADING,
+            },
+            WorkerCall::Reload(Some(n), _) if !self.known(n) => outcome == Err(codes::UNKNOWN_WORKER),
+            // Done: each running instance of the worker (of every worker,
+            // by name) replaced by a new process; or stopped by a failed
+            // new instance, by a reload under way, by the daemon stopping.
+            WorkerCall::Reload(n, _) => match outcome {
+                Ok(Value::Array(items)) => items.iter().all(|e| {
+                    let named =
+                        e.get("name").and_then(Value::as_str).is_some_and(|w| n.as_ref().is_none_or(|n| n == w));
+                    let pids = (e.get("old_pid").and_then(Value::as_i64), e.get("new_pid").and_then(Value::as_i64));
+                    let key = e.get("name").and_then(Value::as_str).zip(e.get("instance").and_then(Value::as_u64));
+                    named
+                        && matches!(pids, (Some(o), Some(p)) if o != p)
+                        && key.is_some_and(|(w, i)| all.contains(&(w.to_string(), i)))
+                }),
+                Ok(_) => false,
+                Err(c) => [codes::WORKER_ERROR, codes::RELOADING, codes::STOPPING].contains(&c),
             },
         }
     }

@@ -345,6 +345,16 @@ fn worker_request(call: &WorkerCall, id: Option<&Value>) -> Value {
         WorkerCall::List => ("worker.list", None),
         WorkerCall::Restart(n) => ("worker.restart", Some(json!([n]))),
         WorkerCall::Send(n, msg) => ("worker.send", Some(json!({"name": n, "message": msg}))),
+        WorkerCall::Reload(n, batch) => {
+            let mut p = serde_json::Map::new();
+            if let Some(n) = n {
+                p.insert("name".into(), json!(n));
+            }
+            if let Some(b) = batch {
+                p.insert("batch".into(), json!(b));
+            }
+            ("worker.reload", Some(Value::Object(p)))
+        }
     };
     let mut v = json!({"jsonrpc": "2.0", "method": method});
     if let Some(p) = params {

@@ -328,13 +328,17 @@ fn request(r: &mut Rng, mix: &Mix, names: &[String], framing: Framing) -> Req {
 
 fn worker_call(r: &mut Rng, names: &[String]) -> WorkerCall {
     let name = |r: &mut Rng| if r.chance(25) { None } else { Some(worker_name(r, names)) };
-    match r.weighted(&[3, 3, 3, 2, 2, 1]) {
+    match r.weighted(&[3, 3, 3, 2, 2, 1, 1]) {
         0 => WorkerCall::Pause(name(r)),
         1 => WorkerCall::Resume(name(r)),
         2 => WorkerCall::Send(worker_name(r, names), message(r)),
         3 => WorkerCall::Status(name(r)),
         4 => WorkerCall::List,
-        _ => WorkerCall::Restart(worker_name(r, names)),
+        5 => WorkerCall::Restart(worker_name(r, names)),
+        _ => {
+            let batch = r.chance(50).then(|| r.range(1, u64::from(super::MAX_RELOAD_BATCH)) as u32);
+            WorkerCall::Reload(name(r), batch)
+        }
     }
 }
 

@@ -226,9 +226,16 @@ impl Loop<'_> {
         }
     }
 
-    /// Refreshes what the daemon knows of each worker from its channel.
+    /// Refreshes what the daemon knows of each worker from its channel,
+    /// and tells the supervisor of a reload's new instance that is ready.
     pub(super) fn poll_links(&mut self) {
+        let mut ready = Vec::new();
         for (id, link) in self.links.iter() {
+            if matches!(self.ctl.sup.instance(id).state, InstanceState::Joining { pid: Some(_), .. })
+                && link.channel.ready() == Ok(true)
+            {
+                ready.push(id);
+            }
             let view: &mut InstanceView = &mut self.ctl.views[id];
             let before = view.state;
             if let Ok(s) = link.channel.state() {
@@ -256,6 +263,10 @@ impl Loop<'_> {
                     self.ctl.events.push(Event::Worker { name, instance: inst.index, event: kind, data: None });
                 }
             }
+        }
+        let now = self.ctl.now;
+        for id in ready {
+            self.ctl.sup.handle_ready(id, now);
         }
         self.publish_raised();
     }

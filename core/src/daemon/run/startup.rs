@@ -8,6 +8,11 @@ pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
     bus.subscribe_named(Topic::Signal(Signal::Int), defaults::STOP_ON_INT, |ctl, _| ctl.stop("SIGINT"));
     bus.subscribe_named(Topic::Signal(Signal::Chld), defaults::WATCHDOG, |ctl, _| ctl.reap_children());
     bus.subscribe_named(Topic::Signal(Signal::Usr1), defaults::REOPEN_LOG, |ctl, _| ctl.reopen_log());
+    bus.subscribe_named(Topic::Signal(Signal::Hup), defaults::RELOAD_ON_HUP, |ctl, _| {
+        if let Err(e) = ctl.reload(None, None, None) {
+            log::warn!("SIGHUP: no reload: {}", e.message);
+        }
+    });
 }
 
 /// What is checked and made before the socket is bound: the cap on worker

@@ -12,12 +12,19 @@ impl Loop<'_> {
                     let now = os.now();
                     let why =
                         self.ctl.sup.id_of_pid(pid).map(|id| exit_reason(&self.ctl.sup.instance(id).state, status));
+                    // Its number before the exit is handled: a reload may
+                    // give the freed entry to a new instance at once.
+                    // Its link goes first, too: the commands it can no
+                    // longer answer are answered under that number.
+                    let index = self.ctl.sup.id_of_pid(pid).map(|id| self.ctl.sup.instance(id).index);
+                    if let Some(id) = self.ctl.sup.id_of_pid(pid) {
+                        self.unlink(os, id);
+                    }
                     match self.ctl.sup.handle_exit(pid, status, now) {
                         Ok(id) => {
                             log::info!("worker {} (pid {pid}) exited: {status}", self.worker_name(id));
-                            self.unlink(os, id);
                             let name = self.worker_name(id);
-                            let instance = self.ctl.sup.instance(id).index;
+                            let instance = index.unwrap_or(self.ctl.sup.instance(id).index);
                             let why = why.unwrap_or(ExitReason::Exit);
                             let restart = matches!(self.ctl.sup.instance(id).state, InstanceState::Waiting { .. });
                             if restart {
@@ -104,6 +111,7 @@ impl Loop<'_> {
                 None => self.ctl.acknowledge(out.join, out.instance, Err("worker is not running".into())),
             }
         }
+        self.note_rollouts(os);
         while let Some(action) = self.ctl.sup.poll_action() {
             match action {
                 Action::Spawn(id) => self.spawn(os, id),
@@ -126,10 +134,24 @@ impl Loop<'_> {
                     self.ctl.stop(reason);
                 }
             }
+            // A spawn or an exit may end a rollout, which may begin the
+            // next one and ask for spawns in turn.
+            self.note_rollouts(os);
         }
+        self.publish_raised();
         if self.ctl.views.len() < self.ctl.sup.instances().len() {
             self.ctl.views.resize(self.ctl.sup.instances().len(), InstanceView::default());
         }
+    }
+
+    /// Takes the rollouts' notes (their events and answers), each noted in
+    /// the world's trace, and publishes their events at once: before the
+    /// events of the spawns and exits that follow.
+    fn note_rollouts<O: Os>(&mut self, os: &mut O) {
+        for line in self.ctl.take_rollout_notes() {
+            os.note(format_args!("{line}"));
+        }
+        self.publish_raised();
     }
 
     pub(super) fn spawn<O: Os>(&mut self, os: &mut O, id: usize) {
@@ -236,6 +258,9 @@ impl Loop<'_> {
         self.ctl.views[id] = InstanceView::default();
         self.ctl.sup.spawned(id, pid, now);
         os.note(format_args!("worker {name}.{} started: pid {pid}", inst.index));
+        if matches!(self.ctl.sup.instance(id).state, InstanceState::Joining { .. }) {
+            os.note(format_args!("reload {name}.{} new: pid {pid}", inst.index));
+        }
         let started = if inst.restarts > 0 { WorkerEventKind::Restarted } else { WorkerEventKind::Started };
         self.publish(Event::Worker { name, instance: inst.index, event: started, data: None });
     }
@@ -251,7 +276,9 @@ fn exit_reason(state: &InstanceState, status: forkd_os::ExitStatus) -> ExitReaso
         InstanceState::Stopping { then: AfterStop::Recover, .. } => ExitReason::Hang,
         InstanceState::Stopping { then: AfterStop::Stop, .. } => ExitReason::Stop,
         InstanceState::Stopping { then: AfterStop::Retire, .. } => ExitReason::Retire,
+        InstanceState::Stopping { then: AfterStop::Replace, .. } => ExitReason::Reload,
         InstanceState::Running { .. }
+        | InstanceState::Joining { .. }
         | InstanceState::Waiting { .. }
         | InstanceState::Stopped
         | InstanceState::Retired

@@ -60,7 +60,10 @@ pub const S_REP_TAKEN: usize = 7;
 pub const S_EV_HEAD: usize = 8;
 /// Daemon-owned: events taken so far (a free-running counter).
 pub const S_EV_TAIL: usize = 9;
-// Words 10..16 are reserved and zero.
+/// Worker-owned: non-zero once the worker is ready (its first loop began,
+/// or it said so with `Context::ready`); what a rolling reload waits for.
+pub const S_READY: usize = 10;
+// Words 11..16 are reserved and zero.
 
 // --- last error: worker-owned seqlock ----------------------------------------
 /// After the slot a channel on its own keeps at its start.

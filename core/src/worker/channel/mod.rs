@@ -168,6 +168,14 @@ impl Channel {
         Ok(self.hot.load(S_HEARTBEAT, Relaxed))
     }
 
+    /// Whether the worker is ready: its first loop began, or it said so
+    /// from `spinup` with `Context::ready`. A rolling reload stops an old
+    /// instance only once its replacement reads ready here.
+    pub fn ready(&self) -> Result<bool, ChannelError> {
+        self.check_header()?;
+        Ok(self.hot.load(S_READY, Acquire) != 0)
+    }
+
     /// The version of the last error: it changes (to an even number) each
     /// time the worker records one, so that a reader copies the text only
     /// when there is a new one.
@@ -291,6 +299,16 @@ impl Channel {
     /// Publishes the worker's state.
     pub fn set_state(&self, state: WorkerState) {
         self.hot.store(S_STATE, state.to_word(), Release);
+    }
+
+    /// Publishes that the worker is ready (it never becomes unready).
+    pub fn set_ready(&self) {
+        self.hot.store(S_READY, 1, Release);
+    }
+
+    /// Whether this worker has published that it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.hot.load(S_READY, Relaxed) != 0
     }
 
     /// Publishes the loop count.
