@@ -31,8 +31,13 @@ use crate::{
     Signal, SpawnOptions,
 };
 
+mod exec;
 mod stats;
 mod tamper;
+pub use exec::{
+    pid_file_rewritten_through_its_lock, spawn_exec_hands_over_descriptors_and_environment,
+    spawn_exec_of_nothing_exits_127,
+};
 pub use stats::process_stats_of_self_and_a_child;
 pub use tamper::Tamper;
 
@@ -69,6 +74,9 @@ macro_rules! for_each_check {
         $m!(process_stats_of_self_and_a_child);
         $m!(detach_runs_the_launcher_and_goes_on_elsewhere);
         $m!(close_inherited_closes_all_but_what_it_keeps);
+        $m!(spawn_exec_hands_over_descriptors_and_environment);
+        $m!(spawn_exec_of_nothing_exits_127);
+        $m!(pid_file_rewritten_through_its_lock);
     };
 }
 

@@ -43,6 +43,10 @@ impl Os for SimOs {
         self.fork(opts, entry)
     }
 
+    fn spawn_exec(&mut self, spec: &crate::ExecSpec) -> io::Result<Pid> {
+        self.exec(spec)
+    }
+
     fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>> {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -484,6 +488,25 @@ impl Os for SimOs {
         Ok(fd)
     }
 
+    fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let path = match st.object_of(me, lock).and_then(|id| st.objects.get(&id)) {
+            Some((Object::PidLock { path }, _)) => path.clone(),
+            _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        // The lock is on the open file: a file removed or replaced since
+        // is not written through it, as an unlinked inode is not seen.
+        let id = st.object_of(me, lock);
+        if let Some(FileNode::Regular { content, lock: held, .. }) = st.files.get_mut(&path) {
+            if *held == id {
+                *content = format!("{pid}\n").into_bytes();
+            }
+        }
+        st.record(me, TraceEvent::PidRewrite { pid });
+        Ok(())
+    }
+
     fn remove_file(&mut self, path: &Path) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -533,7 +556,11 @@ impl Os for SimOs {
     }
 
     fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
-        self.shared.lock().config.env.get(name).cloned()
+        let st = self.shared.lock();
+        match &st.procs[&self.pid.0].env {
+            Some(env) => env.get(name).cloned(),
+            None => st.config.env.get(name).cloned(),
+        }
     }
 
     fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd> {
