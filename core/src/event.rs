@@ -188,6 +188,8 @@ pub mod defaults {
     pub const WATCHDOG: &str = "forkd.watchdog";
     /// SIGUSR1 reopens the log file.
     pub const REOPEN_LOG: &str = "forkd.reopen-log";
+    /// SIGUSR2 upgrades the master in place (`daemon.upgrade`).
+    pub const UPGRADE_ON_USR2: &str = "forkd.upgrade-on-sigusr2";
 }
 
 type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;

@@ -30,6 +30,8 @@ pub(crate) enum Action {
         json: bool,
     },
     Stop,
+    /// `upgrade`: the master executes its binary again and hands over.
+    Upgrade,
     Call {
         method: String,
         params: Vec<String>,
@@ -66,6 +68,11 @@ fn command(config: &Config) -> Command {
                 .arg(help_arg()),
         )
         .subcommand(Command::new("stop").about("Ask the daemon to stop, and wait until it is gone").arg(help_arg()))
+        .subcommand(
+            Command::new("upgrade")
+                .about("Upgrade the master in place: run its binary as now on disk, and wait until it has taken over")
+                .arg(help_arg()),
+        )
         .subcommand(
             Command::new("call")
                 .about("Call a method: call METHOD [JSON params | key=value ... | values ...]; no params sends none")
@@ -298,6 +305,7 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
         Some(("status", m)) => Action::Status { json: m.get_flag("json") },
         Some(("events", m)) => Action::Events { json: m.get_flag("json") },
         Some(("stop", _)) => Action::Stop,
+        Some(("upgrade", _)) => Action::Upgrade,
         Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),

@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use builtins::{register_builtins, with_errors, WORKER_ERRORS};
-pub use config::Config;
+pub use config::{Config, HandOver, UpgradeCommand};
 pub use control::{codes, Ctl, Info};
 pub use observe::OVERVIEW;
-pub use run::run;
+pub use run::{parse_upgrade_env, parse_upgrade_state, run, UPGRADE_ENV};
 pub use user_metrics::{MetricError, UserMetrics, MAX_SERIES as MAX_USER_SERIES};
 
 use forkd_os::{Address, Os};

@@ -27,8 +27,8 @@ use std::time::Duration;
 use std::rc::Rc;
 
 use forkd_os::{
-    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd, Ready, Region,
-    Signal, SpawnOptions,
+    Address, ExecSpec, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError,
+    PollFd, Ready, Region, Signal, SpawnOptions,
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
@@ -43,6 +43,7 @@ mod events;
 mod links;
 mod startup;
 mod stop;
+mod upgrade;
 mod workers;
 
 use clients::Client;
@@ -50,6 +51,8 @@ use events::dispatch;
 use links::{Link, WarnLimit};
 pub(crate) use startup::install_default_listeners;
 use startup::{bind, start_checks};
+use upgrade::Upgrade;
+pub use upgrade::{parse_env as parse_upgrade_env, parse_state as parse_upgrade_state, UPGRADE_ENV};
 
 /// Signals the daemon takes as events. SIGPIPE is not among them: writes to
 /// a closed peer fail with `BrokenPipe` instead.
@@ -107,6 +110,8 @@ enum Timer {
     Keepalive,
     /// `accept` may be tried again after it lacked resources.
     AcceptRetry,
+    /// A new master has not said it is ready in time.
+    Upgrade,
 }
 
 struct Loop<'d> {
@@ -136,6 +141,11 @@ struct Loop<'d> {
     unix_policy: Rc<Policy>,
     /// The token file, when this daemon made it (it is removed at stop).
     token_made: Option<std::path::PathBuf>,
+    /// The new master of an upgrade under way.
+    upgrade: Option<Upgrade>,
+    /// The new master this one handed over to: it stops without
+    /// `STOPPING=1`, leaving the pid, socket and token files to it.
+    successor: Option<Pid>,
 }
 
 /// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
@@ -150,7 +160,8 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     // pid file, so that a second instance fails before it touches the
     // socket of the first.
     let signal_fd = os.install_signals(&SIGNALS).map_err(StartError::Signals)?;
-    let pid_lock = match lock_pid_file(os, &config) {
+    let inherited_lock = config.handed_over.as_ref().map(|h| h.pid_lock);
+    let pid_lock = match inherited_lock.map_or_else(|| lock_pid_file(os, &config), Ok) {
         Ok(fd) => fd,
         Err(e) => {
             os.close(signal_fd);
@@ -208,10 +219,13 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         tcp_policy: Rc::new(tcp_policy),
         unix_policy: Rc::new(unix_policy),
         token_made,
+        upgrade: None,
+        successor: None,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
     hooks.ready(os);
+    lp.tell_old_master(os);
     // What the facade held until it was ready (the launcher's pipe) is
     // closed now, and its descriptor number may be reused.
     lp.private_fds = hooks.private_fds();
@@ -349,6 +363,13 @@ impl Loop<'_> {
             // 6. what was asked: the events methods raised first, so that
             // their listeners' requests are carried out with the rest.
             self.publish_raised();
+            if let Some(fd) = self.upgrade.as_ref().map(Upgrade::ready_fd) {
+                if ready.contains_key(&fd) {
+                    self.read_upgrade(os);
+                }
+            }
+            self.check_upgrade_deadline(os, self.ctl.now);
+            self.take_upgrades(os);
             self.supervise(os);
             self.deliver_completions(os);
             self.flush_subscribers(os);
@@ -391,6 +412,9 @@ impl Loop<'_> {
             if !link.eof {
                 fds.push(PollFd::new(link.wake, Ready::READ));
             }
+        }
+        if let Some(u) = &self.upgrade {
+            fds.push(PollFd::new(u.ready_fd(), Ready::READ));
         }
     }
 
@@ -491,6 +515,7 @@ impl Loop<'_> {
             (Timer::AcceptRetry, accept),
             (Timer::Request, requests),
             (Timer::Evict, evictable),
+            (Timer::Upgrade, self.upgrade.as_ref().map(Upgrade::deadline)),
         ]
         .into_iter()
         .filter_map(|(timer, at)| Some((timer, at?)))

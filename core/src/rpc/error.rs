@@ -38,6 +38,9 @@ pub const LIMIT: i64 = -32005;
 pub const UNAUTHORIZED: i64 = -32006;
 /// The global cap on worker processes would be passed.
 pub const TOO_MANY_WORKERS: i64 = -32007;
+/// The master's upgrade was refused (one already runs, the daemon cannot
+/// upgrade) or failed (the new master did not become ready).
+pub const UPGRADE_FAILED: i64 = -32008;
 /// The range reserved by JSON-RPC 2.0 for implementation-defined server
 /// errors, `-32099..=-32000`; forkd's own codes above are in it.
 pub const SERVER_ERROR_RANGE: std::ops::RangeInclusive<i64> = -32099..=-32000;
@@ -57,6 +60,7 @@ pub const TABLE: &[(&str, i64, &str)] = &[
     ("Limit", LIMIT, "Over one of the server's bounds"),
     ("Unauthorized", UNAUTHORIZED, "Not authenticated, or a wrong token"),
     ("TooManyWorkers", TOO_MANY_WORKERS, "The cap on worker processes would be passed"),
+    ("UpgradeFailed", UPGRADE_FAILED, "The upgrade was refused, or the new master did not become ready"),
 ];
 
 /// How many characters of a client's input an error message quotes.

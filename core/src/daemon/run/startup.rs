@@ -8,6 +8,7 @@ pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
     bus.subscribe_named(Topic::Signal(Signal::Int), defaults::STOP_ON_INT, |ctl, _| ctl.stop("SIGINT"));
     bus.subscribe_named(Topic::Signal(Signal::Chld), defaults::WATCHDOG, |ctl, _| ctl.reap_children());
     bus.subscribe_named(Topic::Signal(Signal::Usr1), defaults::REOPEN_LOG, |ctl, _| ctl.reopen_log());
+    bus.subscribe_named(Topic::Signal(Signal::Usr2), defaults::UPGRADE_ON_USR2, |ctl, _| ctl.upgrade(None));
 }
 
 /// What is checked and made before the socket is bound: the cap on worker
@@ -23,6 +24,10 @@ pub(super) fn start_checks<O: Os>(
     let configured: usize = workers.iter().map(|(spec, _)| spec.instances as usize).sum();
     if configured > config.max_workers {
         return Err(StartError::TooManyWorkers { configured, max: config.max_workers });
+    }
+    // A new master takes the token its predecessor handed over.
+    if let Some(h) = &config.handed_over {
+        return Ok((h.token.clone(), h.token_made.then(|| config.token_path())));
     }
     let tcp = match &config.address {
         Address::Tcp(addr) => Some(*addr),

@@ -45,7 +45,7 @@ impl Loop<'_> {
                                 });
                             }
                         }
-                        Err(unknown) => log::debug!("reaped {}: {status}", unknown.0),
+                        Err(unknown) => self.reaped_other(os, unknown.0, status),
                     }
                     if crate::planted::active(crate::planted::Bug::ReapOne) {
                         break;
