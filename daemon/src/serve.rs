@@ -59,6 +59,10 @@ impl<O: Os> Hooks<O> for FacadeHooks {
         systemd::notify(os, "STOPPING=1");
     }
 
+    fn handing_over(&mut self, os: &mut O, new: forkd_os::Pid) {
+        systemd::notify(os, &format!("MAINPID={new}"));
+    }
+
     fn stopped(&mut self, _os: &mut O) {
         log::info!("stopped");
     }

@@ -76,6 +76,10 @@ pub trait Hooks<O: Os> {
     fn ready(&mut self, _os: &mut O) {}
     /// The daemon begins to stop.
     fn stopping(&mut self, _os: &mut O) {}
+    /// The daemon hands over to `new`, the master of an upgrade, which is
+    /// ready: systemd learns its pid here, from the main process itself,
+    /// before this one stops.
+    fn handing_over(&mut self, _os: &mut O, _new: forkd_os::Pid) {}
     /// The daemon has cleaned up and is about to return.
     fn stopped(&mut self, _os: &mut O) {}
     /// SIGUSR1 (by default) asked for the log file to be reopened.

@@ -143,6 +143,9 @@ struct Loop<'d> {
     token_made: Option<std::path::PathBuf>,
     /// The new master of an upgrade under way.
     upgrade: Option<Upgrade>,
+    /// A new master's end of its upgrade channel, until it has told the
+    /// old master that it is ready.
+    handover_fd: Option<Fd>,
     /// The new master this one handed over to: it stops without
     /// `STOPPING=1`, leaving the pid, socket and token files to it.
     successor: Option<Pid>,
@@ -160,16 +163,16 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
     // pid file, so that a second instance fails before it touches the
     // socket of the first.
     let signal_fd = os.install_signals(&SIGNALS).map_err(StartError::Signals)?;
-    let inherited_lock = config.handed_over.as_ref().map(|h| h.pid_lock);
-    let pid_lock = match inherited_lock.map_or_else(|| lock_pid_file(os, &config), Ok) {
+    let pid_lock = match lock_pid_file(os, &config) {
         Ok(fd) => fd,
         Err(e) => {
             os.close(signal_fd);
             return Err(e);
         }
     };
+    // A new master that fails leaves the pid file to the old one.
     let cleanup_pid = |os: &mut O| {
-        let _ = os.remove_file(&config.pid_file);
+        let _ = config.handed_over.is_none().then(|| os.remove_file(&config.pid_file));
         os.close(pid_lock);
     };
     set_niceness(os, &config);
@@ -220,12 +223,13 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         unix_policy: Rc::new(unix_policy),
         token_made,
         upgrade: None,
+        handover_fd: config.handed_over.as_ref().map(|h| h.ready),
         successor: None,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
+    lp.tell_old_master(os); // A new master is ready once handed over.
     hooks.ready(os);
-    lp.tell_old_master(os);
     // What the facade held until it was ready (the launcher's pipe) is
     // closed now, and its descriptor number may be reused.
     lp.private_fds = hooks.private_fds();
@@ -255,8 +259,12 @@ fn set_niceness<O: Os>(os: &mut O, config: &Config) {
     }
 }
 
-/// Locks the pid file, or says why the daemon cannot start.
+/// Locks the pid file, or says why the daemon cannot start. A new master
+/// has its predecessor's lock already.
 fn lock_pid_file<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
+    if let Some(h) = &config.handed_over {
+        return Ok(h.pid_lock);
+    }
     os.lock_pid_file(&config.pid_file).map_err(|e| match e {
         PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
         PidFileError::LockedByOther(pid) => StartError::PidFileLockedByOther(config.pid_file.clone(), pid),
@@ -363,13 +371,7 @@ impl Loop<'_> {
             // 6. what was asked: the events methods raised first, so that
             // their listeners' requests are carried out with the rest.
             self.publish_raised();
-            if let Some(fd) = self.upgrade.as_ref().map(Upgrade::ready_fd) {
-                if ready.contains_key(&fd) {
-                    self.read_upgrade(os);
-                }
-            }
-            self.check_upgrade_deadline(os, self.ctl.now);
-            self.take_upgrades(os);
+            self.step_upgrade(os, hooks, &ready);
             self.supervise(os);
             self.deliver_completions(os);
             self.flush_subscribers(os);

@@ -8,18 +8,23 @@
 //! | fd | what |
 //! | --- | --- |
 //! | 3 | the listening socket (`LISTEN_FDS=1`, `LISTEN_FDNAMES=forkd`, `LISTEN_PID`) |
-//! | 4 | the readiness pipe's write end |
+//! | 4 | the new master's end of the upgrade channel (a socket pair) |
 //! | 5 | a copy of the pid file's lock: the same open file, so the same `flock` |
 //! | 6 | the handover pipe: the token and what the new master must know, then end of file |
 //!
 //! `FORKD_UPGRADE=4,5,6` names them. The token never goes in the
 //! environment or the arguments: a pipe only the two processes hold.
 //!
-//! The new master writes `ready VERSION` once its workers are spawned. The
-//! old one then makes the pid file name the new pid (through its lock,
-//! which the new master shares, so that the file is never unlocked),
-//! closes its copy of the lock, answers its callers with the new pid, and
-//! stops: it closes its listener (the new master's copy still accepts),
+//! The new master writes `ready VERSION` on the channel once its workers
+//! are spawned, and waits for the answer. The old one then makes the pid
+//! file name the new pid (through its lock, which the new master shares,
+//! so that the file is never unlocked), closes its copy of the lock, tells
+//! systemd `MAINPID=` the new pid (it is still the main process), writes
+//! `go`, answers its callers with the new pid, and stops. Only on `go`
+//! does the new master tell systemd it is ready; if the channel ends
+//! instead (the old master was killed meanwhile), it rewrites the pid file
+//! itself and goes on: nobody else will. The old master
+//! closes its listener (the new master's copy still accepts),
 //! drains its connections, spins its workers down and exits 0, without
 //! `STOPPING=1` (the unit goes on under the new `MAINPID`) and leaving the
 //! socket file and the token file to its successor.
@@ -104,9 +109,19 @@ impl Loop<'_> {
         self.config.listen_fd.is_none() || self.config.handed_over.as_ref().is_some_and(|h| h.socket_bound)
     }
 
+    /// The loop's turn for upgrades: what the new master said, its
+    /// deadline, the upgrades asked for.
+    pub(super) fn step_upgrade<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, ready: &BTreeMap<Fd, Ready>) {
+        if self.upgrade.as_ref().is_some_and(|u| ready.contains_key(&u.ready)) {
+            self.read_upgrade(os, hooks);
+        }
+        self.check_upgrade_deadline(os, self.ctl.now);
+        self.take_upgrades(os);
+    }
+
     /// Takes the upgrades asked for: starts one, or refuses it (the daemon
     /// is stopping, one is already under way, it cannot start).
-    pub(super) fn take_upgrades<O: Os>(&mut self, os: &mut O) {
+    fn take_upgrades<O: Os>(&mut self, os: &mut O) {
         for caller in std::mem::take(&mut self.ctl.upgrades) {
             let refusal = if self.phase != Phase::Running || self.successor.is_some() {
                 Some(RpcError::new(codes::STOPPING, "the daemon is stopping"))
@@ -142,7 +157,7 @@ impl Loop<'_> {
         let (Some(listener), Some(lock)) = (self.listener, self.pid_lock) else {
             return Err("no listener or pid lock to hand over".into());
         };
-        let (ready_r, ready_w) = os.pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (ready_r, ready_w) = os.socket_pair().map_err(|e| format!("socket pair: {e}"))?;
         let state = match self.state_pipe(os) {
             Ok(fd) => fd,
             Err(e) => {
@@ -205,12 +220,12 @@ impl Loop<'_> {
     }
 
     /// Reads what the new master said; acts on a whole line or the end.
-    pub(super) fn read_upgrade<O: Os>(&mut self, os: &mut O) {
+    fn read_upgrade<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>) {
         let Some(u) = &mut self.upgrade else { return };
         let mut buf = [0u8; 128];
         let outcome = loop {
             match os.read(u.ready, &mut buf) {
-                Ok(0) => break Some(Err("the new master closed its readiness pipe before it was ready".to_string())),
+                Ok(0) => break Some(Err("the new master closed its channel before it was ready".to_string())),
                 Ok(n) => {
                     u.line.extend_from_slice(&buf[..n]);
                     if let Some(end) = u.line.iter().position(|&b| b == b'\n') {
@@ -226,18 +241,18 @@ impl Loop<'_> {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Some(Err(format!("read the readiness pipe: {e}"))),
+                Err(e) => break Some(Err(format!("read the upgrade channel: {e}"))),
             }
         };
         match outcome {
-            Some(Ok(version)) => self.hand_over(os, version),
+            Some(Ok(version)) => self.hand_over(os, hooks, version),
             Some(Err(why)) => self.upgrade_failed(os, &why),
             None => {}
         }
     }
 
     /// The upgrade's deadline passed: the new master is killed.
-    pub(super) fn check_upgrade_deadline<O: Os>(&mut self, os: &mut O, now: Instant) {
+    fn check_upgrade_deadline<O: Os>(&mut self, os: &mut O, now: Instant) {
         if self.upgrade.as_ref().is_some_and(|u| now >= u.deadline) {
             let secs = self.config.upgrade_timeout.as_secs_f64();
             self.upgrade_failed(os, &format!("the new master was not ready within {secs} s"));
@@ -273,15 +288,20 @@ impl Loop<'_> {
 
     /// The new master is ready: the pid file names it, the lock is its
     /// alone, the callers learn its pid, and this master stops.
-    fn hand_over<O: Os>(&mut self, os: &mut O, version: String) {
+    fn hand_over<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, version: String) {
         let Some(u) = self.upgrade.take() else { return };
-        os.close(u.ready);
         if let Some(lock) = self.pid_lock.take() {
             if let Err(e) = os.rewrite_pid_file(lock, u.pid) {
                 log::warn!("pid file {}: {e}", self.config.pid_file.display());
             }
             os.close(lock);
         }
+        hooks.handing_over(os, u.pid);
+        // Three bytes on a fresh socket: they fit.
+        if !matches!(os.write(u.ready, b"go\n"), Ok(3)) {
+            log::warn!("the new master (pid {}) did not take the word to go", u.pid);
+        }
+        os.close(u.ready);
         log::info!("upgraded: new master pid {} (version {version}) serves", u.pid);
         os.note(format_args!("upgrade handed over to {}", u.pid));
         self.successor = Some(u.pid);
@@ -292,19 +312,44 @@ impl Loop<'_> {
         self.ctl.stop(format!("upgraded to pid {}", u.pid));
     }
 
-    /// The new master's side, once ready: tells the old one. If the old
-    /// one is gone (killed during the handover), the pid file is made to
-    /// name this one here: nobody else will.
+    /// The new master's side, once its workers are spawned: tells the old
+    /// one it is ready and waits for the word to go (at most the upgrade's
+    /// timeout, past which the old one would have killed it). If the old
+    /// one is gone instead (killed during the handover), the pid file is
+    /// made to name this one here: nobody else will.
     pub(super) fn tell_old_master<O: Os>(&mut self, os: &mut O) {
-        let Some(h) = &self.config.handed_over else { return };
+        let Some(fd) = self.handover_fd.take() else { return };
         let line = format!("ready {}\n", self.config.version);
-        let written = os.write(h.ready, line.as_bytes());
-        os.close(h.ready);
-        if !matches!(written, Ok(n) if n == line.len()) {
+        let go = matches!(os.write(fd, line.as_bytes()), Ok(n) if n == line.len())
+            && wait_for_go(os, fd, os.now() + self.config.upgrade_timeout);
+        os.close(fd);
+        if !go {
             log::warn!("the old master is gone: this one takes over the pid file");
             if let Some(lock) = self.pid_lock {
                 let _ = os.rewrite_pid_file(lock, os.pid());
             }
         }
     }
+}
+
+/// Reads the old master's `go`; false on anything else, its end, or the
+/// deadline.
+fn wait_for_go<O: Os>(os: &mut O, fd: Fd, deadline: Instant) -> bool {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    while !got.contains(&b'\n') && got.len() < 16 {
+        match os.read(fd, &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(fd, Ready::READ)];
+                if os.poll(&mut fds, Some(deadline)).is_err() || os.now() >= deadline {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    got.starts_with(b"go\n")
 }
