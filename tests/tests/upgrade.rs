@@ -334,3 +334,48 @@ fn clients_loading_the_socket_during_an_upgrade_get_every_answer() {
         assert!(calls >= 20);
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn worker_pids(client: &mut Client) -> Vec<i64> {
+    let list = client.call("worker.list", Value::Null).unwrap();
+    list.as_array().unwrap().iter().filter_map(|w| w["pid"].as_i64()).collect()
+}
+
+#[test]
+fn on_tcp_the_token_goes_over_a_pipe_and_the_workers_are_the_new_masters() {
+    let dir = TempDir::new("upgrade-tcp");
+    let socket: Address = format!("tcp://127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut old = Daemon::start_at(&dir, "pool-daemon", &socket, &[], &[("POOL_SIZE", "2")]);
+    let mut reaper = Reaper(vec![-old.pid()]);
+    let token = old.token();
+    let mut client = old.client();
+    Wake::new().until("two workers", DEADLINE, || worker_pids(&mut client).len() == 2);
+    let before = worker_pids(&mut client);
+
+    let answer = client.call("daemon.upgrade", Value::Null).unwrap();
+    let new_pid = answer["pid"].as_i64().unwrap() as i32;
+    reaper.0.push(new_pid);
+    assert_eq!(old.wait_exit(DEADLINE), 0);
+    for pid in &before {
+        wait_gone(*pid as i32, "the old master's workers to stop");
+    }
+    for what in ["environ", "cmdline"] {
+        let seen = std::fs::read(format!("/proc/{new_pid}/{what}")).unwrap();
+        assert!(!String::from_utf8_lossy(&seen).contains(&token), "the token is in the new master's {what}");
+    }
+    assert_eq!(old.token(), token, "the token file stays, the same");
+    // The same client, reconnected with the token, reaches the new master
+    // and its own workers.
+    assert_eq!(client.call("daemon.info", Value::Null).unwrap()["pid"], new_pid);
+    Wake::new().until("the new master's two workers", DEADLINE, || worker_pids(&mut client).len() == 2);
+    let after = worker_pids(&mut client);
+    assert!(after.iter().all(|p| !before.contains(p)), "{before:?} then {after:?}");
+
+    // Safety: signalling the daemon this test started.
+    unsafe { libc::kill(new_pid, libc::SIGTERM) };
+    wait_gone(new_pid, "the new master to stop");
+    assert!(!old.token_file().exists(), "the last master removes the token the first one made");
+}
