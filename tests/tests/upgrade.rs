@@ -173,6 +173,37 @@ fn a_new_master_that_exits_at_start_leaves_the_old_one_serving() {
     assert_eq!(answer["version"], "2.0");
 }
 
+/// The children of `pid`, from `/proc`.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            ppid == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_master_not_ready_in_time_is_killed_and_reaped() {
+    let dir = TempDir::new("upgrade-late");
+    install(&dir, "1.0");
+    let old = start_foreground(&dir, &[("ECHO_UPGRADE_TIMEOUT_MS", std::ffi::OsStr::new("300"))]);
+    let _reaper = Reaper(vec![-old.pid()]);
+    let staged = dir.join("echo-daemon.new");
+    std::fs::write(&staged, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(&staged, dir.join("echo-daemon")).unwrap();
+
+    let refused = old.client().call("daemon.upgrade", Value::Null);
+    let Err(ClientError::Rpc(e)) = refused else { panic!("expected an error answer: {refused:?}") };
+    assert_eq!(e.code, forkd::codes::UPGRADE_FAILED);
+    assert!(e.message.contains("not ready within 0.3 s"), "{}", e.message);
+    assert_eq!(info(&old.socket)["pid"], old.pid(), "the old master serves on");
+    forkd_tests::wait_until("the late master to be reaped", DEADLINE, || children_of(old.pid()).is_empty());
+}
+
 #[test]
 fn a_second_upgrade_during_one_is_refused() {
     let dir = TempDir::new("upgrade-twice");
