@@ -11,9 +11,11 @@
 //! - the caller is answered with the new master's pid and version on
 //!   success, and with `UpgradeFailed` when the new master failed; the
 //!   daemon then answers with that pid, and its pid file names it;
-//! - a master that handed over accepts no connection after it rewrote the
-//!   pid file, and sends no `STOPPING=1`; a new master says `MAINPID=`
-//!   before its `READY=1`;
+//! - at most one master accepts at any moment, the one the pid file
+//!   names: a master that handed over accepts no connection after it
+//!   rewrote the pid file, and a new one none before; the one that handed
+//!   over sends no `STOPPING=1`; a new master says `MAINPID=` before its
+//!   `READY=1`;
 //! - a connect is never refused while a master lives, and every call is
 //!   answered once, by its id, or its connection closed before the answer
 //!   began: then it is sent again on a fresh connection, which must answer;
@@ -435,6 +437,21 @@ fn judge(plan: &Plan, report: &Report) -> Vec<String> {
         let late = report.trace[i..].iter().any(|l| l.pid == line.pid && matches!(l.event, TraceEvent::Accept { .. }));
         if late {
             out.push(format!("{} accepted after it handed over to {pid}", line.pid));
+        }
+    }
+    // A new master accepts only once the pid file names it: never two
+    // masters accepting at once, nor one that does not hold the file.
+    for line in &report.trace {
+        let TraceEvent::Exec { child, .. } = line.event else { continue };
+        let named = report.trace.iter().position(|l| matches!(l.event, TraceEvent::PidRewrite { pid } if pid == child));
+        let accepted = report.trace.iter().position(|l| l.pid == child && matches!(l.event, TraceEvent::Accept { .. }));
+        let early = match (accepted, named) {
+            (Some(a), Some(n)) => a < n,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if early {
+            out.push(format!("the new master {child} accepted before the pid file named it"));
         }
     }
     if plan.notify {
