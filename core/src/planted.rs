@@ -37,11 +37,14 @@ pub enum Bug {
     EarlyPidUnlock,
     /// The supervisor never kills a worker whose heartbeat stopped.
     NoHangKill,
+    /// A master that handed over to a new one keeps accepting connections
+    /// until it has stopped.
+    AcceptAfterHandOver,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::NoRestart,
         Bug::KeepOldRegion,
         Bug::AnswerTwice,
@@ -50,6 +53,7 @@ impl Bug {
         Bug::PausedRuns,
         Bug::EarlyPidUnlock,
         Bug::NoHangKill,
+        Bug::AcceptAfterHandOver,
     ];
 
     /// The bug's name on command lines, `kebab-case`.
@@ -63,6 +67,7 @@ impl Bug {
             Bug::PausedRuns => "paused-runs",
             Bug::EarlyPidUnlock => "early-pid-unlock",
             Bug::NoHangKill => "no-hang-kill",
+            Bug::AcceptAfterHandOver => "accept-after-hand-over",
         }
     }
 

@@ -25,7 +25,10 @@ impl Loop<'_> {
         self.upgrade_failed(os, "the daemon is stopping");
         // Stop accepting: close the listener and remove its socket file, so
         // that a new daemon may start while this one finishes.
-        self.close_listener(os);
+        let planted = crate::planted::active(crate::planted::Bug::AcceptAfterHandOver);
+        if !(planted && self.successor.is_some()) {
+            self.close_listener(os);
+        }
         if crate::planted::active(crate::planted::Bug::EarlyPidUnlock) {
             if let Some(fd) = self.pid_lock.take() {
                 let _ = os.remove_file(&self.config.pid_file);
