@@ -1,5 +1,7 @@
 //! `Os::spawn_exec` in a world: a child that runs an installed program
-//! with only the descriptors it was handed and an environment of its own.
+//! with only the descriptors it was handed and an environment of its own;
+//! and `Os::rewrite_pid_file`, through which a master hands its pid file
+//! over.
 //!
 //! A world has no binaries: a program is an entry installed at a path
 //! ([`SimOs::install_program`]), made afresh from its arguments at each
@@ -15,11 +17,13 @@ use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 
+use super::files::FileNode;
+use super::net::Object;
 use super::process::Proc;
 use super::sched::start_thread;
 use super::trace::TraceEvent;
 use super::{Program, SimOs};
-use crate::{Entry, ExecSpec, Pid};
+use crate::{Entry, ExecSpec, Fd, Pid};
 
 /// What the real arm's child exits with when the program cannot run.
 const EXEC_FAILED: i32 = 127;
@@ -77,5 +81,26 @@ impl SimOs {
         };
         start_thread(&self.shared, &mut st, pid, entry);
         Ok(pid)
+    }
+
+    /// `Os::rewrite_pid_file`: what the lock's file says, if the file at
+    /// its path is still the locked one.
+    pub(super) fn rewrite_pid(&mut self, lock: Fd, pid: Pid) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let path = match st.object_of(me, lock).and_then(|id| st.objects.get(&id)) {
+            Some((Object::PidLock { path }, _)) => path.clone(),
+            _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        // The lock is on the open file: a file removed or replaced since
+        // is not written through it, as an unlinked inode is not seen.
+        let id = st.object_of(me, lock);
+        if let Some(FileNode::Regular { content, lock: held, .. }) = st.files.get_mut(&path) {
+            if *held == id {
+                *content = format!("{pid}\n").into_bytes();
+            }
+        }
+        st.record(me, TraceEvent::PidRewrite { pid });
+        Ok(())
     }
 }

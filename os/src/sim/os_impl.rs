@@ -489,22 +489,7 @@ impl Os for SimOs {
     }
 
     fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> io::Result<()> {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        let path = match st.object_of(me, lock).and_then(|id| st.objects.get(&id)) {
-            Some((Object::PidLock { path }, _)) => path.clone(),
-            _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
-        };
-        // The lock is on the open file: a file removed or replaced since
-        // is not written through it, as an unlinked inode is not seen.
-        let id = st.object_of(me, lock);
-        if let Some(FileNode::Regular { content, lock: held, .. }) = st.files.get_mut(&path) {
-            if *held == id {
-                *content = format!("{pid}\n").into_bytes();
-            }
-        }
-        st.record(me, TraceEvent::PidRewrite { pid });
-        Ok(())
+        self.rewrite_pid(lock, pid)
     }
 
     fn remove_file(&mut self, path: &Path) -> io::Result<()> {
