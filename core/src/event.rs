@@ -240,6 +240,8 @@ pub mod defaults {
     /// SIGHUP reloads every worker, one after another, by rolling
     /// replacement (`worker.reload` without a name).
     pub const RELOAD_ON_HUP: &str = "forkd.reload-on-sighup";
+    /// SIGUSR2 upgrades the master in place (`daemon.upgrade`).
+    pub const UPGRADE_ON_USR2: &str = "forkd.upgrade-on-sigusr2";
 }
 
 type Listener<C> = Box<dyn FnMut(&mut C, &Event)>;

@@ -40,11 +40,14 @@ pub enum Bug {
     /// A rolling reload begins its next batch once the new instances are
     /// ready, without waiting for the old ones to exit.
     ReloadNoWait,
+    /// A master that handed over to a new one keeps accepting connections
+    /// until it has stopped.
+    AcceptAfterHandOver,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::NoRestart,
         Bug::KeepOldRegion,
         Bug::AnswerTwice,
@@ -54,6 +57,7 @@ impl Bug {
         Bug::EarlyPidUnlock,
         Bug::NoHangKill,
         Bug::ReloadNoWait,
+        Bug::AcceptAfterHandOver,
     ];
 
     /// The bug's name on command lines, `kebab-case`.
@@ -68,6 +72,7 @@ impl Bug {
             Bug::EarlyPidUnlock => "early-pid-unlock",
             Bug::NoHangKill => "no-hang-kill",
             Bug::ReloadNoWait => "reload-no-wait",
+            Bug::AcceptAfterHandOver => "accept-after-hand-over",
         }
     }
 

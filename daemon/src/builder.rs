@@ -239,6 +239,14 @@ impl Builder {
         self
     }
 
+    /// How long the new master of an upgrade in place (`daemon.upgrade`,
+    /// SIGUSR2, the `upgrade` command) has to say it is ready before it is
+    /// killed and the old master serves on (default 30 s).
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Builder {
+        self.config().upgrade_timeout = timeout;
+        self
+    }
+
     /// In daemon mode, log to this file (reopened on SIGUSR1).
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Builder {
         self.log_file = Some(path.into());

@@ -28,7 +28,8 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         }
         return 2;
     }
-    let cwd = match std::env::current_dir() {
+    // A new master resolves relative paths where the first one started.
+    let cwd = match crate::upgrade::start_dir() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: current directory: {e}");
@@ -52,6 +53,11 @@ pub(crate) fn main(builder: Builder, args: &[String]) -> u8 {
         Action::Events { json } => crate::ops::events(&config.address, &connect_options(&config, token), json),
         Action::Stop => stop(&config.address, &connect_options(&config, token)),
         Action::Reload { name } => reload(&config.address, &connect_options(&config, token), name.as_deref()),
+        Action::Upgrade => {
+            // The answer comes once the new master serves or failed.
+            let wait = config.upgrade_timeout + CALL_TIMEOUT;
+            crate::ops::upgrade(&config.address, &connect_options(&config, token).timeout(wait))
+        }
         Action::Call { method, params } => call(&config.address, &connect_options(&config, token), &method, &params),
         Action::Describe { text } => crate::describe::describe(&config.address, &connect_options(&config, token), text),
         Action::Usage(help) => {

@@ -12,6 +12,16 @@
 //! written would make it send someone else's secret, or a token that is no
 //! secret. On a unix socket the daemon checks the peer's credentials
 //! instead, and the client sends no token.
+//!
+//! A daemon closes a connection in an orderly way when it hands over to a
+//! new master (`daemon.upgrade`) or when the connection was idle: it first
+//! answers every request it has read. So a call whose connection ends
+//! before any byte of its answer came back (end of file, a reset, a broken
+//! pipe on the write) was not taken, and the client sends it once more on
+//! a fresh connection, presenting the token again; a second failure is the
+//! caller's. The one case this cannot tell apart is a daemon killed while
+//! it ran the call: a call that must never run twice should not rely on the
+//! retry being safe there. A timeout is never retried.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -70,6 +80,12 @@ pub struct Client {
     reader: BufReader<Stream>,
     next_id: u64,
     address: Address,
+    /// How it connected, to connect again after an orderly close.
+    options: ConnectOptions,
+    /// `FORKD_TOKEN` as it was at the first connect.
+    env_token: Option<OsString>,
+    /// Whether a call unanswered on a closed connection is sent again.
+    retry: bool,
     /// On tcp without a token: where the client looked for one (the token
     /// file, if any), to explain the daemon's refusal.
     no_token: Option<Option<PathBuf>>,
@@ -361,7 +377,7 @@ impl Client {
         // fix, whether or not a daemon runs.
         let lookup = match address {
             Address::Unix(_) => None,
-            Address::Tcp(_) => Some(find_token(options.token.as_deref(), env, options.token_file.as_deref())?),
+            Address::Tcp(_) => Some(find_token(options.token.as_deref(), env.clone(), options.token_file.as_deref())?),
         };
         let timeout = options.timeout;
         let err = |e| ClientError::Io(address.clone(), e);
@@ -378,14 +394,33 @@ impl Client {
                 Stream::Tcp(s)
             }
         };
-        let mut client =
-            Client { reader: BufReader::new(stream), next_id: 1, address: address.clone(), no_token: None };
+        let mut client = Client {
+            reader: BufReader::new(stream),
+            next_id: 1,
+            address: address.clone(),
+            options: options.clone(),
+            env_token: env,
+            // Not while it authenticates: a daemon that closes at once
+            // must not make a reconnect loop.
+            retry: false,
+            no_token: None,
+        };
         match lookup {
             None => {}
             Some(Lookup::Missing(file)) => client.no_token = Some(file),
             Some(Lookup::Found(token, source)) => client.authenticate(&token, source)?,
         }
+        client.retry = true;
         Ok(client)
+    }
+
+    /// A fresh connection in place of one the daemon closed; the ids go on.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let fresh = Client::connect_env(&self.address, &self.options, self.env_token.clone())?;
+        let next_id = self.next_id.max(fresh.next_id);
+        *self = fresh;
+        self.next_id = next_id;
+        Ok(())
     }
 
     /// Presents the token. A daemon that does not know `rpc.authenticate`
@@ -465,15 +500,57 @@ impl Client {
     fn round_trip(&mut self, request: &Value) -> Result<Value, ClientError> {
         let mut line = request.to_string();
         line.push('\n');
-        let address = self.address.clone();
-        let err = |e| ClientError::Io(address.clone(), e);
-        self.reader.get_mut().write_all(line.as_bytes()).map_err(err)?;
-        let mut answer = String::new();
-        let n = self.reader.read_line(&mut answer).map_err(err)?;
-        if n == 0 {
-            return Err(ClientError::Closed(self.address.clone()));
+        match self.exchange(&line) {
+            Err(Attempt::Unanswered(_)) if self.retry => {
+                log::debug!("{}: closed before answering: connecting again", self.address);
+                self.reconnect()?;
+                self.exchange(&line).map_err(Attempt::into_error)
+            }
+            result => result.map_err(Attempt::into_error),
         }
-        serde_json::from_str(&answer).map_err(|e| ClientError::BadAnswer(format!("{e}: {}", answer.trim_end())))
+    }
+
+    /// Sends one request line and reads its answer.
+    fn exchange(&mut self, line: &str) -> Result<Value, Attempt> {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, NotConnected};
+        let address = self.address.clone();
+        let fail = |e: io::Error| {
+            let error = ClientError::Io(address.clone(), e);
+            match &error {
+                ClientError::Io(_, e)
+                    if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected) =>
+                {
+                    Attempt::Unanswered(error)
+                }
+                _ => Attempt::Failed(error),
+            }
+        };
+        self.reader.get_mut().write_all(line.as_bytes()).map_err(fail)?;
+        let mut answer = String::new();
+        let n = self.reader.read_line(&mut answer).map_err(|e| match answer.is_empty() {
+            true => fail(e),
+            false => Attempt::Failed(ClientError::Io(address.clone(), e)),
+        })?;
+        if n == 0 {
+            return Err(Attempt::Unanswered(ClientError::Closed(self.address.clone())));
+        }
+        serde_json::from_str(&answer)
+            .map_err(|e| Attempt::Failed(ClientError::BadAnswer(format!("{e}: {}", answer.trim_end()))))
+    }
+}
+
+/// How one exchange failed: before any byte of the answer came back on a
+/// connection the daemon closed (safe to send again), or otherwise.
+enum Attempt {
+    Unanswered(ClientError),
+    Failed(ClientError),
+}
+
+impl Attempt {
+    fn into_error(self) -> ClientError {
+        match self {
+            Attempt::Unanswered(e) | Attempt::Failed(e) => e,
+        }
     }
 }
 

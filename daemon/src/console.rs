@@ -34,6 +34,8 @@ pub(crate) enum Action {
     Reload {
         name: Option<String>,
     },
+    /// `upgrade`: the master executes its binary again and hands over.
+    Upgrade,
     Call {
         method: String,
         params: Vec<String>,
@@ -78,6 +80,11 @@ fn command(config: &Config) -> Command {
                 )
                 .arg(help_arg())
                 .arg(Arg::new("name").value_name("NAME").help("The worker to reload; every worker without it")),
+        )
+        .subcommand(
+            Command::new("upgrade")
+                .about("Upgrade the master in place: run its binary as now on disk, and wait until it has taken over")
+                .arg(help_arg()),
         )
         .subcommand(
             Command::new("call")
@@ -312,6 +319,7 @@ pub(crate) fn parse(config: &Config, args: &[String], cwd: &std::path::Path) -> 
         Some(("events", m)) => Action::Events { json: m.get_flag("json") },
         Some(("stop", _)) => Action::Stop,
         Some(("reload", m)) => Action::Reload { name: m.get_one::<String>("name").cloned() },
+        Some(("upgrade", _)) => Action::Upgrade,
         Some(("describe", m)) => Action::Describe { text: m.get_flag("text") },
         Some(("call", m)) => Action::Call {
             method: m.get_one::<String>("method").cloned().unwrap_or_default(),

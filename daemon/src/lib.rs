@@ -41,6 +41,7 @@ mod logger;
 mod ops;
 mod serve;
 mod systemd;
+mod upgrade;
 mod validate;
 mod worker_options;
 

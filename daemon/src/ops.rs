@@ -111,6 +111,30 @@ pub(crate) fn render_event(event: &Value) -> String {
     line
 }
 
+/// `upgrade`: asks for `daemon.upgrade` and says what came of it: the old
+/// and new pids, or why the old master serves on (exit 1).
+pub(crate) fn upgrade(address: &Address, options: &ConnectOptions) -> u8 {
+    let mut client = match crate::cli::connect(address, options) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call("daemon.upgrade", Value::Null) {
+        Ok(v) => {
+            println!(
+                "upgraded: pid {} -> {} (version {})",
+                v["previous"],
+                v["pid"],
+                v["version"].as_str().unwrap_or("?")
+            );
+            0
+        }
+        Err(e) => {
+            crate::cli::call_failed(address, &e);
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,9 @@ pub struct Failed {
 struct FacadeHooks {
     readiness: Option<Readiness>,
     watchdog: Option<Duration>,
+    /// A new master of an upgrade: systemd learns its pid before it is
+    /// told ready (`NotifyAccess=all`).
+    upgraded: bool,
 }
 
 impl<O: Os> Hooks<O> for FacadeHooks {
@@ -46,11 +49,18 @@ impl<O: Os> Hooks<O> for FacadeHooks {
         if let Some(r) = &mut self.readiness {
             r.ready(os);
         }
+        if self.upgraded {
+            systemd::notify(os, &format!("MAINPID={}", os.pid()));
+        }
         systemd::notify(os, "READY=1");
     }
 
     fn stopping(&mut self, os: &mut O) {
         systemd::notify(os, "STOPPING=1");
+    }
+
+    fn handing_over(&mut self, os: &mut O, new: forkd_os::Pid) {
+        systemd::notify(os, &format!("MAINPID={new}"));
     }
 
     fn stopped(&mut self, _os: &mut O) {
@@ -102,6 +112,12 @@ pub(crate) fn serve_real(daemon: Daemon, mode: Mode) -> Result<Stopped, Failed> 
         }
     }
     let mut os = RealOs::new().map_err(|e| unreported(StartError::Process(format!("{e}"))))?;
+    // What an upgrade executes, resolved now: the directory it was
+    // started in, before `-d` moves to `/`.
+    let mut daemon = daemon;
+    if let Ok(cwd) = crate::upgrade::start_dir() {
+        daemon.config.upgrade = crate::upgrade::command(&cwd);
+    }
     // Before anything is created, in the foreground as under -d: nothing
     // the daemon creates is for others.
     daemonize::restrict_umask(&mut os);
@@ -112,14 +128,21 @@ pub(crate) fn serve_real(daemon: Daemon, mode: Mode) -> Result<Stopped, Failed> 
 /// has stopped (the launcher of `-d` exits inside, with its verdict); a
 /// start that fails under `-d` is reported to the launcher too.
 pub fn serve<O: Os>(os: &mut O, mut daemon: Daemon, mode: Mode) -> Result<Stopped, Failed> {
+    // A new master, executed by the old one: detached already if it was
+    // (`-d` forks no more), with its predecessor's socket and lock.
+    let handed_over = crate::upgrade::handed_over(os)
+        .map_err(|e| Failed { error: StartError::Process(format!("take over: {e}")), reported: false })?;
+    let upgraded = handed_over.is_some();
+    daemon.config.handed_over = handed_over;
     let readiness = match mode {
+        _ if upgraded => None,
         Mode::Foreground => None,
         Mode::Detached => match daemonize::daemonize(os) {
             Ok(r) => Some(r),
             Err(e) => return Err(Failed { error: StartError::Process(format!("daemonize: {e}")), reported: false }),
         },
     };
-    let mut hooks = FacadeHooks { readiness, watchdog: None };
+    let mut hooks = FacadeHooks { readiness, watchdog: None, upgraded };
     daemon.config.listen_fd = systemd::activated_listener(os);
     hooks.watchdog = systemd::watchdog_interval(os);
     log::debug!("starting {} on {}", daemon.config.description, daemon.config.address);

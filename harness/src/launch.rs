@@ -34,16 +34,16 @@ use crate::conductor::ORPHAN_BOUND;
 use crate::rng::Rng;
 use crate::wire;
 
-const SOCKET: &str = "/run/launch.sock";
-const PID_FILE: &str = "/run/launch.pid";
-const NOTIFY_SOCKET: &str = "/run/systemd/notify";
+pub(crate) const SOCKET: &str = "/run/launch.sock";
+pub(crate) const PID_FILE: &str = "/run/launch.pid";
+pub(crate) const NOTIFY_SOCKET: &str = "/run/systemd/notify";
 /// What the launcher says of a daemon that died before it was ready.
 const NOT_READY: &str = "error: the daemon exited before it was ready\n";
 /// How long a served daemon runs before it is stopped: long enough for
 /// several watchdog keep-alives.
 const SERVE_FOR: Duration = Duration::from_millis(300);
 /// The bound on every wait of the launch's conductor.
-const BOUND: Duration = Duration::from_secs(20);
+pub(crate) const BOUND: Duration = Duration::from_secs(20);
 
 /// How a launch ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub fn run(seed: u64) -> LaunchRun {
 }
 
 /// A worker that only loops.
-struct Idle;
+pub(crate) struct Idle;
 
 impl Worker for Idle {
     fn work(&mut self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
@@ -219,7 +219,7 @@ fn conductor(os: &mut SimOs, launch: Launch) -> i32 {
 }
 
 /// Waits for a child to exit, reaping every child that does meanwhile.
-fn wait_exit(os: &mut SimOs, sig: Fd, pid: Pid, exits: &mut Vec<(Pid, ExitStatus)>) -> Option<ExitStatus> {
+pub(crate) fn wait_exit(os: &mut SimOs, sig: Fd, pid: Pid, exits: &mut Vec<(Pid, ExitStatus)>) -> Option<ExitStatus> {
     let deadline = os.now() + BOUND;
     loop {
         while let Ok(Some(exit)) = os.try_reap() {
@@ -238,7 +238,7 @@ fn wait_exit(os: &mut SimOs, sig: Fd, pid: Pid, exits: &mut Vec<(Pid, ExitStatus
 }
 
 /// The daemon's pid, from its pid file.
-fn daemon_pid(os: &mut SimOs) -> Option<Pid> {
+pub(crate) fn daemon_pid(os: &mut SimOs) -> Option<Pid> {
     let bytes = os.read_private_file(Path::new(PID_FILE), 64).ok()??;
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok().map(Pid)
 }
@@ -318,7 +318,7 @@ fn check_served(os: &mut SimOs, foreground: Option<Pid>) {
 }
 
 /// One `daemon.info` call over the unix socket; its answer line.
-fn call_info(os: &mut SimOs, deadline: Instant) -> Option<String> {
+pub(crate) fn call_info(os: &mut SimOs, deadline: Instant) -> Option<String> {
     let fd = os.connect(&Address::Unix(SOCKET.into())).ok()?;
     let request = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.info\"}\n";
     let mut answer = Vec::new();
@@ -337,7 +337,7 @@ fn call_info(os: &mut SimOs, deadline: Instant) -> Option<String> {
 }
 
 /// The verdict the conductor noted.
-fn verdict_of(report: &Report) -> Option<ExitStatus> {
+pub(crate) fn verdict_of(report: &Report) -> Option<ExitStatus> {
     report.trace.iter().filter_map(TraceLine::note).find_map(|n| {
         let rest = n.strip_prefix("harness launch verdict Some(")?;
         let rest = rest.strip_suffix(')')?;

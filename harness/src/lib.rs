@@ -30,7 +30,10 @@
 //! serving path with `-d` (its launcher, readiness pipe and double fork,
 //! all through the `Os`) or in the foreground, with systemd's notify
 //! socket and watchdog or without, ending served, refused or killed
-//! before or after it was ready.
+//! before or after it was ready. And one [`upgrade`] of the master in
+//! place, in a third world: a new build that takes over under load, one
+//! that exits at start or is never ready, an old master killed during the
+//! handover.
 //!
 //! Swarm testing: each seed turns each fault on or off, with a rate of its
 //! own ([`scenario`]). The rates stay below the point where they would
@@ -55,6 +58,7 @@ pub mod conductor;
 pub mod launch;
 pub mod rng;
 pub mod scenario;
+pub mod upgrade;
 pub mod wire;
 pub mod workers;
 
@@ -114,7 +118,8 @@ pub fn run_scenario(sc: Scenario, keep_trace: bool) -> RunResult {
 
 /// Runs the scenario of `seed`.
 /// Runs a seed: its scenario, then its launch (`-d` and systemd, in a
-/// world of its own, see [`launch`]).
+/// world of its own, see [`launch`]), then its master upgrade (see
+/// [`upgrade`]).
 pub fn run_seed(seed: u64, keep_trace: bool) -> RunResult {
     let mut result = run_scenario(Scenario::from_seed(seed), keep_trace);
     let launched = launch::run(seed);
@@ -124,6 +129,14 @@ pub fn run_seed(seed: u64, keep_trace: bool) -> RunResult {
     result.virtual_nanos += launched.report.now.as_nanos();
     if let Some(trace) = &mut result.trace {
         trace.extend(launched.report.trace);
+    }
+    let upgraded = upgrade::run(seed);
+    result.failures.extend(upgraded.failures);
+    result.trace_hash = result.trace_hash.rotate_left(1) ^ upgraded.report.trace_hash();
+    result.steps += upgraded.report.steps;
+    result.virtual_nanos += upgraded.report.now.as_nanos();
+    if let Some(trace) = &mut result.trace {
+        trace.extend(upgraded.report.trace);
     }
     result
 }

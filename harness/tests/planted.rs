@@ -39,6 +39,7 @@ fn planted_bugs_are_caught_by_the_invariant_that_guards_them() {
         (Bug::EarlyPidUnlock, &["pidlock acquired"]),
         (Bug::NoHangKill, &["was not killed", "the run was cut"]),
         (Bug::ReloadNoWait, &["plus the reload's"]),
+        (Bug::AcceptAfterHandOver, &["accepted after it handed over"]),
     ];
     let mut missed = Vec::new();
     for (bug, invariants) in cases {

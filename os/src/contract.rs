@@ -31,8 +31,13 @@ use crate::{
     Signal, SpawnOptions,
 };
 
+mod exec;
 mod stats;
 mod tamper;
+pub use exec::{
+    pid_file_rewritten_through_its_lock, spawn_exec_hands_over_descriptors_and_environment,
+    spawn_exec_of_nothing_exits_127,
+};
 pub use stats::{process_stats_of_self_and_a_child, trim_memory_gives_back_what_was_freed};
 pub use tamper::Tamper;
 
@@ -72,6 +77,9 @@ macro_rules! for_each_check {
         $m!(close_all_closes_exactly_what_it_is_given);
         $m!(trim_memory_gives_back_what_was_freed);
         $m!(a_discarded_part_of_a_region_is_zero_everywhere);
+        $m!(spawn_exec_hands_over_descriptors_and_environment);
+        $m!(spawn_exec_of_nothing_exits_127);
+        $m!(pid_file_rewritten_through_its_lock);
     };
 }
 

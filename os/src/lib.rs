@@ -76,6 +76,19 @@ pub trait Os: Sized + 'static {
     /// child.
     fn spawn(&mut self, opts: SpawnOptions, entry: Entry<Self>) -> io::Result<Pid>;
 
+    /// Forks a child that executes `spec.program` (read from disk now, so a
+    /// newly installed build is what runs) with `spec.args`, the caller's
+    /// environment changed by `spec.env_set` and `spec.env_unset`, and
+    /// only the descriptors of `spec.fds`, under their new numbers. The
+    /// child's signals are back to their defaults and unblocked before the
+    /// exec; it stays in the caller's process group and session. Everything
+    /// is prepared before the fork: the child only moves descriptors, fills
+    /// in `LISTEN_PID` if asked, and executes. A program that cannot be
+    /// executed makes the child exit 127, as a shell's does.
+    ///
+    /// Fails with `Other` if the calling process has several threads.
+    fn spawn_exec(&mut self, spec: &ExecSpec) -> io::Result<Pid>;
+
     /// Reaps one exited child without blocking (`waitpid(-1, WNOHANG)`):
     /// `Ok(None)` when no child has exited. Call it until `None` after a
     /// `SIGCHLD`: several exits may have raised one signal.
@@ -246,6 +259,11 @@ pub trait Os: Sized + 'static {
     /// made 0600. A held lock is [`PidFileError::Locked`] when the pid the
     /// file names runs, [`PidFileError::LockedByOther`] when it does not.
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
+
+    /// Writes `pid` into the pid file whose lock `lock` holds (what
+    /// [`Os::lock_pid_file`] returned, or a copy of it a new master was
+    /// handed), replacing what it said. The lock is untouched.
+    fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> io::Result<()>;
 
     /// Removes a file or a unix socket file.
     fn remove_file(&mut self, path: &Path) -> io::Result<()>;

@@ -8,6 +8,7 @@
 //! - `sys`: the `syscall!` macro and `retry`, the one place where `EINTR` is
 //!   retried and a failure becomes an `io::Error`;
 //! - `process`: fork, reap, kill and the calls that shape a process;
+//! - `exec`: forking a child that executes a program (a master's upgrade);
 //! - `signals`: handlers that only record a signal and wake a self-pipe;
 //! - `net`, `io`: sockets, reads, writes and `poll`;
 //! - `memory`: anonymous shared mappings;
@@ -29,6 +30,7 @@
 
 #[macro_use]
 mod sys;
+mod exec;
 mod files;
 mod io;
 #[cfg(feature = "testing")]
@@ -50,8 +52,8 @@ pub use net::connect_unix_timeout;
 pub use process::thread_count;
 
 use crate::{
-    Address, Entry, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd,
-    Region, Signal, SignalSet, SpawnOptions,
+    Address, Entry, ExecSpec, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid,
+    PidFileError, PollFd, Region, Signal, SignalSet, SpawnOptions,
 };
 use signals::SignalPipe;
 
@@ -218,6 +220,10 @@ impl Os for RealOs {
         process::spawn(self, opts, entry)
     }
 
+    fn spawn_exec(&mut self, spec: &ExecSpec) -> std::io::Result<Pid> {
+        exec::spawn_exec(spec)
+    }
+
     fn try_reap(&mut self) -> std::io::Result<Option<(Pid, ExitStatus)>> {
         let reaped = process::try_reap()?;
         if let Some((pid, _)) = reaped {
@@ -371,6 +377,10 @@ impl Os for RealOs {
 
     fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError> {
         files::lock_pid_file(path, self.pid).map(|fd| self.owns(fd))
+    }
+
+    fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> std::io::Result<()> {
+        files::rewrite_pid_file(lock, pid)
     }
 
     fn remove_file(&mut self, path: &Path) -> std::io::Result<()> {

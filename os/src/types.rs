@@ -407,6 +407,29 @@ pub struct SpawnOptions {
     pub new_group: bool,
 }
 
+/// What [`Os::spawn_exec`](crate::Os::spawn_exec) runs: a program on disk,
+/// its arguments, the environment it gets, and the descriptors it is
+/// handed under the numbers it expects them at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// The program's path, read again from disk at the call.
+    pub program: std::path::PathBuf,
+    /// Its arguments after `argv[0]` (which is `program`).
+    pub args: Vec<std::ffi::OsString>,
+    /// Variables set in the caller's environment for the program; one of
+    /// the caller's own by the same name is replaced.
+    pub env_set: Vec<(String, std::ffi::OsString)>,
+    /// Variables of the caller's environment the program does not get.
+    pub env_unset: Vec<String>,
+    /// Each of the caller's descriptors handed over, and the number it has
+    /// in the program (without close-on-exec there); nothing else is
+    /// inherited.
+    pub fds: Vec<(Fd, i32)>,
+    /// Sets `LISTEN_PID` to the child's own pid (systemd's convention for
+    /// handed-over sockets), written in the child between fork and exec.
+    pub listen_pid: bool,
+}
+
 /// How a listening socket is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenOptions {

@@ -113,8 +113,8 @@ fn every_kind_of_subscriber_sees_a_killed_worker_exit_then_restart() {
     // The tail is subscribed once a custom event raised after its start
     // reaches it: a signal to the daemon is one.
     wait_until("the events command to subscribe", DEADLINE, || {
-        d.signal(libc::SIGUSR2);
-        from_tail.recv_timeout(std::time::Duration::from_millis(200)).is_ok_and(|e| e["signal"] == "SIGUSR2")
+        d.signal(libc::SIGWINCH);
+        from_tail.recv_timeout(std::time::Duration::from_millis(200)).is_ok_and(|e| e["signal"] == "SIGWINCH")
     });
 
     // Safety: kill the daemon's worker process.

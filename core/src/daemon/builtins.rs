@@ -12,6 +12,7 @@ pub fn register_builtins(registry: &mut Registry<Ctl>) {
     let methods: Vec<Method<Ctl>> = vec![
         daemon_info(),
         daemon_shutdown(),
+        daemon_upgrade(),
         worker_list(),
         worker_status(),
         pause_resume(
@@ -87,6 +88,20 @@ fn daemon_shutdown() -> Method<Ctl> {
     })
     .help("Stop the daemon gracefully: answer, finish requests in flight, stop the workers, exit.")
     .returns(ParamType::Boolean)
+}
+
+fn daemon_upgrade() -> Method<Ctl> {
+    let m = Method::new("daemon.upgrade", |ctl: &mut Ctl, _| {
+        let id = ctl.defer();
+        ctl.upgrade(Some(id));
+        Reply::Deferred(id)
+    })
+    .help(
+        "Upgrade the master in place: execute its binary again (as now on disk), hand it the socket, and answer \
+         once the new master serves with {pid, version}; the old master then finishes what is in flight and exits.",
+    )
+    .returns(ParamType::Struct);
+    with_errors(m, &[codes::UPGRADE_FAILED, codes::STOPPING])
 }
 
 fn worker_list() -> Method<Ctl> {

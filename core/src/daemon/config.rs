@@ -72,6 +72,45 @@ pub struct Config {
     /// socket activation): served instead of binding `address`, and its
     /// socket file is left alone on stop.
     pub listen_fd: Option<Fd>,
+    /// How this daemon's master upgrades in place (`daemon.upgrade`,
+    /// SIGUSR2): the program it executes. `None`: it cannot, and says so.
+    pub upgrade: Option<UpgradeCommand>,
+    /// How long a new master has to say it is ready before it is killed
+    /// and the upgrade fails (30 s).
+    pub upgrade_timeout: Duration,
+    /// Set in a new master: what the old one handed over with the
+    /// listening socket (which is `listen_fd`).
+    pub handed_over: Option<HandOver>,
+}
+
+/// The program a master executes to upgrade in place: the binary at its
+/// path on disk, read again, so that a newly installed build is what runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpgradeCommand {
+    /// The program's absolute path.
+    pub program: PathBuf,
+    /// Its arguments after `argv[0]`.
+    pub args: Vec<std::ffi::OsString>,
+    /// Variables set for it besides those of the handover.
+    pub env_set: Vec<(String, std::ffi::OsString)>,
+}
+
+/// What a new master got from the old one besides the listening socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOver {
+    /// The write end of the readiness pipe: `ready VERSION` once serving.
+    pub ready: Fd,
+    /// A copy of the old master's pid file lock (the same open file, so the
+    /// same lock): the pid file is never unlocked in between.
+    pub pid_lock: Fd,
+    /// The tcp token, if the daemon has one.
+    pub token: Option<String>,
+    /// Whether the first master made the token file (the last one
+    /// removes it at its stop).
+    pub token_made: bool,
+    /// Whether a forkd master bound the socket (its file is removed at the
+    /// last stop) rather than a service manager.
+    pub socket_bound: bool,
 }
 
 impl Config {
@@ -100,6 +139,9 @@ impl Config {
             max_batch: 1000,
             request_timeout: Duration::from_secs(10),
             max_workers: 1024,
+            upgrade: None,
+            upgrade_timeout: Duration::from_secs(30),
+            handed_over: None,
         }
     }
 

@@ -25,7 +25,8 @@ use crate::worker::{Command, WorkerState};
 pub mod codes {
     pub use crate::rpc::codes::{
         quote, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT, MAX_QUOTE, METHOD_NOT_FOUND, PARSE_ERROR,
-        RELOADING, STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, WORKER_ERROR, WORKER_NOT_RUNNING,
+        RELOADING, STOPPING, TABLE, TOO_MANY_WORKERS, UNAUTHORIZED, UNKNOWN_WORKER, UPGRADE_FAILED, WORKER_ERROR,
+        WORKER_NOT_RUNNING,
     };
 }
 
@@ -98,6 +99,9 @@ pub struct Ctl {
     pub(crate) outgoing: Vec<Outgoing>,
     pub(crate) joins: BTreeMap<u64, Join>,
     pub(crate) next_join: u64,
+    /// Upgrades asked for since the loop last looked: each with the
+    /// deferred answer of its caller (none for a signal).
+    pub(crate) upgrades: Vec<Option<DeferId>>,
     pub(crate) next_defer: u64,
     /// Deferred answers ready for the loop to deliver.
     pub(crate) completions: Vec<(DeferId, Result<Value, RpcError>)>,
@@ -157,6 +161,7 @@ impl Ctl {
             outgoing: Vec::new(),
             joins: BTreeMap::new(),
             next_join: 1,
+            upgrades: Vec::new(),
             next_defer: 1,
             completions: Vec::new(),
             events: Vec::new(),
@@ -212,6 +217,14 @@ impl Ctl {
     /// Raises an event on the bus, after the current method or listener.
     pub fn emit(&mut self, event: Event) {
         self.events.push(event);
+    }
+
+    /// Asks the loop to upgrade the master in place: execute the binary
+    /// again, hand it the socket, and stop once it is ready. `caller`, if
+    /// any, is completed with the new master's pid and version, or with
+    /// the reason it failed ([`codes::UPGRADE_FAILED`]).
+    pub fn upgrade(&mut self, caller: Option<DeferId>) {
+        self.upgrades.push(caller);
     }
 
     /// A deferred answer for the request being dispatched; complete it with

@@ -21,10 +21,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use builtins::{register_builtins, with_errors, WORKER_ERRORS};
-pub use config::Config;
+pub use config::{Config, HandOver, UpgradeCommand};
 pub use control::{codes, Ctl, Info};
 pub use observe::OVERVIEW;
-pub use run::run;
+pub use run::{parse_upgrade_env, parse_upgrade_state, run, UPGRADE_ENV};
 pub use user_metrics::{MetricError, UserMetrics, MAX_SERIES as MAX_USER_SERIES};
 
 use forkd_os::{Address, Os};
@@ -77,6 +77,10 @@ pub trait Hooks<O: Os> {
     fn ready(&mut self, _os: &mut O) {}
     /// The daemon begins to stop.
     fn stopping(&mut self, _os: &mut O) {}
+    /// The daemon hands over to `new`, the master of an upgrade, which is
+    /// ready: systemd learns its pid here, from the main process itself,
+    /// before this one stops.
+    fn handing_over(&mut self, _os: &mut O, _new: forkd_os::Pid) {}
     /// The daemon has cleaned up and is about to return.
     fn stopped(&mut self, _os: &mut O) {}
     /// SIGUSR1 (by default) asked for the log file to be reopened.

@@ -27,8 +27,8 @@ use std::time::Duration;
 use std::rc::Rc;
 
 use forkd_os::{
-    Address, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError, PollFd, Ready, Signal,
-    SpawnOptions,
+    Address, ExecSpec, ExitStatus, Fd, FileKind, Instant, KillTarget, ListenOptions, Os, Peer, Pid, PidFileError,
+    PollFd, Ready, Signal, SpawnOptions,
 };
 
 use crate::daemon::control::{Ctl, Info, InstanceView};
@@ -44,6 +44,7 @@ mod links;
 mod slots;
 mod startup;
 mod stop;
+mod upgrade;
 mod workers;
 
 use clients::Client;
@@ -51,6 +52,8 @@ use events::dispatch;
 use links::{Link, Links, WarnLimit};
 pub(crate) use startup::install_default_listeners;
 use startup::{bind, start_checks};
+use upgrade::Upgrade;
+pub use upgrade::{parse_env as parse_upgrade_env, parse_state as parse_upgrade_state, UPGRADE_ENV};
 
 /// Signals the daemon takes as events. SIGPIPE is not among them: writes to
 /// a closed peer fail with `BrokenPipe` instead.
@@ -108,6 +111,8 @@ enum Timer {
     Keepalive,
     /// `accept` may be tried again after it lacked resources.
     AcceptRetry,
+    /// A new master has not said it is ready in time.
+    Upgrade,
 }
 
 struct Loop<'d> {
@@ -143,6 +148,14 @@ struct Loop<'d> {
     unix_policy: Rc<Policy>,
     /// The token file, when this daemon made it (it is removed at stop).
     token_made: Option<std::path::PathBuf>,
+    /// The new master of an upgrade under way.
+    upgrade: Option<Upgrade>,
+    /// A new master's end of its upgrade channel, until it has told the
+    /// old master that it is ready.
+    handover_fd: Option<Fd>,
+    /// The new master this one handed over to: it stops without
+    /// `STOPPING=1`, leaving the pid, socket and token files to it.
+    successor: Option<Pid>,
 }
 
 /// Runs `daemon` until it stops. `hooks.ready` is called once the daemon is
@@ -164,8 +177,9 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
             return Err(e);
         }
     };
+    // A new master that fails leaves the pid file to the old one.
     let cleanup_pid = |os: &mut O| {
-        let _ = os.remove_file(&config.pid_file);
+        let _ = config.handed_over.is_none().then(|| os.remove_file(&config.pid_file));
         os.close(pid_lock);
     };
     set_niceness(os, &config);
@@ -218,9 +232,13 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         tcp_policy: Rc::new(tcp_policy),
         unix_policy: Rc::new(unix_policy),
         token_made,
+        upgrade: None,
+        handover_fd: config.handed_over.as_ref().map(|h| h.ready),
+        successor: None,
     };
     lp.supervise(os);
     os.note(format_args!("daemon ready"));
+    lp.tell_old_master(os); // A new master is ready once handed over.
     hooks.ready(os);
     // What the facade held until it was ready (the launcher's pipe) is
     // closed now, and its descriptor number may be reused.
@@ -251,8 +269,12 @@ fn set_niceness<O: Os>(os: &mut O, config: &Config) {
     }
 }
 
-/// Locks the pid file, or says why the daemon cannot start.
+/// Locks the pid file, or says why the daemon cannot start. A new master
+/// has its predecessor's lock already.
 fn lock_pid_file<O: Os>(os: &mut O, config: &Config) -> Result<Fd, StartError> {
+    if let Some(h) = &config.handed_over {
+        return Ok(h.pid_lock);
+    }
     os.lock_pid_file(&config.pid_file).map_err(|e| match e {
         PidFileError::Locked(pid) => StartError::AlreadyRunning(pid),
         PidFileError::LockedByOther(pid) => StartError::PidFileLockedByOther(config.pid_file.clone(), pid),
@@ -359,6 +381,7 @@ impl Loop<'_> {
             // 6. what was asked: the events methods raised first, so that
             // their listeners' requests are carried out with the rest.
             self.publish_raised();
+            self.step_upgrade(os, hooks, &ready);
             self.supervise(os);
             self.deliver_completions(os);
             self.flush_subscribers(os);
@@ -402,6 +425,9 @@ impl Loop<'_> {
             if !link.eof {
                 fds.push(PollFd::new(link.wake, Ready::READ));
             }
+        }
+        if let Some(u) = &self.upgrade {
+            fds.push(PollFd::new(u.ready_fd(), Ready::READ));
         }
     }
 
@@ -502,6 +528,7 @@ impl Loop<'_> {
             (Timer::AcceptRetry, accept),
             (Timer::Request, requests),
             (Timer::Evict, evictable),
+            (Timer::Upgrade, self.upgrade.as_ref().map(Upgrade::deadline)),
         ]
         .into_iter()
         .filter_map(|(timer, at)| Some((timer, at?)))

@@ -163,6 +163,10 @@ pub struct Conn {
     stopped: bool,
     /// The peer closed its write half.
     eof: bool,
+    /// The daemon hands over to a new master: requests already buffered
+    /// are answered, nothing more is read, HTTP answers say
+    /// `Connection: close`, and the connection closes once they are sent.
+    draining: bool,
     access: Access,
     /// How many requests were taken whole so far.
     taken: u64,
@@ -220,6 +224,7 @@ impl Conn {
             backlog: false,
             stopped: false,
             eof: false,
+            draining: false,
         }
     }
 
@@ -255,6 +260,24 @@ impl Conn {
         if !self.backlog {
             self.discard_input();
         }
+    }
+
+    /// Closes the connection cleanly for a handover: nothing more is read;
+    /// requests already buffered are still answered (call
+    /// [`Conn::resume`]), deferred ones included; every HTTP answer not yet
+    /// written says `Connection: close`; then [`Conn::should_close`].
+    pub fn drain(&mut self) {
+        self.draining = true;
+        for p in &mut self.queue {
+            if let Envelope::Http { keep_alive } = &mut p.envelope {
+                *keep_alive = false;
+            }
+        }
+    }
+
+    /// Whether the connection drains for a handover ([`Conn::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Fills in the answer of a deferred call. Ids this connection does not
@@ -324,7 +347,7 @@ impl Conn {
     /// Whether the connection is on its way to close: it takes no more
     /// requests, and closes once what it owes is sent.
     pub fn is_closing(&self) -> bool {
-        self.stopped || self.eof || self.stream.as_ref().is_some_and(|s| s.dropped)
+        self.stopped || self.eof || self.draining || self.stream.as_ref().is_some_and(|s| s.dropped)
     }
 
     /// Whether the loop should close the socket now: closing, nothing
@@ -386,7 +409,7 @@ impl Conn {
                 break;
             }
         }
-        if self.stopped || self.stream.is_some() || (self.eof && !self.backlog) {
+        if self.stopped || self.stream.is_some() || ((self.eof || self.draining) && !self.backlog) {
             self.discard_input();
         } else {
             self.input.drain(..self.start);

@@ -40,6 +40,9 @@ pub const UNAUTHORIZED: i64 = -32006;
 pub const TOO_MANY_WORKERS: i64 = -32007;
 /// A rolling reload of the worker is in progress.
 pub const RELOADING: i64 = -32008;
+/// The master's upgrade was refused (one already runs, the daemon cannot
+/// upgrade) or failed (the new master did not become ready).
+pub const UPGRADE_FAILED: i64 = -32009;
 /// The range reserved by JSON-RPC 2.0 for implementation-defined server
 /// errors, `-32099..=-32000`; forkd's own codes above are in it.
 pub const SERVER_ERROR_RANGE: std::ops::RangeInclusive<i64> = -32099..=-32000;
@@ -60,6 +63,7 @@ pub const TABLE: &[(&str, i64, &str)] = &[
     ("Unauthorized", UNAUTHORIZED, "Not authenticated, or a wrong token"),
     ("TooManyWorkers", TOO_MANY_WORKERS, "The cap on worker processes would be passed"),
     ("Reloading", RELOADING, "A rolling reload of the worker is in progress"),
+    ("UpgradeFailed", UPGRADE_FAILED, "The upgrade was refused, or the new master did not become ready"),
 ];
 
 /// How many characters of a client's input an error message quotes.

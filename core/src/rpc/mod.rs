@@ -62,6 +62,8 @@ pub mod xmlrpc;
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
+mod drain_tests;
+#[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
 mod stream_tests;

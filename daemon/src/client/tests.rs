@@ -153,3 +153,71 @@ fn debug_hides_the_token() {
     let o = ConnectOptions::new(Duration::from_secs(1)).token(T);
     assert!(!format!("{o:?}").contains(T));
 }
+
+/// A daemon stand-in that takes one connection after another: on the
+/// n-th it answers each line with the next of `script[n]`, `None`
+/// closing the connection unanswered, `Some("")` writing half an answer
+/// first. Returns the methods it got, by connection.
+fn closing_daemon(script: Vec<Vec<Option<&'static str>>>) -> (Address, std::thread::JoinHandle<Vec<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = Address::Tcp(listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for answers in script {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut methods = Vec::new();
+            for answer in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                let request: Value = serde_json::from_str(&line).unwrap();
+                methods.push(request["method"].as_str().unwrap_or("").to_string());
+                match answer {
+                    None => break,
+                    Some("") => {
+                        writer.write_all(b"{\"jsonrpc\":\"2.0\",").unwrap();
+                        break;
+                    }
+                    Some(a) => writer
+                        .write_all(format!("{}\n", a.replace("$ID", &request["id"].to_string())).as_bytes())
+                        .unwrap(),
+                }
+            }
+            got.push(methods);
+        }
+        got
+    });
+    (address, server)
+}
+
+#[test]
+fn a_call_closed_before_its_answer_is_sent_again_once_on_a_fresh_connection() {
+    let (address, server) = closing_daemon(vec![vec![Some(OK), None], vec![Some(OK), Some(OK)]]);
+    let options = ConnectOptions::new(Duration::from_secs(30)).token(T);
+    let mut c = Client::connect_env(&address, &options, None).unwrap();
+    assert_eq!(c.call("a", Value::Null).unwrap(), json!(true));
+    drop(c);
+    let got = server.join().unwrap();
+    assert_eq!(got, [vec!["rpc.authenticate", "a"], vec!["rpc.authenticate", "a"]], "the token again, then the call");
+}
+
+#[test]
+fn a_second_close_before_the_answer_is_the_callers() {
+    let (address, server) = closing_daemon(vec![vec![None], vec![None]]);
+    let mut c = Client::connect_env(&address, &ConnectOptions::new(Duration::from_secs(30)), None).unwrap();
+    let e = c.call("a", Value::Null).unwrap_err();
+    assert!(matches!(e, ClientError::Closed(_) | ClientError::Io(..)), "{e:?}");
+    assert_eq!(server.join().unwrap(), [vec!["a"], vec!["a"]], "sent twice, no more");
+}
+
+#[test]
+fn a_call_whose_answer_began_is_never_sent_again() {
+    let (address, server) = closing_daemon(vec![vec![Some("")]]);
+    let mut c = Client::connect_env(&address, &ConnectOptions::new(Duration::from_secs(30)), None).unwrap();
+    let e = c.call("a", Value::Null).unwrap_err();
+    assert!(matches!(e, ClientError::BadAnswer(_)), "{e:?}");
+    assert_eq!(server.join().unwrap(), [vec!["a"]]);
+}

@@ -19,7 +19,16 @@ pub trait Tamper {
     fn write_file(&mut self, path: &Path, data: &[u8]);
     /// What a regular file holds, read without any check.
     fn content_of(&self, path: &Path) -> Option<Vec<u8>>;
+    /// Puts in `dir` a program that writes one line to its descriptor 5:
+    /// its `LISTEN_PID`, its `FORKD_CONTRACT`, its first argument and
+    /// `unset` or the value of `HOME` (which the check unsets), and exits 3.
+    /// Returns its path.
+    fn install_reporter(&mut self, dir: &Path) -> std::path::PathBuf;
 }
+
+/// The reporter's script on the kernel.
+const REPORTER: &str =
+    "#!/bin/sh\nprintf '%s %s %s %s\\n' \"$LISTEN_PID\" \"$FORKD_CONTRACT\" \"$1\" \"${HOME-unset}\" >&5\nexit 3\n";
 
 impl Tamper for RealOs {
     fn mode_of(&self, path: &Path) -> Option<u32> {
@@ -42,6 +51,14 @@ impl Tamper for RealOs {
 
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         std::fs::read(path).ok()
+    }
+
+    fn install_reporter(&mut self, dir: &Path) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("reporter.sh");
+        std::fs::write(&path, REPORTER).expect("write the reporter");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod the reporter");
+        path
     }
 }
 
@@ -66,5 +83,25 @@ impl Tamper for SimOs {
 
     fn content_of(&self, path: &Path) -> Option<Vec<u8>> {
         self.file_content(path)
+    }
+
+    fn install_reporter(&mut self, dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("reporter.sh");
+        let program: crate::sim::Program = std::sync::Arc::new(|args: Vec<std::ffi::OsString>| {
+            Box::new(move |os: &mut SimOs| {
+                let var = |os: &SimOs, name: &str| os.env_var(name).map(|v| v.to_string_lossy().into_owned());
+                let line = format!(
+                    "{} {} {} {}\n",
+                    var(os, "LISTEN_PID").unwrap_or_default(),
+                    var(os, "FORKD_CONTRACT").unwrap_or_default(),
+                    args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default(),
+                    var(os, "HOME").unwrap_or_else(|| "unset".into()),
+                );
+                write_all(os, Fd(5), line.as_bytes());
+                3
+            })
+        });
+        self.install_program(&path, program);
+        path
     }
 }

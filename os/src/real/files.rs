@@ -144,13 +144,21 @@ fn read_pid(file: &OwnedFd) -> Option<i32> {
     std::str::from_utf8(&buf[..len]).ok()?.trim().parse().ok()
 }
 
-fn write_pid(file: &OwnedFd, pid: Pid) -> io::Result<()> {
+/// `Os::rewrite_pid_file`: the pid file behind `lock` now names `pid`.
+pub(super) fn rewrite_pid_file(lock: Fd, pid: Pid) -> io::Result<()> {
+    // Safety: the caller's descriptor stays open for the call; it is only
+    // borrowed.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(lock.0) };
+    write_pid(&file, pid)
+}
+
+fn write_pid(file: &impl AsRawFd, pid: Pid) -> io::Result<()> {
     syscall!(ftruncate(file.as_raw_fd(), 0))?;
     write_all_at(file, format!("{pid}\n").as_bytes())
 }
 
 /// Writes all of `data` from offset 0.
-fn write_all_at(file: &OwnedFd, data: &[u8]) -> io::Result<()> {
+fn write_all_at(file: &impl AsRawFd, data: &[u8]) -> io::Result<()> {
     let mut written = 0;
     while written < data.len() {
         let rest = &data[written..];

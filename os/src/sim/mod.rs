@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use crate::{ExitStatus, Fd, Instant, Pid};
 
+mod exec;
 mod files;
 mod net;
 mod os_impl;
@@ -47,6 +48,11 @@ pub use trace::{TraceEvent, TraceLine};
 use process::Proc;
 use sched::{install_panic_hook, start_thread};
 use state::State;
+
+/// A program `Os::spawn_exec` can execute in a world: given its
+/// arguments, the entry its process runs. Installed at a path with
+/// [`SimOs::install_program`].
+pub type Program = Arc<dyn Fn(Vec<OsString>) -> crate::Entry<SimOs> + Send + Sync>;
 
 /// Bytes a simulated stream buffers in each direction before writes block.
 pub const STREAM_CAPACITY: usize = 64 * 1024;

@@ -43,6 +43,10 @@ impl Os for SimOs {
         self.fork(opts, entry)
     }
 
+    fn spawn_exec(&mut self, spec: &crate::ExecSpec) -> io::Result<Pid> {
+        self.exec(spec)
+    }
+
     fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>> {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -495,6 +499,10 @@ impl Os for SimOs {
         Ok(fd)
     }
 
+    fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> io::Result<()> {
+        self.rewrite_pid(lock, pid)
+    }
+
     fn remove_file(&mut self, path: &Path) -> io::Result<()> {
         let me = self.pid.0;
         let mut st = self.enter();
@@ -544,7 +552,11 @@ impl Os for SimOs {
     }
 
     fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
-        self.shared.lock().config.env.get(name).cloned()
+        let st = self.shared.lock();
+        match &st.procs[&self.pid.0].env {
+            Some(env) => env.get(name).cloned(),
+            None => st.config.env.get(name).cloned(),
+        }
     }
 
     fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd> {

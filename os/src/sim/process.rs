@@ -36,6 +36,9 @@ pub(super) struct Proc {
     /// Whether its descriptors 0 to 2 still reach the world's console (the
     /// terminal it was started from) or `/dev/null`; inherited.
     pub(super) console: bool,
+    /// Its own environment, once a `spawn_exec` gave it one; `None`: the
+    /// world's ([`Config::env`](super::Config::env)).
+    pub(super) env: Option<BTreeMap<String, std::ffi::OsString>>,
 }
 
 impl Proc {
@@ -59,6 +62,7 @@ impl Proc {
             gid: 0,
             umask: DEFAULT_UMASK,
             console: true,
+            env: None,
         }
     }
 
@@ -188,6 +192,7 @@ impl SimOs {
         child.gid = parent.gid;
         child.umask = parent.umask;
         child.console = parent.console;
+        child.env = parent.env.clone();
         for (fd, id) in &fds {
             st.objects.get_mut(id).unwrap().1 += 1;
             child.fds.insert(*fd, *id);
@@ -227,6 +232,7 @@ impl SimOs {
         stay.umask = proc.umask;
         stay.niceness = proc.niceness;
         stay.console = proc.console;
+        stay.env = proc.env.clone();
         stay.fds = proc.fds.clone();
         for id in stay.fds.values() {
             st.objects.get_mut(id).expect("object exists").1 += 1;

@@ -41,6 +41,9 @@ pub(super) struct State {
     pub(super) aborting: bool,
     pub(super) done: bool,
     pub(super) threads: Vec<std::thread::JoinHandle<()>>,
+    /// What `spawn_exec` finds at a path: the programs installed with
+    /// `SimOs::install_program`.
+    pub(super) programs: BTreeMap<PathBuf, super::Program>,
 }
 
 impl State {
@@ -58,6 +61,7 @@ impl State {
             conns: BTreeMap::new(),
             next_conn: 1,
             files: BTreeMap::new(),
+            programs: BTreeMap::new(),
             tcp_ports: BTreeMap::new(),
             regions: BTreeMap::new(),
             dont_fork: BTreeSet::new(),

@@ -62,6 +62,19 @@ pub enum TraceEvent {
     Exit(ExitStatus),
     /// It spawned this child.
     Spawn(Pid),
+    /// `spawn_exec` started `program` as this child (which exits 127 at
+    /// once when nothing is installed there).
+    Exec {
+        /// The child.
+        child: Pid,
+        /// What it executes.
+        program: std::path::PathBuf,
+    },
+    /// The pid file behind a lock now names `pid`.
+    PidRewrite {
+        /// The pid it names.
+        pid: Pid,
+    },
     /// Its spawn failed by an injected fault (EAGAIN).
     SpawnFault,
     /// It detached: its work goes on as `daemon`, and it runs the launcher.
@@ -264,6 +277,8 @@ impl fmt::Display for TraceEvent {
             E::Panic(msg) => write!(f, "panic: {msg}"),
             E::Exit(status) => write!(f, "exit {status}"),
             E::Spawn(child) => write!(f, "spawn -> {child}"),
+            E::Exec { child, program } => write!(f, "exec {} -> {child}", program.display()),
+            E::PidRewrite { pid } => write!(f, "pid file names {pid}"),
             E::SpawnFault => write!(f, "spawn -> fault EAGAIN"),
             E::Detach { daemon } => write!(f, "detach -> {daemon}"),
             E::Console { fd, text } => write!(f, "console {fd}: {text:?}"),

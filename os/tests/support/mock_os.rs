@@ -20,6 +20,7 @@ mock! {
         fn now(&self) -> Instant;
         fn sleep_until(&mut self, deadline: Instant);
         fn spawn(&mut self, opts: SpawnOptions, entry: Entry<MockOs>) -> io::Result<Pid>;
+        fn spawn_exec(&mut self, spec: &forkd_os::ExecSpec) -> io::Result<Pid>;
         fn try_reap(&mut self) -> io::Result<Option<(Pid, ExitStatus)>>;
         fn kill(&mut self, target: KillTarget, signal: Signal) -> io::Result<()>;
         fn wait_gone(&mut self, pid: Pid, deadline: Instant) -> io::Result<bool>;
@@ -47,6 +48,7 @@ mock! {
         fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()>;
         fn shm_discard(&mut self, region: &Region) -> io::Result<()>;
         fn lock_pid_file(&mut self, path: &Path) -> Result<Fd, PidFileError>;
+        fn rewrite_pid_file(&mut self, lock: Fd, pid: Pid) -> io::Result<()>;
         fn remove_file(&mut self, path: &Path) -> io::Result<()>;
         fn file_exists(&self, path: &Path) -> bool;
         fn file_kind(&self, path: &Path) -> Option<FileKind>;

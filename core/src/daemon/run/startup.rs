@@ -13,6 +13,7 @@ pub(crate) fn install_default_listeners(bus: &mut crate::event::Bus<Ctl>) {
             log::warn!("SIGHUP: no reload: {}", e.message);
         }
     });
+    bus.subscribe_named(Topic::Signal(Signal::Usr2), defaults::UPGRADE_ON_USR2, |ctl, _| ctl.upgrade(None));
 }
 
 /// What is checked and made before the socket is bound: the cap on worker
@@ -28,6 +29,10 @@ pub(super) fn start_checks<O: Os>(
     let configured: usize = workers.iter().map(|(spec, _)| spec.instances as usize).sum();
     if configured > config.max_workers {
         return Err(StartError::TooManyWorkers { configured, max: config.max_workers });
+    }
+    // A new master takes the token its predecessor handed over.
+    if let Some(h) = &config.handed_over {
+        return Ok((h.token.clone(), h.token_made.then(|| config.token_path())));
     }
     let tcp = match &config.address {
         Address::Tcp(addr) => Some(*addr),

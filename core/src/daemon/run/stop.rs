@@ -18,10 +18,17 @@ impl Loop<'_> {
         let now = os.now();
         log::info!("stopping ({reason})");
         os.note(format_args!("daemon stopping: {reason}"));
-        hooks.stopping(os);
+        // Handed over, the service goes on under the new master's pid.
+        if self.successor.is_none() {
+            hooks.stopping(os);
+        }
+        self.upgrade_failed(os, "the daemon is stopping");
         // Stop accepting: close the listener and remove its socket file, so
         // that a new daemon may start while this one finishes.
-        self.close_listener(os);
+        let planted = crate::planted::active(crate::planted::Bug::AcceptAfterHandOver);
+        if !(planted && self.successor.is_some()) {
+            self.close_listener(os);
+        }
         if crate::planted::active(crate::planted::Bug::EarlyPidUnlock) {
             if let Some(fd) = self.pid_lock.take() {
                 let _ = os.remove_file(&self.config.pid_file);
@@ -42,6 +49,17 @@ impl Loop<'_> {
         for id in idle {
             self.close_client(os, id);
         }
+        // Handed over, every connection left closes cleanly once what it
+        // owes is sent: its client reconnects to the new master.
+        if self.successor.is_some() {
+            let ids: Vec<u64> = self.clients.keys().copied().collect();
+            for id in ids {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.conn.drain();
+                }
+                self.pump(os, id);
+            }
+        }
         // Commands that will never be answered are answered now.
         let joins: Vec<(u64, Vec<usize>)> =
             self.ctl.joins.iter().map(|(j, v)| (*j, v.waiting.iter().copied().collect())).collect();
@@ -56,11 +74,11 @@ impl Loop<'_> {
     }
 
     /// Closes the listener and removes its socket file, unless a service
-    /// manager owns the socket.
+    /// manager owns the socket or a new master serves it now.
     pub(super) fn close_listener<O: Os>(&mut self, os: &mut O) {
         if let Some(l) = self.listener.take() {
             os.close(l);
-            if let (Address::Unix(path), None) = (&self.config.address, self.config.listen_fd) {
+            if let (Address::Unix(path), true, None) = (&self.config.address, self.socket_ours(), self.successor) {
                 let _ = os.remove_file(path);
             }
         }
@@ -102,7 +120,7 @@ impl Loop<'_> {
         self.publish(Event::DaemonStop);
         self.close_listener(os);
         os.close(self.signal_fd);
-        if let Some(path) = self.token_made.take() {
+        if let Some(path) = self.token_made.take().filter(|_| self.successor.is_none()) {
             let _ = os.remove_file(&path);
         }
         if let Some(fd) = self.pid_lock.take() {

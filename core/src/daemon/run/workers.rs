@@ -52,7 +52,7 @@ impl Loop<'_> {
                                 });
                             }
                         }
-                        Err(unknown) => log::debug!("reaped {}: {status}", unknown.0),
+                        Err(unknown) => self.reaped_other(os, unknown.0, status),
                     }
                     if crate::planted::active(crate::planted::Bug::ReapOne) {
                         break;
@@ -242,6 +242,10 @@ impl Loop<'_> {
         close_fds.extend(self.clients.values().map(|c| c.fd));
         close_fds.extend(self.links.values().map(|l| l.wake));
         close_fds.extend(self.private_fds.iter().copied());
+        // An upgrade's channel, on either side: a worker that kept it would
+        // hide its master's death from the other master.
+        close_fds.extend(self.upgrade.as_ref().map(|u| u.ready_fd()));
+        close_fds.extend(self.handover_fd);
         close_fds
     }
 

@@ -145,7 +145,7 @@ impl Conn {
         self.start += head.len + body_len;
         self.taken += 1;
         self.continue_sent = false;
-        let envelope = Envelope::Http { keep_alive: head.keep_alive };
+        let envelope = Envelope::Http { keep_alive: head.keep_alive && !self.draining };
         // A stream lasts as long as the connection, whatever it asked.
         if !head.keep_alive && route != Route::Events {
             self.stopped = true;

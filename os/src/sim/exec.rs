@@ -1,0 +1,106 @@
+//! `Os::spawn_exec` in a world: a child that runs an installed program
+//! with only the descriptors it was handed and an environment of its own;
+//! and `Os::rewrite_pid_file`, through which a master hands its pid file
+//! over.
+//!
+//! A world has no binaries: a program is an entry installed at a path
+//! ([`SimOs::install_program`]), made afresh from its arguments at each
+//! exec, as a real exec starts the program from its first instruction.
+//! What the kernel does at exec is modelled: the child keeps only the
+//! descriptors handed over (every other one is close-on-exec), no shared
+//! region, no signal handler, the parent's group, user and umask; a path
+//! with nothing installed makes it exit 127, as the real arm's child does
+//! when `execve` fails.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::Path;
+
+use super::files::FileNode;
+use super::net::Object;
+use super::process::Proc;
+use super::sched::start_thread;
+use super::trace::TraceEvent;
+use super::{Program, SimOs};
+use crate::{Entry, ExecSpec, Fd, Pid};
+
+/// What the real arm's child exits with when the program cannot run.
+const EXEC_FAILED: i32 = 127;
+
+impl SimOs {
+    /// Installs `program` at `path`: what a later `spawn_exec` of `path`
+    /// runs, in any process of the world. Installing again replaces it, as
+    /// a new build replaces a binary on disk.
+    pub fn install_program(&mut self, path: &Path, program: Program) {
+        self.shared.lock().programs.insert(path.to_path_buf(), program);
+    }
+
+    pub(super) fn exec(&mut self, spec: &ExecSpec) -> io::Result<Pid> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        st.fork_fault(me)?;
+        let pid = Pid(st.next_pid);
+        st.next_pid += 1;
+        let parent = &st.procs[&me];
+        let mut child = Proc::new(pid, Pid(me), parent.pgid);
+        child.niceness = parent.niceness;
+        child.uid = parent.uid;
+        child.gid = parent.gid;
+        child.umask = parent.umask;
+        child.console = parent.console;
+        let mut env: BTreeMap<String, OsString> = parent.env.clone().unwrap_or_else(|| st.config.env.clone());
+        for name in &spec.env_unset {
+            env.remove(name);
+        }
+        for (name, value) in &spec.env_set {
+            env.insert(name.clone(), value.clone());
+        }
+        if spec.listen_pid {
+            env.insert("LISTEN_PID".into(), pid.0.to_string().into());
+        }
+        child.env = Some(env);
+        let mut handed = Vec::new();
+        for (from, to) in &spec.fds {
+            match parent.fds.get(&from.0) {
+                Some(id) => handed.push((*to, *id)),
+                None => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+            }
+        }
+        for (to, id) in handed {
+            st.objects.get_mut(&id).expect("a descriptor's object exists").1 += 1;
+            if let Some(old) = child.fds.insert(to, id) {
+                st.objects.get_mut(&old).expect("a descriptor's object exists").1 -= 1;
+            }
+        }
+        st.procs.insert(pid.0, child);
+        st.record(me, TraceEvent::Exec { child: pid, program: spec.program.clone() });
+        let entry: Entry<SimOs> = match st.programs.get(&spec.program) {
+            Some(program) => program(spec.args.clone()),
+            None => Box::new(|_| EXEC_FAILED),
+        };
+        start_thread(&self.shared, &mut st, pid, entry);
+        Ok(pid)
+    }
+
+    /// `Os::rewrite_pid_file`: what the lock's file says, if the file at
+    /// its path is still the locked one.
+    pub(super) fn rewrite_pid(&mut self, lock: Fd, pid: Pid) -> io::Result<()> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let path = match st.object_of(me, lock).and_then(|id| st.objects.get(&id)) {
+            Some((Object::PidLock { path }, _)) => path.clone(),
+            _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        // The lock is on the open file: a file removed or replaced since
+        // is not written through it, as an unlinked inode is not seen.
+        let id = st.object_of(me, lock);
+        if let Some(FileNode::Regular { content, lock: held, .. }) = st.files.get_mut(&path) {
+            if *held == id {
+                *content = format!("{pid}\n").into_bytes();
+            }
+        }
+        st.record(me, TraceEvent::PidRewrite { pid });
+        Ok(())
+    }
+}
