@@ -349,8 +349,9 @@ pub(crate) fn verdict_of(report: &Report) -> Option<ExitStatus> {
     })
 }
 
-/// Judges a launch's world from its report.
-fn judge(launch: &Launch, report: &Report) -> Vec<String> {
+/// What any world's report says went wrong by itself: an unfinished
+/// world, the violations its processes noted, their panics.
+pub(crate) fn world_faults(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     if !matches!(report.outcome, forkd_os::sim::Outcome::Finished) {
         out.push(format!("the world ended with {:?}", report.outcome));
@@ -363,6 +364,12 @@ fn judge(launch: &Launch, report: &Report) -> Vec<String> {
     for (pid, msg) in &report.panics {
         out.push(format!("{pid} panicked: {msg}"));
     }
+    out
+}
+
+/// Judges a launch's world from its report.
+fn judge(launch: &Launch, report: &Report) -> Vec<String> {
+    let mut out = world_faults(report);
     let Some(shell) = shell_of(report) else {
         out.push("no shell was spawned".into());
         return out;

@@ -416,18 +416,7 @@ fn master_lives(os: &mut SimOs) -> bool {
 /// Judges the world from its trace: the violations noted, the handover's
 /// order, the notifications.
 fn judge(plan: &Plan, report: &Report) -> Vec<String> {
-    let mut out = Vec::new();
-    if !matches!(report.outcome, forkd_os::sim::Outcome::Finished) {
-        out.push(format!("the world ended with {:?}", report.outcome));
-    }
-    for line in &report.trace {
-        if let Some(v) = line.note().and_then(|n| n.strip_prefix("VIOLATION ")) {
-            out.push(v.to_string());
-        }
-    }
-    for (pid, msg) in &report.panics {
-        out.push(format!("{pid} panicked: {msg}"));
-    }
+    let mut out = crate::launch::world_faults(report);
     // A master that named its successor in the pid file accepts no more.
     for (i, line) in report.trace.iter().enumerate() {
         let TraceEvent::PidRewrite { pid } = line.event else { continue };

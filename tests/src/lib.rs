@@ -96,13 +96,20 @@ impl Daemon {
     }
 
     pub fn start_at(dir: &TempDir, bin_name: &str, socket: &Address, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let pid_file = dir.join("d.pid");
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let mut cmd = Command::new(bin(bin_name));
-        cmd.args(["-f", "-v", "--socket", &socket.to_string(), "--pidfile"])
-            .arg(&pid_file)
-            .args(args)
-            .current_dir(dir.path())
+        cmd.args(["-f", "-v", "--socket", &socket.to_string(), "--pidfile"]).arg(dir.join("d.pid")).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::start_command(dir, cmd, socket)
+    }
+
+    /// Starts `cmd` (a daemon told to serve on `socket` with the pid file
+    /// `DIR/d.pid`) in `dir`, in a process group of its own, its stderr in
+    /// `DIR/stderr.log`, and waits until it answers.
+    pub fn start_command(dir: &TempDir, mut cmd: Command, socket: &Address) -> Daemon {
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        cmd.current_dir(dir.path())
             // The daemon's clients find the token themselves; one in the
             // environment the tests run in must not stand in for it.
             .env_remove("FORKD_TOKEN")
@@ -110,11 +117,9 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let child = cmd.spawn().expect("start the daemon");
-        let mut d = Daemon { child, socket: socket.clone(), pid_file, dir: dir.path().to_path_buf() };
+        let mut d =
+            Daemon { child, socket: socket.clone(), pid_file: dir.join("d.pid"), dir: dir.path().to_path_buf() };
         d.wait_answering();
         d
     }

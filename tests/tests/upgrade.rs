@@ -42,25 +42,13 @@ fn install_broken(dir: &TempDir) {
 /// The installed echo fixture as a foreground daemon in `dir`, started by
 /// a relative path as a user would type it.
 fn start_foreground(dir: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
-    let socket = Address::Unix(dir.join("d.sock"));
-    let pid_file = dir.join("d.pid");
-    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut cmd = Command::new("./echo-daemon");
     cmd.args(["-f", "-v", "--socket", "unix://d.sock", "--pidfile", "d.pid"])
-        .current_dir(dir.path())
-        .env("ECHO_VERSION_FILE", dir.join("version"))
-        .env_remove("FORKD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .process_group(0);
+        .env("ECHO_VERSION_FILE", dir.join("version"));
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("start the daemon");
-    let mut d = Daemon { child, socket, pid_file, dir: dir.path().to_path_buf() };
-    d.wait_answering();
-    d
+    Daemon::start_command(dir, cmd, &Address::Unix(dir.join("d.sock")))
 }
 
 use std::os::unix::process::CommandExt;
