@@ -251,3 +251,45 @@ impl Drop for Masters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One call to a daemon end that reads it, sends `answer` and closes.
+    fn after(answer: &'static [u8]) -> (Result<(), Fail>, String) {
+        let (client, daemon) = UnixStream::pair().unwrap();
+        let daemon = std::thread::spawn(move || {
+            let mut daemon = BufReader::new(daemon);
+            let mut call = String::new();
+            daemon.read_line(&mut call).unwrap();
+            daemon.get_mut().write_all(answer).unwrap();
+            call
+        });
+        let (mut conn, mut line) = (BufReader::new(client), String::new());
+        let r = exchange(&mut conn, &mut line);
+        assert_eq!(daemon.join().unwrap().as_bytes(), CALL);
+        (r, line)
+    }
+
+    #[test]
+    fn a_close_before_any_byte_is_unanswered_and_a_cut_answer_is_lost() {
+        let (r, line) = after(b"{\"jsonrpc\":\"2.0\",\"result\":{\"pid\":42},\"id\":1}\n");
+        assert!(r.is_ok());
+        assert_eq!(pid_of(&line), Some(42));
+        assert!(matches!(after(b"").0, Err(Fail::Unanswered(_))));
+        assert!(matches!(after(b"{\"jsonrpc\":\"2.0\",\"res").0, Err(Fail::Lost(_))));
+        // A connection the daemon closed before the call is written.
+        let (client, daemon) = UnixStream::pair().unwrap();
+        drop(daemon);
+        let r = exchange(&mut BufReader::new(client), &mut String::new());
+        assert!(matches!(r, Err(Fail::Unanswered(_))));
+    }
+
+    #[test]
+    fn the_pid_is_the_first_one_in_the_answer() {
+        let info = r#"{"jsonrpc":"2.0","result":{"description":"Pool Daemon","pid": 24590,"workers":4},"id":1}"#;
+        assert_eq!(pid_of(info), Some(24590));
+        assert_eq!(pid_of(r#"{"result":{}}"#), None);
+    }
+}

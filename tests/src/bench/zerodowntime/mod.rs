@@ -29,6 +29,9 @@ use clients::{Load, Masters, Tally, CLIENTS, IDLE, RELOAD, STEADY, UPGRADE};
 
 /// The pool's instances.
 const POOL: usize = 4;
+/// The pause between two `worker.list` samples during a reload: a reload
+/// takes a few milliseconds.
+const SAMPLE_PAUSE: Duration = Duration::from_micros(250);
 
 /// What the operations measured, besides the clients' tallies.
 #[derive(Default)]
@@ -95,7 +98,7 @@ fn reload(d: &Running, load: &Load, ops: &mut Ops) -> Result<(), String> {
     while !call.is_finished() {
         ops.fewest_looping = ops.fewest_looping.min(looping(&mut sampler)?);
         ops.looks += 1;
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(SAMPLE_PAUSE);
     }
     let answer = call.join().map_err(|_| "the reload's thread panicked".to_string())?;
     ops.reload.push(millis(start.elapsed()));
@@ -222,7 +225,7 @@ fn figures(env: &Env, tallies: &[Tally], ops: &Ops, out: &mut Vec<Figure>) -> Re
         Figure::new("zerodowntime.reload.fewest_looping", place, "workers", count(ops.fewest_looping as u64))
             .target(Target::at_least(Of::Value, (POOL - 1) as f64, ">= 3"))
             .note(format!(
-                "the fewest pool instances looping in {} worker.list samples, 1 ms apart, during the reloads",
+                "the fewest pool instances looping in {} worker.list samples, 250 µs apart, during the reloads",
                 ops.looks
             )),
     );
