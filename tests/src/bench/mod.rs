@@ -31,6 +31,7 @@ mod rpc;
 mod stats;
 mod sys;
 mod wire;
+mod zerodowntime;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -118,16 +119,17 @@ pub fn progress(what: &str) {
 
 type Section = (&'static str, fn(&Env, &mut Vec<Figure>) -> Result<(), String>);
 
-const SECTIONS: [Section; 5] = [
+const SECTIONS: [Section; 6] = [
     ("rpc", rpc::run),
     ("startup", lifecycle::startup),
     ("restart", lifecycle::restart),
     ("control", lifecycle::pause),
     ("fleet", fleet::run),
+    ("zerodowntime", zerodowntime::run),
 ];
 
 const USAGE: &str = "usage: forkd-bench [--quick] [--only SECTION,...] [--no-peer]
-sections: rpc, startup, restart, control, fleet
+sections: rpc, startup, restart, control, fleet, zerodowntime
 --no-peer: measure neither supervisord nor PM2
 Run through `cargo xtask bench [--quick]`, which builds in release mode.";
 
