@@ -289,6 +289,9 @@ fn reload(address: &Address, options: &ConnectOptions, name: Option<&str>) -> u8
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Sent again after a master was killed while it ran it, a reload would
+    // run twice.
+    client.set_retry(false);
     let params = name.map_or(Value::Null, |n| serde_json::json!({ "name": n }));
     match client.call("worker.reload", params) {
         Ok(v) => {

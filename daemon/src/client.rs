@@ -414,6 +414,15 @@ impl Client {
         Ok(client)
     }
 
+    /// Whether a call whose connection closed before any byte of its answer
+    /// came is sent once more on a fresh connection (the default; see the
+    /// [module docs](self)). A call that must not run twice, even when the
+    /// daemon was killed while it ran it, turns this off: the `upgrade` and
+    /// `reload` commands do.
+    pub fn set_retry(&mut self, retry: bool) {
+        self.retry = retry;
+    }
+
     /// A fresh connection in place of one the daemon closed; the ids go on.
     fn reconnect(&mut self) -> Result<(), ClientError> {
         let fresh = Client::connect_env(&self.address, &self.options, self.env_token.clone())?;

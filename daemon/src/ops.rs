@@ -118,6 +118,9 @@ pub(crate) fn upgrade(address: &Address, options: &ConnectOptions) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // A master killed while it ran the call closes the connection as a
+    // drained one does: sent again, it would start a second upgrade.
+    client.set_retry(false);
     match client.call("daemon.upgrade", Value::Null) {
         Ok(v) => {
             println!(

@@ -33,10 +33,17 @@ pub(crate) fn watchdog_interval<O: Os>(os: &O) -> Option<Duration> {
 }
 
 /// The listening socket systemd passed (fd 3), if it passed one to this
-/// process; made non-blocking, close-on-exec and the `Os`'s to close.
+/// process; made non-blocking, close-on-exec and the `Os`'s to close. The
+/// `LISTEN_*` variables are removed from the environment.
 pub(crate) fn activated_listener<O: Os>(os: &mut O) -> Option<Fd> {
-    let pid: i32 = env_number(os, "LISTEN_PID")?;
-    let n: u32 = env_number(os, "LISTEN_FDS")?;
+    let pid: Option<i32> = env_number(os, "LISTEN_PID");
+    let n: Option<u32> = env_number(os, "LISTEN_FDS");
+    // As `sd_listen_fds(1)` does: the variables are for this process alone,
+    // not for its workers nor what they start.
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        os.remove_env(name);
+    }
+    let (pid, n) = (pid?, n?);
     if pid != os.pid().0 || n < 1 {
         return None;
     }

@@ -83,6 +83,9 @@ fn proc_self_exe() -> Option<PathBuf> {
 /// end. `Ok(None)` in a master that was started, not executed by another.
 pub(crate) fn handed_over<O: Os>(os: &mut O) -> io::Result<Option<HandOver>> {
     let Some(value) = os.env_var(UPGRADE_ENV) else { return Ok(None) };
+    // Taken: no worker, and nothing a worker starts, may take it for its own.
+    os.remove_env(UPGRADE_ENV);
+    os.remove_env(CWD_ENV);
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{UPGRADE_ENV}: expected READY,LOCK,STATE"));
     let (ready, lock, state) = value.to_str().and_then(parse_upgrade_env).ok_or_else(bad)?;
     let ready = os.take_inherited(ready)?;

@@ -35,8 +35,8 @@ mod exec;
 mod stats;
 mod tamper;
 pub use exec::{
-    pid_file_rewritten_through_its_lock, spawn_exec_hands_over_descriptors_and_environment,
-    spawn_exec_of_nothing_exits_127,
+    pid_file_rewritten_through_its_lock, remove_env_drops_a_variable_for_the_process_and_its_children,
+    spawn_exec_hands_over_descriptors_and_environment, spawn_exec_of_nothing_exits_127,
 };
 pub use stats::{process_stats_of_self_and_a_child, trim_memory_gives_back_what_was_freed};
 pub use tamper::Tamper;
@@ -80,6 +80,7 @@ macro_rules! for_each_check {
         $m!(spawn_exec_hands_over_descriptors_and_environment);
         $m!(spawn_exec_of_nothing_exits_127);
         $m!(pid_file_rewritten_through_its_lock);
+        $m!(remove_env_drops_a_variable_for_the_process_and_its_children);
     };
 }
 

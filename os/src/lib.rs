@@ -295,6 +295,14 @@ pub trait Os: Sized + 'static {
     /// environment, [`sim::Config::env`].
     fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
 
+    /// Removes an environment variable from the calling process, and so
+    /// from the children it spawns afterwards: what a service manager or an
+    /// old master handed over (`LISTEN_FDS`, `FORKD_UPGRADE`) is taken, then
+    /// dropped, so that no worker and nothing a worker starts mistakes it
+    /// for its own. Call it while the process has one thread (a daemon's
+    /// master has), as `setenv(3)` wants.
+    fn remove_env(&mut self, name: &str);
+
     /// Takes a descriptor the process was handed at start (a service
     /// manager's listening socket): makes it non-blocking and close-on-exec,
     /// and this `Os`'s own to close. `EBADF` when no such descriptor is open.

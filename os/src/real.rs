@@ -407,6 +407,10 @@ impl Os for RealOs {
         std::env::var_os(name)
     }
 
+    fn remove_env(&mut self, name: &str) {
+        std::env::remove_var(name)
+    }
+
     fn take_inherited(&mut self, fd: Fd) -> std::io::Result<Fd> {
         io::make_nonblocking_cloexec(fd)?;
         Ok(self.owns(fd))

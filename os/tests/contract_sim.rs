@@ -8,7 +8,9 @@ const SEEDS: u64 = 12;
 
 fn run(name: &str, check: fn(&mut forkd_os::sim::SimOs, &std::path::Path)) {
     for seed in 0..SEEDS {
-        let report = World::new(seed).run(move |os| {
+        let mut config = forkd_os::sim::Config::new(seed);
+        config.env.insert("PATH".into(), "/usr/bin:/bin".into());
+        let report = World::with_config(config).run(move |os| {
             check(os, std::path::Path::new("/sim"));
             0
         });

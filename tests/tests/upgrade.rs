@@ -150,7 +150,14 @@ fn a_new_master_that_exits_at_start_leaves_the_old_one_serving() {
     let refused = old.client().call("daemon.upgrade", Value::Null);
     let Err(ClientError::Rpc(e)) = refused else { panic!("expected an error answer: {refused:?}") };
     assert_eq!(e.code, forkd::codes::UPGRADE_FAILED);
-    assert!(e.message.contains("exited") || e.message.contains("closed"), "{}", e.message);
+    assert!(e.message.contains("exited before it took over (exit 3)"), "the build's own exit: {}", e.message);
+    // A file that is no program: the exec fails, and the reason says so.
+    std::fs::write(dir.join("echo-daemon.new"), "not a program").unwrap();
+    std::fs::set_permissions(dir.join("echo-daemon.new"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(dir.join("echo-daemon.new"), dir.join("echo-daemon")).unwrap();
+    let refused = old.client().call("daemon.upgrade", Value::Null);
+    let Err(ClientError::Rpc(e)) = refused else { panic!("expected an error answer: {refused:?}") };
+    assert!(e.message.contains("could not be executed"), "{}", e.message);
     let now = info(&old.socket);
     assert_eq!((now["pid"].clone(), now["version"].clone()), (json!(old.pid()), json!("1.0")));
     assert_eq!(pid_in(&old.pid_file), old.pid(), "the old master keeps the pid file");

@@ -426,8 +426,8 @@ impl Loop<'_> {
                 fds.push(PollFd::new(link.wake, Ready::READ));
             }
         }
-        if let Some(u) = &self.upgrade {
-            fds.push(PollFd::new(u.ready_fd(), Ready::READ));
+        if let Some(fd) = self.upgrade.as_ref().and_then(|u| u.ready_fd()) {
+            fds.push(PollFd::new(fd, Ready::READ));
         }
     }
 

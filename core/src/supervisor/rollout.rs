@@ -191,7 +191,7 @@ impl Supervisor {
 
     /// Ends every rollout as failed for `reason` (the daemon stops): their
     /// instances are taken care of by the stop itself.
-    pub(super) fn abandon_rollouts(&mut self, reason: &str) {
+    pub fn abandon_rollouts(&mut self, reason: &str) {
         self.join_failures.clear();
         for (worker, r) in std::mem::take(&mut self.rollouts) {
             let replaced = r.replaced;

@@ -46,8 +46,10 @@
 //!
 //! A worker stops gracefully, running `spindown` and exiting with
 //! [`EXIT_OK`], on a stop command, on SIGTERM or SIGINT, and when its
-//! socket reaches end of file (the daemon is gone). SIGHUP is ignored (the
-//! daemon's SIGHUP reloads workers by replacing their processes).
+//! socket reaches end of file (the daemon is gone). SIGHUP and SIGUSR2 are
+//! ignored (the daemon's SIGHUP reloads workers by replacing their
+//! processes, its SIGUSR2 upgrades the master; a `systemctl kill -s`,
+//! which signals every process of the unit, must not kill the workers).
 
 use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};
@@ -153,7 +155,7 @@ fn start<O: Os>(os: &mut O, target: &str, channel: &Channel, daemon_pid: Pid) ->
         channel.set_state(WorkerState::Exited);
         return Err(EXIT_OK);
     }
-    match os.install_signals(&[Signal::Term, Signal::Int, Signal::Hup, Signal::Usr1]) {
+    match os.install_signals(&[Signal::Term, Signal::Int, Signal::Hup, Signal::Usr1, Signal::Usr2]) {
         Ok(fd) => Ok(fd),
         Err(e) => {
             let msg = format!("install signals: {e}");

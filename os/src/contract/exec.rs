@@ -59,3 +59,17 @@ pub fn pid_file_rewritten_through_its_lock<O: Os + Tamper>(os: &mut O, dir: &Pat
     os.close(lock);
     os.remove_file(&path).unwrap();
 }
+
+/// `remove_env`: a variable removed is gone for the process and for the
+/// children it spawns afterwards. Both suites run with `PATH` set.
+pub fn remove_env_drops_a_variable_for_the_process_and_its_children<O: Os>(os: &mut O, _dir: &Path) {
+    let sig = os.install_signals(&[crate::Signal::Chld]).unwrap();
+    assert!(os.env_var("PATH").is_some(), "the suite runs with PATH set");
+    os.remove_env("PATH");
+    assert_eq!(os.env_var("PATH"), None, "removed for the process");
+    let child = os
+        .spawn(crate::SpawnOptions::default(), Box::new(|os: &mut O| i32::from(os.env_var("PATH").is_some())))
+        .unwrap();
+    let reaped = super::reap_n(os, sig, 1);
+    assert_eq!(reaped, vec![(child, crate::ExitStatus::Exited(0))], "and for a child spawned afterwards");
+}

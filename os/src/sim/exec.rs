@@ -104,3 +104,35 @@ impl SimOs {
         Ok(())
     }
 }
+
+impl SimOs {
+    /// `env_var`: the process's own environment, or the world's.
+    pub(super) fn env_of_self(&self, name: &str) -> Option<OsString> {
+        let st = self.shared.lock();
+        match &st.procs[&self.pid.0].env {
+            Some(env) => env.get(name).cloned(),
+            None => st.config.env.get(name).cloned(),
+        }
+    }
+
+    /// `remove_env`: the process gets an environment of its own (the
+    /// world's, copied) without `name`.
+    pub(super) fn remove_env_of_self(&mut self, name: &str) {
+        let me = self.pid.0;
+        let mut st = self.shared.lock();
+        let world = st.config.env.clone();
+        st.proc(me).env.get_or_insert(world).remove(name);
+    }
+
+    /// `shm_discard`: zeroes the words of a region this process maps.
+    pub(super) fn discard(&mut self, region: &crate::Region) -> std::io::Result<()> {
+        let me = self.pid.0;
+        if !self.enter().procs[&me].regions.contains(&region.id()) {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL)); // not mapped
+        }
+        for w in 0..region.len() / 8 {
+            region.store(w, 0, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}

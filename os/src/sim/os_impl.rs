@@ -440,14 +440,7 @@ impl Os for SimOs {
     }
 
     fn shm_discard(&mut self, region: &Region) -> io::Result<()> {
-        let me = self.pid.0;
-        if !self.enter().procs[&me].regions.contains(&region.id()) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL)); // not mapped
-        }
-        for w in 0..region.len() / 8 {
-            region.store(w, 0, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
+        self.discard(region)
     }
 
     fn shm_keep_from_children(&mut self, region: &Region) -> io::Result<()> {
@@ -552,11 +545,11 @@ impl Os for SimOs {
     }
 
     fn env_var(&self, name: &str) -> Option<std::ffi::OsString> {
-        let st = self.shared.lock();
-        match &st.procs[&self.pid.0].env {
-            Some(env) => env.get(name).cloned(),
-            None => st.config.env.get(name).cloned(),
-        }
+        self.env_of_self(name)
+    }
+
+    fn remove_env(&mut self, name: &str) {
+        self.remove_env_of_self(name)
     }
 
     fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd> {

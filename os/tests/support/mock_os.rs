@@ -55,6 +55,7 @@ mock! {
         fn read_private_file(&mut self, path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>>;
         fn write_private_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
         fn env_var(&self, name: &str) -> Option<std::ffi::OsString>;
+        fn remove_env(&mut self, name: &str);
         fn take_inherited(&mut self, fd: Fd) -> io::Result<Fd>;
         fn send_datagram(&mut self, to: &std::ffi::OsStr, data: &[u8]) -> io::Result<()>;
         fn uid(&self) -> u32;

@@ -35,6 +35,10 @@ impl Loop<'_> {
                 os.close(fd);
             }
         }
+        if self.successor.is_some() {
+            // Said before `stop_all` says "stopping": the daemon goes on.
+            self.ctl.sup.abandon_rollouts("the master handed over to a new one (daemon.upgrade); reload there");
+        }
         self.ctl.sup.stop_all(now);
         let stop = self.config.restart.stop_timeout;
         let deadline = now + stop * 2 + STOP_GRACE;

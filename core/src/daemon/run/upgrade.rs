@@ -57,6 +57,9 @@ pub(super) struct Upgrade {
     pid: Pid,
     ready: Fd,
     line: Vec<u8>,
+    /// The new master closed its end without a word: its exit, reaped
+    /// soon, says why.
+    closed: bool,
     deadline: Instant,
     callers: Vec<DeferId>,
 }
@@ -66,8 +69,15 @@ impl Upgrade {
         self.deadline
     }
 
-    pub(super) fn ready_fd(&self) -> Fd {
+    /// The channel from the new master, open or not: a worker must not
+    /// keep it.
+    pub(super) fn channel_fd(&self) -> Fd {
         self.ready
+    }
+
+    /// The channel from the new master, while it is open.
+    pub(super) fn ready_fd(&self) -> Option<Fd> {
+        (!self.closed).then_some(self.ready)
     }
 }
 
@@ -112,7 +122,7 @@ impl Loop<'_> {
     /// The loop's turn for upgrades: what the new master said, its
     /// deadline, the upgrades asked for.
     pub(super) fn step_upgrade<O: Os>(&mut self, os: &mut O, hooks: &mut dyn Hooks<O>, ready: &BTreeMap<Fd, Ready>) {
-        if self.upgrade.as_ref().is_some_and(|u| ready.contains_key(&u.ready)) {
+        if self.upgrade.as_ref().and_then(Upgrade::ready_fd).is_some_and(|fd| ready.contains_key(&fd)) {
             self.read_upgrade(os, hooks);
         }
         self.check_upgrade_deadline(os, self.ctl.now);
@@ -188,7 +198,7 @@ impl Loop<'_> {
                 log::info!("upgrading: new master {} is pid {pid}", command.program.display());
                 os.note(format_args!("upgrade started: new master {pid}"));
                 let deadline = os.now() + self.config.upgrade_timeout;
-                Ok(Upgrade { pid, ready: ready_r, line: Vec::new(), deadline, callers: Vec::new() })
+                Ok(Upgrade { pid, ready: ready_r, line: Vec::new(), closed: false, deadline, callers: Vec::new() })
             }
             Err(e) => {
                 os.close(ready_r);
@@ -225,7 +235,13 @@ impl Loop<'_> {
         let mut buf = [0u8; 128];
         let outcome = loop {
             match os.read(u.ready, &mut buf) {
-                Ok(0) => break Some(Err("the new master closed its channel before it was ready".to_string())),
+                Ok(0) => {
+                    // Its exit, reaped next, says why (an exec that failed
+                    // is 127); a process that closed it and lives on is
+                    // killed at the deadline.
+                    u.closed = true;
+                    break None;
+                }
                 Ok(n) => {
                     u.line.extend_from_slice(&buf[..n]);
                     if let Some(end) = u.line.iter().position(|&b| b == b'\n') {
@@ -255,7 +271,9 @@ impl Loop<'_> {
     fn check_upgrade_deadline<O: Os>(&mut self, os: &mut O, now: Instant) {
         if self.upgrade.as_ref().is_some_and(|u| now >= u.deadline) {
             let secs = self.config.upgrade_timeout.as_secs_f64();
-            self.upgrade_failed(os, &format!("the new master was not ready within {secs} s"));
+            let closed = self.upgrade.as_ref().is_some_and(|u| u.closed);
+            let what = if closed { "closed its channel and" } else { "was" };
+            self.upgrade_failed(os, &format!("the new master {what} not ready within {secs} s"));
         }
     }
 
@@ -264,7 +282,13 @@ impl Loop<'_> {
         if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
             // Even if it wrote its line first: a master that is gone
             // cannot take over.
-            self.upgrade_failed(os, &format!("the new master exited before it took over ({status})"));
+            let hint = match status {
+                ExitStatus::Exited(127) => {
+                    ": its program could not be executed (missing, not executable, or no program)"
+                }
+                _ => "",
+            };
+            self.upgrade_failed(os, &format!("the new master exited before it took over ({status}){hint}"));
         } else if self.successor == Some(pid) {
             log::warn!("the new master (pid {pid}) exited: {status}");
         } else {

@@ -244,7 +244,7 @@ impl Loop<'_> {
         close_fds.extend(self.private_fds.iter().copied());
         // An upgrade's channel, on either side: a worker that kept it would
         // hide its master's death from the other master.
-        close_fds.extend(self.upgrade.as_ref().map(|u| u.ready_fd()));
+        close_fds.extend(self.upgrade.as_ref().map(|u| u.channel_fd()));
         close_fds.extend(self.handover_fd);
         close_fds
     }
