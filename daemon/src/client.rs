@@ -415,9 +415,10 @@ impl Client {
     }
 
     /// Whether a call whose connection closed before any byte of its answer
-    /// came is sent once more on a fresh connection (the default; see the
-    /// [module docs](self)). A call that must not run twice, even when the
-    /// daemon was killed while it ran it, turns this off: the `upgrade` and
+    /// came is sent once more on a fresh connection (the default). That is
+    /// safe when the daemon closed it in an orderly way, having answered
+    /// all it read; a call that must not run twice, even when the daemon
+    /// was killed while it ran it, turns this off: the `upgrade` and
     /// `reload` commands do.
     pub fn set_retry(&mut self, retry: bool) {
         self.retry = retry;

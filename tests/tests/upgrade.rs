@@ -405,3 +405,30 @@ fn on_tcp_the_token_goes_over_a_pipe_and_the_workers_are_the_new_masters() {
     wait_gone(new_pid, "the new master to stop");
     assert!(!old.token_file().exists(), "the last master removes the token the first one made");
 }
+
+#[test]
+fn the_upgrade_answers_once_the_new_masters_workers_are_all_looping() {
+    let dir = TempDir::new("upgrade-workers-ready");
+    let mut old = Daemon::start(&dir, "pool-daemon", &[], &[("POOL_SIZE", "3")]);
+    let mut reaper = Reaper(vec![-old.pid()]);
+    let mut client = old.client();
+    Wake::new().until("three workers", DEADLINE, || worker_pids(&mut client).len() == 3);
+
+    let answer = client.call("daemon.upgrade", Value::Null).unwrap();
+    let new_pid = answer["pid"].as_i64().unwrap() as i32;
+    reaper.0.push(new_pid);
+    // The old workers are spun down only once the new ones work: at the
+    // answer, every one of the new master's is looping already.
+    let list = info_list(&old.socket);
+    let states: Vec<&str> = list.as_array().unwrap().iter().filter_map(|w| w["state"].as_str()).collect();
+    assert_eq!(states, ["looping"; 3], "{list}");
+    assert_eq!(old.wait_exit(DEADLINE), 0);
+    // Safety: signalling the daemon this test started.
+    unsafe { libc::kill(new_pid, libc::SIGTERM) };
+    wait_gone(new_pid, "the new master to stop");
+}
+
+/// `worker.list` on a fresh connection: whichever master serves it.
+fn info_list(socket: &Address) -> Value {
+    Client::connect_with(socket, &ConnectOptions::new(DEADLINE)).unwrap().call("worker.list", Value::Null).unwrap()
+}

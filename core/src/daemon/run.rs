@@ -237,6 +237,7 @@ pub fn run<O: Os>(os: &mut O, daemon: Daemon, hooks: &mut dyn Hooks<O>) -> Resul
         successor: None,
     };
     lp.supervise(os);
+    lp.await_workers(os); // A new master's workers loop before the old ones stop.
     os.note(format_args!("daemon ready"));
     lp.tell_old_master(os); // A new master is ready once handed over.
     hooks.ready(os);

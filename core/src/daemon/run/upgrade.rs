@@ -336,6 +336,58 @@ impl Loop<'_> {
         self.ctl.stop(format!("upgraded to pid {}", u.pid));
     }
 
+    /// The new master's side, before it says it is ready: waits until each
+    /// of its workers is ready (its first loop began, or `Context::ready`),
+    /// so that the old master's workers are spun down only once the new
+    /// ones work. Each becoming ready wakes this wait with a byte on its
+    /// socket. It gives up at half the upgrade's timeout, or when the
+    /// daemon is asked to stop, and the master says it is ready anyway:
+    /// what is slow to start must not cost the upgrade.
+    pub(super) fn await_workers<O: Os>(&mut self, os: &mut O) {
+        if self.handover_fd.is_none() {
+            return;
+        }
+        let deadline = os.now() + self.config.upgrade_timeout / 2;
+        loop {
+            let waiting: Vec<Fd> = self
+                .links
+                .iter()
+                .filter(|(id, l)| {
+                    matches!(self.ctl.sup.instance(*id).state, InstanceState::Running { .. })
+                        && l.channel.ready() != Ok(true)
+                })
+                .map(|(_, l)| l.wake)
+                .collect();
+            if waiting.is_empty() || self.ctl.stop.is_some() {
+                return;
+            }
+            if os.now() >= deadline {
+                log::warn!("{} workers not ready yet: saying ready all the same", waiting.len());
+                return;
+            }
+            let mut fds: Vec<PollFd> =
+                self.links.values().filter(|l| !l.eof).map(|l| PollFd::new(l.wake, Ready::READ)).collect();
+            fds.push(PollFd::new(self.signal_fd, Ready::READ));
+            if let Err(e) = os.poll(&mut fds, Some(deadline)) {
+                log::debug!("poll: {e}");
+            }
+            let woken: Vec<usize> = self
+                .links
+                .iter()
+                .filter(|(_, l)| fds.iter().any(|p| p.fd == l.wake && !p.ready.is_empty()))
+                .map(|(id, _)| id)
+                .collect();
+            for id in woken {
+                self.drain_link(os, id);
+            }
+            if fds.last().is_some_and(|p| !p.ready.is_empty()) {
+                self.take_signals(os);
+                self.reap(os);
+                self.supervise(os);
+            }
+        }
+    }
+
     /// The new master's side, once its workers are spawned: tells the old
     /// one it is ready and waits for the word to go (at most the upgrade's
     /// timeout, past which the old one would have killed it). If the old

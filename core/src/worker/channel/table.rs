@@ -17,7 +17,7 @@ use forkd_os::Region;
 
 use super::layout::SLOT_WORDS;
 
-/// A channel's hot words: [`SLOT_WORDS`] words of a region from `base`.
+/// A channel's hot words: 16 words of a region from `base`.
 #[derive(Clone, Debug)]
 pub struct Slot {
     region: Region,
