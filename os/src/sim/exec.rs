@@ -1,7 +1,9 @@
 //! `Os::spawn_exec` in a world: a child that runs an installed program
 //! with only the descriptors it was handed and an environment of its own;
 //! and `Os::rewrite_pid_file`, through which a master hands its pid file
-//! over.
+//! over. Also what a process's environment and shared regions are made of
+//! (`env_var`, `remove_env`, `shm_create`, `shm_discard`), which an exec
+//! starts afresh.
 //!
 //! A world has no binaries: a program is an entry installed at a path
 //! ([`SimOs::install_program`]), made afresh from its arguments at each
@@ -122,6 +124,26 @@ impl SimOs {
         let mut st = self.shared.lock();
         let world = st.config.env.clone();
         st.proc(me).env.get_or_insert(world).remove(name);
+    }
+
+    /// `shm_create`: a zeroed buffer of words, mapped by this process.
+    pub(super) fn create_region(&mut self, len: usize) -> io::Result<crate::Region> {
+        let me = self.pid.0;
+        let mut st = self.enter();
+        let rate = st.config.faults.shm_fails;
+        if st.fault(rate) {
+            st.record(me, TraceEvent::ShmFault);
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let words = len.div_ceil(8).max(1);
+        let buf: std::sync::Arc<[std::sync::atomic::AtomicU64]> =
+            (0..words).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        let id = st.next_region;
+        st.next_region += 1;
+        st.regions.insert(id, std::collections::BTreeSet::from([me]));
+        st.proc(me).regions.insert(id);
+        st.record(me, TraceEvent::ShmCreate { len, region: id });
+        Ok(crate::Region::from_buffer(buf, id))
     }
 
     /// `shm_discard`: zeroes the words of a region this process maps.

@@ -1,12 +1,10 @@
 //! The `Os` trait, as a simulated process calls it: each method is one
 //! scheduling point, then a change to the world's state.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use super::files::FileNode;
 use super::net::{Conn, End, Object};
@@ -422,21 +420,7 @@ impl Os for SimOs {
     }
 
     fn shm_create(&mut self, len: usize) -> io::Result<Region> {
-        let me = self.pid.0;
-        let mut st = self.enter();
-        let rate = st.config.faults.shm_fails;
-        if st.fault(rate) {
-            st.record(me, TraceEvent::ShmFault);
-            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
-        }
-        let words = len.div_ceil(8).max(1);
-        let buf: Arc<[AtomicU64]> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        let id = st.next_region;
-        st.next_region += 1;
-        st.regions.insert(id, BTreeSet::from([me]));
-        st.proc(me).regions.insert(id);
-        st.record(me, TraceEvent::ShmCreate { len, region: id });
-        Ok(Region::from_buffer(buf, id))
+        self.create_region(len)
     }
 
     fn shm_discard(&mut self, region: &Region) -> io::Result<()> {
