@@ -19,6 +19,23 @@ use serde_json::Value;
 pub mod wait;
 pub use wait::{wait_exit, wait_gone, wait_until, Progress, Wake};
 
+/// Makes `cmd`'s process get descriptor `fd` of ours as its fd 3, open
+/// across its exec: a socket handed over as systemd's socket activation
+/// hands one (`LISTEN_FDS=1`).
+pub fn pass_as_fd3(cmd: &mut Command, fd: i32) {
+    // Safety: dup2 between fork and exec, on descriptors we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself keeps close-on-exec: clear it then.
+            let ok = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) >= 0 } else { libc::dup2(fd, 3) >= 0 };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The default bound of a wait.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 

@@ -4,7 +4,6 @@
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use forkd_tests::{bin, TempDir, DEADLINE};
@@ -62,17 +61,7 @@ fn socket_activation_serves_the_passed_socket() {
     );
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", &script]).stderr(Stdio::null());
-    // Safety: dup2 between fork and exec, on descriptors we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself keeps close-on-exec: clear it then.
-            let ok = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) >= 0 } else { libc::dup2(fd, 3) >= 0 };
-            if !ok {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    forkd_tests::pass_as_fd3(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     drop(listener);
     // The socket listens from before the daemon starts: the call waits in

@@ -51,8 +51,6 @@ fn start_foreground(dir: &TempDir, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
     Daemon::start_command(dir, cmd, &Address::Unix(dir.join("d.sock")))
 }
 
-use std::os::unix::process::CommandExt;
-
 /// Kills what is left of a test's daemons at its end, however it ends: a
 /// new master is no child of the test.
 struct Reaper(Vec<i32>);
@@ -281,16 +279,7 @@ fn a_socket_handed_over_by_systemd_is_served_across_an_upgrade() {
     );
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", &script]).env("ECHO_VERSION_FILE", dir.join("version")).stderr(Stdio::null());
-    // Safety: dup2 between fork and exec, on descriptors we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) >= 0 } else { libc::dup2(fd, 3) >= 0 };
-            if !ok {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    forkd_tests::pass_as_fd3(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     let mut reaper = Reaper(vec![child.id() as i32]);
     drop(listener);
